@@ -1,0 +1,48 @@
+-- Runs last in the install script: privileges and pg_dump registration.
+
+-- Nothing is PUBLIC: the two roles get exactly what they need.
+REVOKE ALL ON SCHEMA mail_gateway FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA mail_gateway FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mail_gateway FROM PUBLIC;
+GRANT USAGE ON SCHEMA mail_gateway TO mail_gateway_user, mail_gateway_admin;
+
+-- Administrators configure everything (they may write secrets; see docs/DECISIONS.md).
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA mail_gateway TO mail_gateway_admin;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA mail_gateway TO mail_gateway_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mail_gateway TO mail_gateway_admin;
+
+-- Users (ERP code) read the configuration but never a secret column.
+GRANT SELECT ON mail_gateway.parameter, mail_gateway.alias, mail_gateway.blacklist
+    TO mail_gateway_user;
+GRANT SELECT (id, name, host, port, encryption, auth, username, client_cert, from_filter, priority,
+              active, verify_tls, ca_cert, created_at)
+    ON mail_gateway.outgoing_server TO mail_gateway_user;
+GRANT SELECT (id, name, protocol, host, port, encryption, auth, username, verify_tls, ca_cert, mailbox,
+              priority, state, fetch_interval, keep_original, keep_attachments, active,
+              last_fetch_at, last_error, created_at)
+    ON mail_gateway.incoming_server TO mail_gateway_user;
+-- The ERP fills the contacts.
+GRANT SELECT, INSERT, UPDATE ON mail_gateway.contact TO mail_gateway_user;
+GRANT USAGE ON SEQUENCE mail_gateway.contact_id_seq TO mail_gateway_user;
+GRANT EXECUTE ON FUNCTION
+    mail_gateway.get_parameter(text),
+    mail_gateway.find_outgoing_server(text, text),
+    mail_gateway.normalize_email(text),
+    mail_gateway.normalize_domain(text),
+    mail_gateway.normalize_local_part(text),
+    mail_gateway.normalize_from_filter(text)
+    TO mail_gateway_user;
+
+-- Rows of extension tables are dumped only when registered: every table that holds the
+-- ERP's configuration or data is, with its identity sequence so restored ids stay free.
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.parameter', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.outgoing_server', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.outgoing_server_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.incoming_server', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.incoming_server_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.alias', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.alias_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.contact', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.contact_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.blacklist', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.blacklist_id_seq', '');

@@ -1,0 +1,213 @@
+-- Validation triggers: bad configuration is refused where it is written, with a message that
+-- names the value and a hint that says what is expected. They apply to set_parameter() and to
+-- plain INSERT/UPDATE alike. Syntax checks of addresses and domains are Rust functions
+-- (normalize_*), shared with the worker.
+
+CREATE FUNCTION mail_gateway.parameter_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v text := NEW.value;
+BEGIN
+    -- Restoring a pg_dump inserts the seeded keys again: make that an update.
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT FROM mail_gateway.parameter p WHERE p.key = NEW.key) THEN
+        UPDATE mail_gateway.parameter p SET value = NEW.value WHERE p.key = NEW.key;
+        RETURN NULL;
+    END IF;
+    IF v IS NULL THEN
+        IF NEW.key IN ('mail.catchall.alias', 'mail.bounce.alias', 'mail.default.from',
+                       'mail.incoming.limit.period', 'mail.incoming.limit.alias',
+                       'mail.send.daily_limit', 'mail.bounce.limit', 'mail.bounce.period',
+                       'mail.bounce.spread', 'mail.fetch.interval') THEN
+            RAISE EXCEPTION 'parameter "%" cannot be NULL', NEW.key
+                USING ERRCODE = 'not_null_violation',
+                      HINT = 'Give it a value; see the defaults in the documentation (SPEC §2.1).';
+        END IF;
+        RETURN NEW;
+    END IF;
+    CASE NEW.key
+    WHEN 'mail.catchall.domain' THEN
+        NEW.value := mail_gateway.normalize_domain(v);
+    WHEN 'mail.catchall.alias', 'mail.bounce.alias' THEN
+        NEW.value := mail_gateway.normalize_local_part(v);
+    WHEN 'mail.default.from' THEN
+        NEW.value := CASE WHEN strpos(v, '@') > 0 THEN mail_gateway.normalize_email(v)
+                          ELSE mail_gateway.normalize_local_part(v) END;
+    WHEN 'mail.default.from_filter' THEN
+        NEW.value := nullif(mail_gateway.normalize_from_filter(v), '');
+    WHEN 'mail.incoming.limit.period', 'mail.incoming.limit.alias', 'mail.send.daily_limit',
+         'mail.bounce.limit' THEN
+        IF btrim(v) !~ '^[0-9]{1,9}$' THEN
+            RAISE EXCEPTION 'invalid value "%" for parameter "%"', v, NEW.key
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Expected a whole number, 0 or more.';
+        END IF;
+        NEW.value := btrim(v)::integer::text;
+    WHEN 'mail.bounce.period', 'mail.bounce.spread', 'mail.fetch.interval' THEN
+        BEGIN
+            IF v::interval < interval '0' OR (NEW.key = 'mail.fetch.interval' AND v::interval < interval '1 second') THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        EXCEPTION WHEN others THEN
+            RAISE EXCEPTION 'invalid value "%" for parameter "%"', v, NEW.key
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Expected a positive PostgreSQL interval such as ''7 days'' or ''5 minutes''.';
+        END;
+    WHEN 'mass_mailing.outgoing_mail_server' THEN
+        IF NOT EXISTS (SELECT FROM mail_gateway.outgoing_server s WHERE s.name = v) THEN
+            RAISE EXCEPTION 'no outgoing server named "%"', v
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Create it in mail_gateway.outgoing_server first, or set the parameter to NULL.';
+        END IF;
+    ELSE
+        NULL; -- keys the gateway does not read are stored as given
+    END CASE;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER parameter_validate BEFORE INSERT OR UPDATE ON mail_gateway.parameter
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.parameter_validate();
+
+-- Shared by both server tables: the fields whose wrong values are the most common mistakes.
+CREATE FUNCTION mail_gateway.server_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.name := btrim(NEW.name);
+    NEW.host := btrim(NEW.host);
+    IF NEW.encryption IS NULL OR NEW.encryption NOT IN ('none', 'starttls', 'ssl') THEN
+        RAISE EXCEPTION 'unknown encryption "%" for server "%"', NEW.encryption, NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Use none, starttls (usually port 587 or 143) or ssl (465, 993, 995).';
+    END IF;
+    IF NEW.port IS NOT NULL AND NOT NEW.port BETWEEN 1 AND 65535 THEN
+        RAISE EXCEPTION 'port % of server "%" is out of range', NEW.port, NEW.name
+            USING ERRCODE = 'check_violation', HINT = 'A TCP port is between 1 and 65535.';
+    END IF;
+    IF NEW.host ~ '[[:space:]/@]' THEN
+        RAISE EXCEPTION 'host "%" of server "%" is not a host name', NEW.host, NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Give a host name or IP address only, e.g. smtp.example.com, without scheme or port.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION mail_gateway.outgoing_server_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.port IS NULL THEN
+        NEW.port := CASE NEW.encryption WHEN 'ssl' THEN 465 WHEN 'starttls' THEN 587 ELSE 25 END;
+    END IF;
+    IF NEW.auth IS NULL THEN
+        NEW.auth := CASE WHEN NEW.username IS NULL THEN 'none' ELSE 'login' END;
+    END IF;
+    IF NEW.auth NOT IN ('none', 'login', 'certificate', 'xoauth2') THEN
+        RAISE EXCEPTION 'unknown authentication "%" for server "%"', NEW.auth, NEW.name
+            USING ERRCODE = 'check_violation', HINT = 'Use none, login, certificate or xoauth2.';
+    END IF;
+    IF NEW.auth IN ('login', 'xoauth2') AND (NEW.username IS NULL OR NEW.password IS NULL) THEN
+        RAISE EXCEPTION 'server "%" uses % authentication but has no username or %', NEW.name, NEW.auth,
+                CASE NEW.auth WHEN 'xoauth2' THEN 'access token' ELSE 'password' END
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Set username and password (the OAuth2 access token for xoauth2), or auth = ''none''.';
+    END IF;
+    IF NEW.auth = 'certificate' AND (NEW.client_cert IS NULL OR NEW.client_key IS NULL) THEN
+        RAISE EXCEPTION 'server "%" uses certificate authentication but has no client_cert or client_key', NEW.name
+            USING ERRCODE = 'check_violation', HINT = 'Set both, as PEM text.';
+    END IF;
+    IF NEW.encryption = 'none' AND NEW.auth <> 'none' THEN
+        RAISE EXCEPTION 'server "%" would send its credentials without encryption', NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Use encryption starttls or ssl, or auth ''none'' for a relay that trusts this host.';
+    END IF;
+    NEW.from_filter := nullif(mail_gateway.normalize_from_filter(NEW.from_filter), '');
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER outgoing_server_validate_1 BEFORE INSERT OR UPDATE ON mail_gateway.outgoing_server
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.server_validate();
+CREATE TRIGGER outgoing_server_validate_2 BEFORE INSERT OR UPDATE ON mail_gateway.outgoing_server
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.outgoing_server_validate();
+
+CREATE FUNCTION mail_gateway.incoming_server_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.protocol IS NULL OR NEW.protocol NOT IN ('imap', 'pop3') THEN
+        RAISE EXCEPTION 'unknown protocol "%" for server "%"', NEW.protocol, NEW.name
+            USING ERRCODE = 'check_violation', HINT = 'Use imap or pop3.';
+    END IF;
+    IF NEW.port IS NULL THEN
+        NEW.port := CASE NEW.protocol
+            WHEN 'imap' THEN CASE NEW.encryption WHEN 'ssl' THEN 993 ELSE 143 END
+            ELSE CASE NEW.encryption WHEN 'ssl' THEN 995 ELSE 110 END END;
+    END IF;
+    IF NEW.state NOT IN ('draft', 'confirmed') THEN
+        RAISE EXCEPTION 'unknown state "%" for server "%"', NEW.state, NEW.name
+            USING ERRCODE = 'check_violation', HINT = 'Use draft; test_incoming_server() confirms it.';
+    END IF;
+    -- A changed connection must be tested again before it is fetched ("TEST & CONFIRM").
+    IF TG_OP = 'UPDATE' AND (NEW.protocol, NEW.host, NEW.port, NEW.encryption, NEW.auth, NEW.username,
+            NEW.password, NEW.verify_tls, NEW.ca_cert, NEW.mailbox)
+            IS DISTINCT FROM (OLD.protocol, OLD.host, OLD.port, OLD.encryption, OLD.auth, OLD.username,
+            OLD.password, OLD.verify_tls, OLD.ca_cert, OLD.mailbox) THEN
+        NEW.state := 'draft';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER incoming_server_validate_1 BEFORE INSERT OR UPDATE ON mail_gateway.incoming_server
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.server_validate();
+CREATE TRIGGER incoming_server_validate_2 BEFORE INSERT OR UPDATE ON mail_gateway.incoming_server
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.incoming_server_validate();
+
+-- No fixed search_path here: `model` names a table as the caller's search_path finds it.
+CREATE FUNCTION mail_gateway.alias_validate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    reserved text[] := ARRAY['catchall', 'bounce',
+        (SELECT p.value FROM mail_gateway.parameter p WHERE p.key = 'mail.catchall.alias'),
+        (SELECT p.value FROM mail_gateway.parameter p WHERE p.key = 'mail.bounce.alias')];
+BEGIN
+    NEW.name := mail_gateway.normalize_local_part(NEW.name);
+    IF NEW.domain IS NOT NULL THEN
+        NEW.domain := mail_gateway.normalize_domain(NEW.domain);
+    END IF;
+    IF NEW.name = ANY (reserved) THEN
+        RAISE EXCEPTION 'alias name "%" is reserved', NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'The catchall and bounce aliases collect replies and bounces; choose another name.';
+    END IF;
+    IF NEW.handler IS NULL AND to_regclass(NEW.model) IS NULL THEN
+        RAISE EXCEPTION 'alias "%" has no handler and table "%" does not exist', NEW.name, NEW.model
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Name an existing table in model, or give a handler function (message jsonb) returns bigint.';
+    END IF;
+    IF NEW.handler IS NOT NULL AND NOT EXISTS (
+        SELECT FROM pg_catalog.pg_proc p WHERE p.oid = NEW.handler
+          AND p.prorettype = 'bigint'::regtype AND p.pronargs = 1
+          AND p.proargtypes[0] = 'jsonb'::regtype) THEN
+        RAISE EXCEPTION 'handler % of alias "%" has the wrong signature', NEW.handler, NEW.name
+            USING ERRCODE = 'invalid_function_definition',
+                  HINT = 'A handler takes (message jsonb) and returns bigint, the id of the record it made.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER alias_validate BEFORE INSERT OR UPDATE ON mail_gateway.alias
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.alias_validate();
+
+CREATE FUNCTION mail_gateway.email_normalize() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.email := mail_gateway.normalize_email(NEW.email);
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER contact_email_normalize BEFORE INSERT OR UPDATE OF email ON mail_gateway.contact
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.email_normalize();
+CREATE TRIGGER blacklist_email_normalize BEFORE INSERT OR UPDATE OF email ON mail_gateway.blacklist
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.email_normalize();

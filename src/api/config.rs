@@ -1,0 +1,123 @@
+//! Parameters, address syntax, and server selection (SPEC §2.1–2.3).
+
+use lettre::Address;
+use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;
+use pgrx::prelude::*;
+
+use crate::error::raise;
+use crate::routing::address::{Sender, format_from_filter, parse_from_filter};
+use crate::routing::server::choose;
+use crate::store;
+
+/// The bare address of a mailbox, lower-cased: `"Ann" <Ann@X.com>` → `ann@x.com`.
+#[pg_extern(immutable, strict, parallel_safe)]
+pub fn normalize_email(email: &str) -> String {
+    match Sender::parse(email) {
+        Ok(sender) => sender.normalized(),
+        Err(e) => raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+            Some("Write it as name@example.com or \"Name\" <name@example.com>."),
+        ),
+    }
+}
+
+/// A mail domain, lower-cased: ` MyCompany.COM ` → `mycompany.com`.
+#[pg_extern(immutable, strict, parallel_safe)]
+pub fn normalize_domain(domain: &str) -> String {
+    let domain = domain.trim().to_lowercase();
+    if domain.contains('@') || Address::new("postmaster", &domain).is_err() {
+        raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("malformed domain \"{domain}\""),
+            Some("Give a domain name only, such as mycompany.com."),
+        );
+    }
+    domain
+}
+
+/// The local part of an address (an alias name), lower-cased: `Sales` → `sales`.
+#[pg_extern(immutable, strict, parallel_safe)]
+pub fn normalize_local_part(local_part: &str) -> String {
+    let local = local_part.trim().to_lowercase();
+    if local.contains('@') || Address::new(&local, "example.com").is_err() {
+        raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("malformed local part \"{local_part}\""),
+            Some("Give the part before the @ only, such as sales or catchall."),
+        );
+    }
+    local
+}
+
+/// A `from_filter` in canonical form: entries trimmed, lower-cased, joined by commas.
+#[pg_extern(immutable, strict, parallel_safe)]
+pub fn normalize_from_filter(filter: &str) -> String {
+    match parse_from_filter(filter) {
+        Ok(entries) => format_from_filter(&entries),
+        Err(e) => raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            e.to_string(),
+            Some(
+                "A from_filter is a comma-separated list of domains (example.com) and addresses (news@example.com).",
+            ),
+        ),
+    }
+}
+
+/// The value of a system parameter, NULL when unset or unknown.
+#[pg_extern(stable, strict, parallel_safe)]
+pub fn get_parameter(key: &str) -> Option<String> {
+    store::config::get_parameter(key)
+}
+
+/// Sets a system parameter (NULL unsets it). Values are checked: see SPEC §2.1.
+#[pg_extern]
+pub fn set_parameter(key: &str, value: Option<&str>) {
+    if !store::config::set_parameter(key, value) {
+        notice!("parameter \"{key}\" is not one that mail_gateway reads; it was stored as given");
+    }
+}
+
+/// The outgoing server that sends a mail from `email_from`, with the envelope sender and the
+/// From header it will use (SPEC §2.3). `kind => 'mass'` prefers the dedicated mass-mailing
+/// server. Returns one row; `server_id` is NULL when no server is active.
+#[pg_extern(stable, parallel_safe)]
+pub fn find_outgoing_server(
+    email_from: &str,
+    kind: default!(&str, "'transactional'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(server_id, Option<i64>),
+        name!(server_name, Option<String>),
+        name!(smtp_from, String),
+        name!(header_from, String),
+    ),
+> {
+    let mass = match kind {
+        "mass" => true,
+        "transactional" => false,
+        other => raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("unknown mail kind \"{other}\""),
+            Some("Use 'transactional' or 'mass'."),
+        ),
+    };
+    let from = Sender::parse(email_from).unwrap_or_else(|_| {
+        raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("malformed From address \"{email_from}\""),
+            Some("Write it as name@example.com or \"Name\" <name@example.com>."),
+        )
+    });
+    let choice = choose(
+        &store::config::active_outgoing_servers(),
+        &store::config::sender_settings(),
+        &from,
+        email_from,
+        mass,
+    );
+    let (id, name) = choice.server.unzip();
+    TableIterator::once((id, name, choice.smtp_from, choice.header_from))
+}

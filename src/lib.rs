@@ -1,0 +1,46 @@
+//! mail_gateway: the email gateway of an ERP database, as a PostgreSQL extension.
+//!
+//! Data flows one way: the SQL API (`api`) writes tables through `store`; the background
+//! `worker` reads them and does the network I/O; pure decisions live in `routing`.
+//! This file only wires the modules together.
+
+use pgrx::prelude::*;
+
+pub mod api;
+mod error;
+mod gucs;
+pub mod routing;
+mod store;
+mod worker;
+
+pg_module_magic!();
+
+extension_sql_file!("../sql/bootstrap.sql", bootstrap);
+extension_sql_file!(
+    "../sql/validation.sql",
+    name = "validation",
+    requires = [
+        api::config::normalize_email,
+        api::config::normalize_domain,
+        api::config::normalize_local_part,
+        api::config::normalize_from_filter
+    ]
+);
+extension_sql_file!("../sql/finalize.sql", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    worker::register();
+}
+
+/// Settings of the `cargo pgrx test` cluster.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        // The worker runs in the test cluster too, serving a database without the extension.
+        vec!["shared_preload_libraries = 'mail_gateway'"]
+    }
+}

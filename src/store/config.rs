@@ -1,0 +1,110 @@
+//! Configuration tables: `parameter`, `outgoing_server`.
+
+use pgrx::prelude::*;
+
+use super::spi;
+use crate::routing::address::parse_from_filter;
+use crate::routing::server::{SenderSettings, Server};
+
+pub fn get_parameter(key: &str) -> Option<String> {
+    spi(Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT value FROM mail_gateway.parameter WHERE key = $1",
+            Some(1),
+            &[key.into()],
+        )?;
+        match rows.into_iter().next() {
+            Some(row) => row.get::<String>(1),
+            None => Ok(None),
+        }
+    }))
+}
+
+/// Stores a parameter (the table's trigger validates and normalises it). Returns whether the
+/// key existed before, i.e. whether it is one the gateway knows.
+pub fn set_parameter(key: &str, value: Option<&str>) -> bool {
+    spi(Spi::connect_mut(|client| {
+        let known = client
+            .select(
+                "SELECT 1 FROM mail_gateway.parameter WHERE key = $1",
+                Some(1),
+                &[key.into()],
+            )?
+            .len()
+            > 0;
+        client.update(
+            "INSERT INTO mail_gateway.parameter (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            None,
+            &[key.into(), value.into()],
+        )?;
+        Ok(known)
+    }))
+}
+
+/// The parameters that decide senders, read in one query.
+pub fn sender_settings() -> SenderSettings {
+    let rows: Vec<(String, Option<String>)> = spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT key, value FROM mail_gateway.parameter
+                 WHERE key IN ('mail.catchall.domain', 'mail.bounce.alias', 'mail.default.from',
+                               'mail.default.from_filter', 'mass_mailing.outgoing_mail_server')",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    }));
+    let get = |key: &str| {
+        rows.iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.clone())
+    };
+    // Values were validated on the way in; a filter that no longer parses counts as none.
+    let default_filter = get("mail.default.from_filter")
+        .and_then(|f| parse_from_filter(&f).ok())
+        .unwrap_or_default();
+    SenderSettings::from_parameters(
+        get("mail.catchall.domain"),
+        get("mail.default.from"),
+        get("mail.bounce.alias"),
+        default_filter,
+        get("mass_mailing.outgoing_mail_server"),
+    )
+}
+
+/// Active outgoing servers; the order is decided by `routing::server::choose`.
+pub fn active_outgoing_servers() -> Vec<Server> {
+    spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT id, name, priority, from_filter FROM mail_gateway.outgoing_server WHERE active",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                let filter = row.get::<String>(4)?.unwrap_or_default();
+                Ok(Server {
+                    id: row.get::<i64>(1)?.unwrap_or_default(),
+                    name: row.get::<String>(2)?.unwrap_or_default(),
+                    priority: row.get::<i32>(3)?.unwrap_or_default(),
+                    from_filter: parse_from_filter(&filter).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }))
+}
+
+/// Whether `CREATE EXTENSION mail_gateway` has run in the current database.
+pub fn extension_installed() -> bool {
+    spi(Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'mail_gateway')",
+    ))
+    .unwrap_or(false)
+}
