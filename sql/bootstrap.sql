@@ -1,6 +1,14 @@
--- mail_gateway: roles and configuration tables (SPEC §2). Runs first in the install script.
--- The schema itself comes from the control file (`schema = mail_gateway`), so DROP EXTENSION
--- removes it with everything in it; only the two cluster-wide roles stay.
+-- mail_gateway: schema, roles and configuration tables (SPEC §2). Runs first in the install
+-- script.
+
+-- The schema is created here, not named in the control file: a schema created by the script is
+-- a member of the extension, so DROP EXTENSION removes it with everything in it (one named in
+-- the control file would be left behind). Only the two cluster-wide roles stay.
+CREATE SCHEMA mail_gateway;
+COMMENT ON SCHEMA mail_gateway IS 'The mail gateway: configuration, queue, chatter, received mail';
+-- The functions pgrx generates are unqualified: they land in the first schema of the path.
+-- SET LOCAL: PostgreSQL restores the caller's search_path when the script ends.
+SET LOCAL search_path TO mail_gateway, pg_catalog;
 
 -- Roles are cluster-wide: a second database of the same cluster finds them already there.
 DO $roles$

@@ -169,6 +169,7 @@ DECLARE
     reserved text[] := ARRAY['catchall', 'bounce',
         (SELECT p.value FROM mail_gateway.parameter p WHERE p.key = 'mail.catchall.alias'),
         (SELECT p.value FROM mail_gateway.parameter p WHERE p.key = 'mail.bounce.alias')];
+    model_table text;
 BEGIN
     NEW.name := mail_gateway.normalize_local_part(NEW.name);
     IF NEW.domain IS NOT NULL THEN
@@ -179,7 +180,13 @@ BEGIN
             USING ERRCODE = 'check_violation',
                   HINT = 'The catchall and bounce aliases collect replies and bounces; choose another name.';
     END IF;
-    IF NEW.handler IS NULL AND to_regclass(NEW.model) IS NULL THEN
+    -- Stored schema-qualified, so the worker and a pg_dump restore (which runs with an empty
+    -- search_path) find the same table.
+    SELECT format('%I.%I', n.nspname, c.relname) INTO model_table
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = pg_catalog.to_regclass(NEW.model);
+    NEW.model := coalesce(model_table, NEW.model);
+    IF NEW.handler IS NULL AND model_table IS NULL THEN
         RAISE EXCEPTION 'alias "%" has no handler and table "%" does not exist', NEW.name, NEW.model
             USING ERRCODE = 'undefined_table',
                   HINT = 'Name an existing table in model, or give a handler function (message jsonb) returns bigint.';

@@ -12,9 +12,11 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"mail_gateway.database",
         c"Database whose mail the background worker serves.",
-        c"The worker connects to this database at start; changing it needs a restart.",
+        c"On reload, a worker serving another database restarts to connect to this one.",
         &DATABASE,
-        GucContext::Postmaster,
+        // Not Postmaster: the library may also be loaded after startup (without preloading),
+        // and PostgreSQL refuses to define postmaster-level settings then.
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

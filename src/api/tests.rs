@@ -278,6 +278,16 @@ mod tests {
         run("INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead')");
     }
 
+    #[pg_test]
+    fn alias_model_is_stored_schema_qualified() {
+        leads_table();
+        run("INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead')");
+        assert_eq!(
+            text("SELECT model FROM mail_gateway.alias").as_deref(),
+            Some("public.crm_lead")
+        );
+    }
+
     #[pg_test(error = "malformed local part \"sales team\"")]
     fn alias_name_must_be_a_local_part() {
         leads_table();
@@ -310,7 +320,7 @@ mod tests {
         run("SELECT password FROM mail_gateway.outgoing_server");
     }
 
-    #[pg_test(error = "permission denied for table parameter")]
+    #[pg_test(error = "permission denied for function set_parameter")]
     fn users_cannot_change_parameters() {
         run("SET LOCAL ROLE mail_gateway_user");
         assert_eq!(

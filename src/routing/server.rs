@@ -152,10 +152,10 @@ pub fn choose(
 /// it; else the filter's first full address; else the default local part on the filter's first
 /// domain (a server limited to `other.com` sends as `notifications@other.com`).
 fn encapsulation_address(filter: &[FilterEntry], settings: &SenderSettings) -> String {
-    if let Some(default) = &settings.default_from {
-        if may_send_as(filter, &default.to_lowercase()) {
-            return default.clone();
-        }
+    if let Some(default) = &settings.default_from
+        && may_send_as(filter, &default.to_lowercase())
+    {
+        return default.clone();
     }
     let address = filter.iter().find_map(|e| match e {
         FilterEntry::Address(a) => Some(a.clone()),

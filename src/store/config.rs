@@ -24,14 +24,13 @@ pub fn get_parameter(key: &str) -> Option<String> {
 /// key existed before, i.e. whether it is one the gateway knows.
 pub fn set_parameter(key: &str, value: Option<&str>) -> bool {
     spi(Spi::connect_mut(|client| {
-        let known = client
+        let known = !client
             .select(
                 "SELECT 1 FROM mail_gateway.parameter WHERE key = $1",
                 Some(1),
                 &[key.into()],
             )?
-            .len()
-            > 0;
+            .is_empty();
         client.update(
             "INSERT INTO mail_gateway.parameter (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -57,6 +57,14 @@ pub extern "C-unwind" fn mail_gateway_worker_main(_arg: pg_sys::Datum) {
         }
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            if gucs::database() != database {
+                // A worker cannot switch databases: exit, and the postmaster starts a new one.
+                log!(
+                    "mail_gateway worker: mail_gateway.database changed to \"{}\"; restarting",
+                    gucs::database()
+                );
+                break;
+            }
         }
     }
     log!("mail_gateway worker stopped");

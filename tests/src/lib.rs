@@ -1,1 +1,289 @@
-pub fn placeholder() {}
+//! Integration harness: a throw-away PostgreSQL 15 cluster with `mail_gateway` in
+//! `shared_preload_libraries`, run as the `postgres` user, reached over a real TCP connection.
+//!
+//! The extension must be installed first (`cargo pgrx install`, done by `scripts/test.sh`).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub use postgres::Client;
+use postgres::NoTls;
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+    stopped: bool,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL program as `postgres` when we are root (PostgreSQL refuses root).
+fn pg_command(program: &str) -> Command {
+    let path = format!("{PG_BIN}/{program}");
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn check(what: &str, output: std::io::Result<Output>) -> Output {
+    let output = output.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+impl Cluster {
+    /// initdb and start a cluster with mail_gateway preloaded; `settings` are extra
+    /// `name = value` lines of postgresql.conf.
+    pub fn start(settings: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(true, settings)
+    }
+
+    /// A cluster where the library is not preloaded: no worker, the SQL API only.
+    pub fn start_without_preload() -> Cluster {
+        Cluster::start_with(false, &[])
+    }
+
+    fn start_with(preload: bool, settings: &[(&str, &str)]) -> Cluster {
+        let dir = PathBuf::from(
+            String::from_utf8(
+                Command::new("mktemp")
+                    .args(["-d", "/tmp/mgtest.XXXXXX"])
+                    .output()
+                    .expect("mktemp")
+                    .stdout,
+            )
+            .unwrap()
+            .trim(),
+        );
+        if is_root() {
+            check(
+                "chown",
+                Command::new("chown")
+                    .args(["postgres:", dir.to_str().unwrap()])
+                    .output(),
+            );
+        }
+        let data = dir.join("data");
+        check(
+            "initdb",
+            pg_command("initdb")
+                .args([
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                ])
+                .args(["--no-locale", "-E", "UTF8", "--no-sync"])
+                .output(),
+        );
+        let mut cluster = Cluster {
+            dir,
+            port: free_port(),
+            stopped: true,
+        };
+        let mut conf = format!(
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             fsync = off\n",
+            cluster.port,
+            cluster.dir.display()
+        );
+        if preload {
+            conf.push_str("shared_preload_libraries = 'mail_gateway'\n");
+        }
+        for (name, value) in settings {
+            conf.push_str(&format!("{name} = '{value}'\n"));
+        }
+        let conf_path = data.join("postgresql.auto.conf");
+        let mut existing = std::fs::read_to_string(&conf_path).unwrap_or_default();
+        existing.push_str(&conf);
+        std::fs::write(&conf_path, existing).expect("write postgresql.auto.conf");
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    fn pg_ctl_start(&mut self) {
+        check(
+            "pg_ctl start",
+            pg_command("pg_ctl")
+                .args([
+                    "-D",
+                    self.data().to_str().unwrap(),
+                    "-l",
+                    self.log_path().to_str().unwrap(),
+                ])
+                .args(["-w", "-t", "60", "start"])
+                .output(),
+        );
+        self.stopped = false;
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={database} connect_timeout=10",
+            self.port
+        )
+    }
+
+    pub fn connect(&self, database: &str) -> Client {
+        Client::connect(&self.url(database), NoTls)
+            .unwrap_or_else(|e| panic!("connect to {database}: {e}\n{}", self.log()))
+    }
+
+    /// `pg_ctl stop` in the given mode (`fast`, `immediate`); returns how long it took.
+    pub fn stop(&mut self, mode: &str) -> Duration {
+        let started = Instant::now();
+        check(
+            "pg_ctl stop",
+            pg_command("pg_ctl")
+                .args([
+                    "-D",
+                    self.data().to_str().unwrap(),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    "60",
+                    "stop",
+                ])
+                .output(),
+        );
+        self.stopped = true;
+        started.elapsed()
+    }
+
+    pub fn restart(&mut self) {
+        if !self.stopped {
+            self.stop("fast");
+        }
+        self.pg_ctl_start();
+    }
+
+    /// Runs a PostgreSQL client program (pg_dump, psql …) against this cluster.
+    pub fn client_program(&self, program: &str, args: &[&str]) -> Output {
+        let port = self.port.to_string();
+        check(
+            program,
+            Command::new(Path::new(PG_BIN).join(program))
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                .args(args)
+                .output(),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = pg_command("pg_ctl")
+                .args([
+                    "-D",
+                    self.data().to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ])
+                .output();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- server log ({}) ----\n{}",
+                self.log_path().display(),
+                self.log()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs SQL, panicking with the server's own words (`postgres::Error` alone says "db error").
+pub fn exec(client: &mut Client, sql: &str) {
+    if let Err(e) = client.batch_execute(sql) {
+        panic!("{sql}\n-> {}", error_text(&e));
+    }
+}
+
+/// The server's message of an error, for assertions.
+pub fn error_text(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pid of the running mail_gateway worker, if any.
+pub fn worker_pid(client: &mut Client) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mail_gateway worker'",
+            &[],
+        )
+        .ok()
+        .flatten()
+        .map(|row| row.get(0))
+}
+
+/// Waits for a worker whose pid differs from `not` (any worker when `None`).
+pub fn wait_for_worker(cluster: &Cluster, not: Option<i32>) -> i32 {
+    wait_for("the mail_gateway worker", Duration::from_secs(60), || {
+        let mut client = Client::connect(&cluster.url("postgres"), NoTls).ok()?;
+        worker_pid(&mut client).filter(|pid| Some(*pid) != not)
+    })
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Every test: formatting, clippy (warnings are errors), unit and SQL tests inside PostgreSQL
+# (`cargo pgrx test`), then the integration harness against real clusters with the worker.
+# Installs what it needs first (scripts/setup.sh). Runs as root or as a sudoer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --features mail_gateway/pg_test -- -D warnings
+
+step "unit and SQL tests (cargo pgrx test)"
+# PostgreSQL refuses root: the test cluster runs as `postgres`, in a fresh data directory.
+pgdata_parent=$(mktemp -d /tmp/mg-pgrx.XXXXXX)
+trap 'rm -rf "$pgdata_parent"' EXIT
+if [ "$(id -u)" -eq 0 ]; then
+  chown postgres: "$pgdata_parent"
+  cargo pgrx test pg15 --runas postgres --pgdata "$pgdata_parent/data"
+else
+  cargo pgrx test pg15
+fi
+
+step "integration tests (real clusters, extension preloaded)"
+if [ "$(id -u)" -eq 0 ]; then
+  cargo pgrx install --pg-config "$PG_CONFIG"
+else
+  cargo pgrx install --sudo --pg-config "$PG_CONFIG"
+fi
+cargo test -p mail_gateway_tests -- --test-threads=2

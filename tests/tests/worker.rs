@@ -1,0 +1,115 @@
+//! The background worker's life cycle, observed from outside through a real cluster.
+
+use std::time::Duration;
+
+use mail_gateway_tests::{Cluster, exec, wait_for, wait_for_worker};
+
+#[test]
+fn worker_starts_logs_once_and_waits_for_the_extension() {
+    let cluster = Cluster::start(&[
+        ("mail_gateway.database", "erp"),
+        ("mail_gateway.poll_interval", "200ms"),
+    ]);
+    // The database does not exist yet: the worker cannot connect and is restarted until it does.
+    let mut admin = cluster.connect("postgres");
+    exec(&mut admin, "CREATE DATABASE erp");
+    let pid = wait_for_worker(&cluster, None);
+
+    let log = cluster.log();
+    let started = format!("mail_gateway worker started: database \"erp\", pid {pid}");
+    assert_eq!(
+        log.matches(&started).count(),
+        1,
+        "one start line for pid {pid}:\n{log}"
+    );
+    wait_for(
+        "the worker to notice the missing extension",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .log()
+                .contains("waiting for CREATE EXTENSION mail_gateway")
+                .then_some(())
+        },
+    );
+
+    // Many poll intervals later, the same worker is still there.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut erp = cluster.connect("erp");
+    exec(&mut erp, "CREATE EXTENSION mail_gateway");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(wait_for_worker(&cluster, None), pid);
+    assert!(!cluster.log().contains("PANIC"));
+}
+
+#[test]
+fn worker_stops_promptly_and_is_restarted() {
+    // A poll interval of an hour: only the latch can make it stop quickly.
+    let cluster = Cluster::start(&[("mail_gateway.poll_interval", "1h")]);
+    let mut client = cluster.connect("postgres");
+    let pid = wait_for_worker(&cluster, None);
+
+    let terminated: bool = client
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    wait_for(
+        "the worker to log its stop",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .log()
+                .contains("mail_gateway worker stopped")
+                .then_some(())
+        },
+    );
+    let restarted = wait_for_worker(&cluster, Some(pid));
+    assert_ne!(restarted, pid);
+}
+
+#[test]
+fn worker_killed_with_sigkill_comes_back() {
+    let cluster = Cluster::start(&[]);
+    let pid = wait_for_worker(&cluster, None);
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let restarted = wait_for_worker(&cluster, Some(pid));
+    assert_ne!(restarted, pid);
+}
+
+#[test]
+fn fast_shutdown_does_not_wait_for_the_worker() {
+    let mut cluster = Cluster::start(&[("mail_gateway.poll_interval", "1h")]);
+    wait_for_worker(&cluster, None);
+    // pg_ctl fails after its 60 s timeout if the worker ignores SIGTERM.
+    cluster.stop("fast");
+    assert!(cluster.log().contains("mail_gateway worker stopped"));
+}
+
+#[test]
+fn worker_follows_a_changed_database_on_reload() {
+    let cluster = Cluster::start(&[]);
+    let mut admin = cluster.connect("postgres");
+    let pid = wait_for_worker(&cluster, None);
+    exec(&mut admin, "CREATE DATABASE erp");
+    exec(&mut admin, "ALTER SYSTEM SET mail_gateway.database = 'erp'");
+    exec(&mut admin, "SELECT pg_reload_conf()");
+    let restarted = wait_for_worker(&cluster, Some(pid));
+    let database: String = admin
+        .query_one(
+            "SELECT datname::text FROM pg_stat_activity WHERE pid = $1",
+            &[&restarted],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(database, "erp");
+    assert!(
+        cluster
+            .log()
+            .contains("mail_gateway.database changed to \"erp\"; restarting")
+    );
+}
