@@ -47,29 +47,36 @@ psql_erp -d postgres -qtc "SELECT 1 FROM pg_database WHERE datname = 'erp'" | gr
 
 psql_erp -d erp -q <<'SQL'
 \pset footer off
+SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS mail_gateway;
 CREATE EXTENSION mail_gateway;
 SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
 INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, from_filter, priority)
 VALUES ('company relay', '127.0.0.1', 2525, 'none', 'mycompany.com', 10),
-       ('marketing', '127.0.0.1', 2526, 'none', NULL, 50);
-\echo
-\echo '== The worker (pg_stat_activity)'
-SELECT pid, backend_type, datname FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%';
+       ('marketing', '127.0.0.1', 2526, 'none', 'news.mycompany.com', 50);
+SELECT mail_gateway.set_parameter('mass_mailing.outgoing_mail_server', 'marketing');
 \echo '== System parameters'
 TABLE mail_gateway.parameter;
 \echo '== Outgoing servers'
 SELECT id, name, host, port, encryption, auth, from_filter, priority FROM mail_gateway.outgoing_server;
 \echo '== Choosing the server and the From (SPEC §2.3)'
-SELECT f.email_from, s.server_name, s.smtp_from, s.header_from
-FROM (VALUES ('"Admin" <admin@example.com>'), ('Sales <sales@mycompany.com>'),
-             ('"Jérôme Müller" <jm@customer.example>')) AS f(email_from),
-     LATERAL mail_gateway.find_outgoing_server(f.email_from) AS s;
+SELECT f.email_from, f.kind, s.server_name, s.smtp_from, s.header_from
+FROM (VALUES ('"Admin" <admin@example.com>', 'transactional'),
+             ('Sales <sales@mycompany.com>', 'transactional'),
+             ('"Jérôme Müller" <jm@customer.example>', 'transactional'),
+             ('Newsletter <hello@news.mycompany.com>', 'mass')) AS f(email_from, kind),
+     LATERAL mail_gateway.find_outgoing_server(f.email_from, f.kind) AS s;
 \echo '== A malformed From gives a clear error'
 \set ON_ERROR_STOP 0
 SELECT * FROM mail_gateway.find_outgoing_server('Admin <admin@example.com');
 SQL
 echo
+echo "== The worker (pg_stat_activity)"
+for _ in $(seq 1 60); do
+  psql_erp -d erp -qtAc "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'mail_gateway worker'" | grep -q 1 && break
+  sleep 0.5
+done
+psql_erp -d erp -P footer=off -c "SELECT pid, backend_type, datname, backend_start FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%'"
 echo "== Worker log"
 grep 'mail_gateway worker' "$DIR/server.log" | tail -n 3
 cat <<EOF
