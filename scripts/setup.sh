@@ -18,7 +18,9 @@ as_root() {
 APT_PACKAGES=(
   postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
   sudo pkg-config libssl-dev ca-certificates openssl
-  python3 python3-pip
+  # Test peers: an SMTP server that records what it receives, an independent DKIM verifier,
+  # and Postfix's smtp-sink/smtp-source for the benchmark.
+  python3 python3-aiosmtpd python3-dkim postfix
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -28,6 +30,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
+  # Postfix is only wanted for its smtp-sink and smtp-source programs: no mail system.
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
   # Debian's postgresql package creates and starts a `main` cluster; we never use it.
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q "^$PG_MAJOR main"; then

@@ -21,6 +21,12 @@ GRANT SELECT (id, name, protocol, host, port, encryption, auth, username, verify
               priority, state, fetch_interval, keep_original, keep_attachments, active,
               last_fetch_at, last_error, created_at)
     ON mail_gateway.incoming_server TO mail_gateway_user;
+-- ERP code queues mail (send_mail) and reads its state; retry and cancel are for administrators.
+GRANT SELECT, INSERT ON mail_gateway.mail TO mail_gateway_user;
+GRANT USAGE ON SEQUENCE mail_gateway.mail_id_seq TO mail_gateway_user;
+GRANT SELECT (id, domain, selector, algorithm, public_key, active, created_at)
+    ON mail_gateway.dkim_key TO mail_gateway_user;
+GRANT SELECT ON mail_gateway.queue_status, mail_gateway.server_status TO mail_gateway_user;
 -- The ERP fills the contacts.
 GRANT SELECT, INSERT, UPDATE ON mail_gateway.contact TO mail_gateway_user;
 GRANT USAGE ON SEQUENCE mail_gateway.contact_id_seq TO mail_gateway_user;
@@ -30,7 +36,9 @@ GRANT EXECUTE ON FUNCTION
     mail_gateway.normalize_email(text),
     mail_gateway.normalize_domain(text),
     mail_gateway.normalize_local_part(text),
-    mail_gateway.normalize_from_filter(text)
+    mail_gateway.normalize_from_filter(text),
+    mail_gateway.send_mail(text, text[], text, text, text, text[], text[], text, jsonb, jsonb,
+                           timestamptz, text, text, bigint)
     TO mail_gateway_user;
 
 -- Rows of extension tables are dumped only when registered: every table that holds the
@@ -46,3 +54,7 @@ SELECT pg_catalog.pg_extension_config_dump('mail_gateway.contact', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.contact_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.blacklist', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.blacklist_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.mail', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.mail_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.dkim_key', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.dkim_key_id_seq', '');

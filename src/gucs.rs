@@ -7,6 +7,11 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static SENDERS: GucSetting<i32> = GucSetting::<i32>::new(1);
+static SEND_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(200);
+static SEND_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(600);
+static SMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static BLOCKED_PORTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -29,6 +34,57 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.send_batch_size",
+        c"Mails one sender claims and sends per round.",
+        c"A round sends over one connection per server; a larger batch means fewer transactions.",
+        &SEND_BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.send_lease",
+        c"How long a claimed mail belongs to its sender before another may take it over.",
+        c"Only matters when a sender dies without being restarted; keep it above a batch's sending time.",
+        &SEND_LEASE_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.smtp_timeout",
+        c"Timeout of every SMTP network step: connect, TLS handshake, each reply.",
+        c"A server that hangs costs at most this long per step.",
+        &SMTP_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_string_guc(
+        c"mail_gateway.blocked_ports",
+        c"Comma-separated TCP ports the hosting provider forbids, e.g. 25.",
+        c"Servers on these ports are refused with a hint to use 465, 587 or 2525.",
+        &BLOCKED_PORTS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    // Only the postmaster can start workers, so their number is fixed at server start.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_int_guc(
+            c"mail_gateway.senders",
+            c"Background workers that send mail (the main worker included).",
+            c"More senders send in parallel; claims never give one mail to two of them.",
+            &SENDERS,
+            1,
+            crate::worker::wake::MAX_WORKERS as i32,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     // Typos such as mail_gateway.databse are refused instead of silently ignored.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"mail_gateway".as_ptr()) };
 }
@@ -42,4 +98,30 @@ pub fn database() -> String {
 
 pub fn poll_interval() -> std::time::Duration {
     std::time::Duration::from_millis(POLL_INTERVAL_MS.get().max(100) as u64)
+}
+
+pub fn senders() -> usize {
+    SENDERS
+        .get()
+        .clamp(1, crate::worker::wake::MAX_WORKERS as i32) as usize
+}
+
+pub fn send_batch_size() -> i64 {
+    SEND_BATCH_SIZE.get().max(1) as i64
+}
+
+pub fn send_lease() -> std::time::Duration {
+    std::time::Duration::from_secs(SEND_LEASE_S.get().max(1) as u64)
+}
+
+pub fn smtp_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(SMTP_TIMEOUT_MS.get().max(100) as u64)
+}
+
+/// Whether the hosting provider forbids `port` (`mail_gateway.blocked_ports`).
+pub fn port_blocked(port: u16) -> bool {
+    BLOCKED_PORTS
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .is_some_and(|list| list.split(',').any(|p| p.trim().parse::<u16>() == Ok(port)))
 }

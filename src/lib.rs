@@ -7,9 +7,13 @@
 use pgrx::prelude::*;
 
 pub mod api;
+pub mod delivery;
+pub mod dkim;
 mod error;
 mod gucs;
+pub mod mime;
 pub mod routing;
+pub mod smtp;
 mod store;
 mod worker;
 
@@ -25,6 +29,11 @@ extension_sql_file!(
         api::config::normalize_local_part,
         api::config::normalize_from_filter
     ]
+);
+extension_sql_file!(
+    "../sql/queue.sql",
+    name = "queue",
+    requires = ["validation"]
 );
 extension_sql_file!("../sql/finalize.sql", finalize);
 

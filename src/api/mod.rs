@@ -2,6 +2,9 @@
 //! `routing`, and raise clear errors.
 
 pub mod config;
+pub mod dkim;
+pub mod queue;
+pub mod servers;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

@@ -107,3 +107,18 @@ pub fn extension_installed() -> bool {
     ))
     .unwrap_or(false)
 }
+
+/// A server's own `from_filter`.
+pub fn server_filter(id: i64) -> Option<String> {
+    spi(Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT from_filter FROM mail_gateway.outgoing_server WHERE id = $1",
+            Some(1),
+            &[id.into()],
+        )?;
+        match rows.into_iter().next() {
+            Some(row) => row.get::<String>(1),
+            None => Ok(None),
+        }
+    }))
+}

@@ -2,6 +2,8 @@
 //! no SQL is built from user text.
 
 pub mod config;
+pub mod dkim;
+pub mod queue;
 
 /// Turns an SPI failure (a bug or a dropped table, never user input) into an ERROR.
 pub(crate) fn spi<T>(result: Result<T, pgrx::spi::SpiError>) -> T {

@@ -1,0 +1,43 @@
+//! DKIM keys (SPEC §2.9).
+
+use pgrx::PgSqlErrorCode::{ERRCODE_INTERNAL_ERROR, ERRCODE_INVALID_PARAMETER_VALUE};
+use pgrx::prelude::*;
+
+use crate::dkim::{self, Algorithm};
+use crate::error::raise;
+use crate::store;
+
+/// Makes a key pair for `domain` and `selector` (replacing the one they had) and returns the
+/// DNS TXT record to publish. Outgoing mail from that domain is signed from now on.
+#[pg_extern]
+pub fn create_dkim_key(
+    domain: &str,
+    selector: default!(&str, "'mail'"),
+    algorithm: default!(&str, "'rsa'"),
+) -> String {
+    let Some(alg) = Algorithm::parse(algorithm) else {
+        raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("unknown DKIM algorithm \"{algorithm}\""),
+            Some(
+                "Use 'rsa' (2048 bits, understood everywhere) or 'ed25519' (RFC 8463; publish an RSA key too).",
+            ),
+        );
+    };
+    let domain = crate::api::config::normalize_domain(domain);
+    let key = dkim::generate(alg).unwrap_or_else(|e| {
+        raise(
+            ERRCODE_INTERNAL_ERROR,
+            format!("key generation failed: {e}"),
+            None,
+        )
+    });
+    let selector = store::dkim::save_key(
+        &domain,
+        selector,
+        algorithm,
+        &key.private_pem,
+        &key.public_base64,
+    );
+    dkim::dns_record(&domain, &selector, alg, &key.public_base64)
+}

@@ -1,0 +1,32 @@
+//! The `dkim_key` table.
+
+use pgrx::prelude::*;
+
+use super::spi;
+
+/// Stores a key, replacing the one of the same domain and selector. Returns the selector as
+/// stored (lower-case).
+pub fn save_key(
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    private_pem: &str,
+    public_base64: &str,
+) -> String {
+    spi(Spi::get_one_with_args::<String>(
+        "INSERT INTO mail_gateway.dkim_key (domain, selector, algorithm, private_key, public_key)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (domain, selector) DO UPDATE SET
+             algorithm = EXCLUDED.algorithm, private_key = EXCLUDED.private_key,
+             public_key = EXCLUDED.public_key, active = true, created_at = now()
+         RETURNING selector",
+        &[
+            domain.into(),
+            selector.into(),
+            algorithm.into(),
+            private_pem.into(),
+            public_base64.into(),
+        ],
+    ))
+    .unwrap_or_default()
+}
