@@ -98,9 +98,16 @@ impl SmtpError {
     }
 }
 
-/// lettre's error text, with the chain of causes (OpenSSL's reason is in the source).
+/// The server's own words for a reply error ("550 5.1.1 <x>: user unknown"), else lettre's
+/// text with its chain of causes (OpenSSL's reason is in the source).
 fn describe(e: &lettre::transport::smtp::Error) -> String {
-    let mut text = e.to_string();
+    let text = e.to_string();
+    if let Some(code) = e.status()
+        && let Some(at) = text.find("): ")
+    {
+        return format!("{} {}", u16::from(code), &text[at + 3..]);
+    }
+    let mut text = text;
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         let cause_text = cause.to_string();
@@ -110,10 +117,27 @@ fn describe(e: &lettre::transport::smtp::Error) -> String {
         }
         source = cause.source();
     }
-    if e.is_timeout() && !text.contains("timed out") {
+    if is_timeout(e) && !text.contains("timed out") {
         text.push_str(" (timed out)");
     }
     text
+}
+
+/// lettre reports a socket timeout as a plain network error (EAGAIN on Linux).
+fn is_timeout(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    e.is_timeout()
 }
 
 /// One recipient's answer.
@@ -374,8 +398,8 @@ fn connect_error(e: &lettre::transport::smtp::Error, where_: &str, tls: bool) ->
         format!(
             "TLS handshake with {where_} failed (wrong encryption setting, or an untrusted certificate: set ca_cert)"
         )
-    } else if e.is_timeout() {
-        format!("connecting to {where_} timed out")
+    } else if is_timeout(e) {
+        format!("{where_} did not answer in time")
     } else {
         format!("cannot connect to {where_}")
     };

@@ -436,7 +436,7 @@ pub fn next_due() -> Option<Duration> {
 /// `retry_mail`: an exception or cancelled mail goes back to the queue, due now. Returns the
 /// state it was in, or `None` when there is no such mail.
 pub fn retry(id: i64) -> Option<String> {
-    spi(Spi::get_one_with_args::<String>(
+    update_returning_text(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('exception', 'cancel', 'outgoing') THEN 'outgoing' ELSE m.state END,
@@ -449,19 +449,30 @@ pub fn retry(id: i64) -> Option<String> {
                                ELSE m.recipients END
          FROM old WHERE m.id = old.id
          RETURNING old.state",
-        &[id.into()],
-    ))
+        id,
+    )
 }
 
 /// `cancel_mail`: a mail not sent yet is cancelled. Returns the state it was in.
 pub fn cancel(id: i64) -> Option<String> {
-    spi(Spi::get_one_with_args::<String>(
+    update_returning_text(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('outgoing', 'sending', 'exception') THEN 'cancel' ELSE m.state END,
              lease_until = NULL, claimed_by = NULL
          FROM old WHERE m.id = old.id
          RETURNING old.state",
-        &[id.into()],
-    ))
+        id,
+    )
+}
+
+/// Runs an UPDATE … RETURNING of one text column for one id; `None` when no row matched.
+fn update_returning_text(sql: &str, id: i64) -> Option<String> {
+    spi(Spi::connect_mut(|client| {
+        let rows = client.update(sql, None, &[id.into()])?;
+        match rows.into_iter().next() {
+            Some(row) => row.get::<String>(1),
+            None => Ok(None),
+        }
+    }))
 }

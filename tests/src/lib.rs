@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod smtp;
+
 pub use postgres::Client;
 use postgres::NoTls;
 
@@ -50,7 +52,16 @@ fn check(what: &str, output: std::io::Result<Output>) -> Output {
     output
 }
 
-fn free_port() -> u16 {
+/// A fresh directory under /tmp (short paths: they hold Unix sockets).
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let out = Command::new("mktemp")
+        .args(["-d", &format!("/tmp/{prefix}.XXXXXX")])
+        .output()
+        .expect("mktemp");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -70,17 +81,7 @@ impl Cluster {
     }
 
     fn start_with(preload: bool, settings: &[(&str, &str)]) -> Cluster {
-        let dir = PathBuf::from(
-            String::from_utf8(
-                Command::new("mktemp")
-                    .args(["-d", "/tmp/mgtest.XXXXXX"])
-                    .output()
-                    .expect("mktemp")
-                    .stdout,
-            )
-            .unwrap()
-            .trim(),
-        );
+        let dir = temp_dir("mgtest");
         if is_root() {
             check(
                 "chown",

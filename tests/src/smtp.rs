@@ -1,0 +1,211 @@
+//! A real SMTP server for the tests: aiosmtpd (Debian's python3-aiosmtpd) running
+//! `tests/servers/smtp_server.py`, which records what it receives.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::{free_port, wait_for};
+
+/// Debian's interpreter, where the apt-installed test peers live.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+pub fn servers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("servers")
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written to a temporary directory.
+pub struct SelfSigned {
+    pub dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl SelfSigned {
+    pub fn new() -> SelfSigned {
+        let dir = crate::temp_dir("mgcert");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl req failed");
+        SelfSigned { dir, cert, key }
+    }
+
+    pub fn cert_pem(&self) -> String {
+        std::fs::read_to_string(&self.cert).unwrap()
+    }
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct SmtpOptions<'a> {
+    /// `starttls` or `ssl`, with this certificate.
+    pub tls: Option<(&'a str, &'a SelfSigned)>,
+    /// Required login, `user:password`.
+    pub auth: Option<&'a str>,
+    /// Accept connections and never answer.
+    pub hang: bool,
+}
+
+/// One message as the server received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_tos: Vec<String>,
+    pub data: Vec<u8>,
+    pub tls: bool,
+    pub auth: Option<String>,
+}
+
+impl Received {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+
+    /// The value of the first header `name` (unfolded), if any.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let text = self.text();
+        let head = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .replace("\r\n ", " ")
+            .replace("\r\n\t", " ");
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        head.split("\r\n")
+            .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
+            .map(|l| l[prefix.len()..].trim().to_string())
+    }
+}
+
+pub struct SmtpServer {
+    pub port: u16,
+    out: PathBuf,
+    child: Child,
+}
+
+impl SmtpServer {
+    pub fn start(options: SmtpOptions<'_>) -> SmtpServer {
+        let port = free_port();
+        let out = crate::temp_dir("mgsmtp").join("received.jsonl");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(servers_dir().join("smtp_server.py"))
+            .args(["--port", &port.to_string()])
+            .arg("--out")
+            .arg(&out);
+        if let Some((mode, cert)) = options.tls {
+            cmd.args(["--tls", mode])
+                .arg("--cert")
+                .arg(&cert.cert)
+                .arg("--key")
+                .arg(&cert.key);
+        }
+        if let Some(auth) = options.auth {
+            cmd.args(["--auth", auth]);
+        }
+        if options.hang {
+            cmd.arg("--hang");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the SMTP test server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "READY", "SMTP test server did not start");
+        SmtpServer { port, out, child }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a JSON record");
+                let text = |k: &str| v[k].as_str().map(str::to_string);
+                Received {
+                    mail_from: text("mail_from").unwrap_or_default(),
+                    rcpt_tos: v["rcpt_tos"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|r| r.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    data: B64
+                        .decode(text("data").unwrap_or_default())
+                        .expect("base64 data"),
+                    tls: v["tls"].as_bool().unwrap_or(false),
+                    auth: text("auth"),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` messages have arrived.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        wait_for(
+            &format!("{n} message(s) on the SMTP server"),
+            timeout,
+            || {
+                let got = self.received();
+                (got.len() >= n).then_some(got)
+            },
+        )
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.out.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Verifies a message's DKIM signature with dkimpy, given the DNS TXT value.
+pub fn dkim_verifies(message: &[u8], txt: &str) -> bool {
+    let dir = crate::temp_dir("mgdkim");
+    let file = dir.join("message.eml");
+    std::fs::write(&file, message).unwrap();
+    let out = Command::new(PYTHON)
+        .arg(servers_dir().join("dkim_verify.py"))
+        .arg(&file)
+        .arg(txt)
+        .output()
+        .expect("dkim_verify.py");
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8_lossy(&out.stdout).trim() == "PASS"
+}
