@@ -12,6 +12,21 @@ use lettre::transport::smtp::client::{Certificate, Identity, SmtpConnection, Tls
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
+#[cfg(test)]
+mod tests {
+    use super::DotStuffed;
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(
+            DotStuffed("a\r\n.b\r\n..c\r\n").to_string(),
+            "a\r\n..b\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(DotStuffed("no end\n.").to_string(), "no end\r\n..\r\n.\r\n");
+        assert_eq!(DotStuffed("").to_string(), ".\r\n");
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encryption {
     None,
@@ -351,7 +366,13 @@ impl Client {
         let data = self
             .conn
             .command(Data)
-            .and_then(|_| self.conn.message(message))
+            .and_then(|_| match std::str::from_utf8(message) {
+                // One write for the whole message and its terminator: lettre's `message()`
+                // writes the final ".\r\n" separately, and Nagle's algorithm then waits for a
+                // delayed ACK (40 ms) on every mail.
+                Ok(text) => self.conn.command(DotStuffed(text)),
+                Err(_) => self.conn.message(message),
+            })
             .map(|r| r.message().collect::<Vec<_>>().join(" "))
             .map_err(|e| SmtpError::new(Stage::Message, &e, "message refused"));
         if let Err(e) = &data
@@ -385,6 +406,30 @@ impl Client {
 
     pub fn quit(mut self) {
         let _ = self.conn.quit();
+    }
+}
+
+/// A message as it travels after DATA (RFC 5321 §4.5.2): CRLF line ends, a leading dot
+/// doubled, and the terminating ".".
+struct DotStuffed<'a>(&'a str);
+
+impl std::fmt::Display for DotStuffed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0;
+        while !text.is_empty() {
+            let (line, rest) = match text.find('\n') {
+                Some(i) => (&text[..i], &text[i + 1..]),
+                None => (text, ""),
+            };
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.starts_with('.') {
+                f.write_str(".")?;
+            }
+            f.write_str(line)?;
+            f.write_str("\r\n")?;
+            text = rest;
+        }
+        f.write_str(".\r\n")
     }
 }
 

@@ -193,6 +193,12 @@ impl Cluster {
         started.elapsed()
     }
 
+    /// Starts the cluster again after its processes were killed (crash recovery runs).
+    pub fn start_after_crash(&mut self) {
+        self.stopped = true;
+        self.pg_ctl_start();
+    }
+
     pub fn restart(&mut self) {
         if !self.stopped {
             self.stop("fast");
