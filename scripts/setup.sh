@@ -20,7 +20,7 @@ APT_PACKAGES=(
   sudo pkg-config libssl-dev ca-certificates openssl
   # Test peers: an SMTP server that records what it receives, an independent DKIM verifier,
   # and Postfix's smtp-sink/smtp-source for the benchmark.
-  python3 python3-aiosmtpd python3-dkim python3-nacl postfix
+  python3 python3-aiosmtpd python3-dkim python3-nacl postfix bc
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

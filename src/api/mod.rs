@@ -7,4 +7,6 @@ pub mod queue;
 pub mod servers;
 
 #[cfg(any(test, feature = "pg_test"))]
+mod queue_tests;
+#[cfg(any(test, feature = "pg_test"))]
 mod tests;

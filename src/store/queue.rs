@@ -31,30 +31,65 @@ pub struct NewMail<'a> {
     pub res_id: Option<i64>,
 }
 
+const ENQUEUE: &str = "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, cc, bcc, reply_to, subject,
+         body_text, body_html, headers, attachments, scheduled_at, next_attempt_at, kind, model, res_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($12, now()), $13, $14, $15)
+     RETURNING id";
+
+thread_local! {
+    /// send_mail is the hot path of ERP code: its INSERT is planned once per session.
+    static ENQUEUE_PLAN: std::cell::OnceCell<pgrx::spi::OwnedPreparedStatement> = const { std::cell::OnceCell::new() };
+}
+
 pub fn enqueue(mail: NewMail<'_>) -> i64 {
-    spi(Spi::get_one_with_args::<i64>(
-        "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, cc, bcc, reply_to, subject,
-             body_text, body_html, headers, attachments, scheduled_at, next_attempt_at, kind, model, res_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($12, now()), $13, $14, $15)
-         RETURNING id",
-        &[
-            mail.message_id.into(),
-            mail.email_from.into(),
-            mail.to.into(),
-            mail.cc.into(),
-            mail.bcc.into(),
-            mail.reply_to.into(),
-            mail.subject.into(),
-            mail.body_text.into(),
-            mail.body_html.into(),
-            mail.headers.into(),
-            mail.attachments.into(),
-            mail.scheduled_at.into(),
-            mail.kind.into(),
-            mail.model.into(),
-            mail.res_id.into(),
-        ],
-    ))
+    use pgrx::PgOid;
+    use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};
+    let types: Vec<PgOid> = [
+        TEXTOID,
+        TEXTOID,
+        TEXTARRAYOID,
+        TEXTARRAYOID,
+        TEXTARRAYOID,
+        TEXTOID,
+        TEXTOID,
+        TEXTOID,
+        TEXTOID,
+        JSONBOID,
+        JSONBOID,
+        TIMESTAMPTZOID,
+        TEXTOID,
+        TEXTOID,
+        INT8OID,
+    ]
+    .into_iter()
+    .map(PgOid::from)
+    .collect();
+    let args = [
+        mail.message_id.into(),
+        mail.email_from.into(),
+        mail.to.into(),
+        mail.cc.into(),
+        mail.bcc.into(),
+        mail.reply_to.into(),
+        mail.subject.into(),
+        mail.body_text.into(),
+        mail.body_html.into(),
+        mail.headers.into(),
+        mail.attachments.into(),
+        mail.scheduled_at.into(),
+        mail.kind.into(),
+        mail.model.into(),
+        mail.res_id.into(),
+    ];
+    spi(ENQUEUE_PLAN.with(|plan| {
+        Spi::connect_mut(|client| {
+            if plan.get().is_none() {
+                let _ = plan.set(client.prepare(ENQUEUE, &types)?.keep());
+            }
+            let stmt = plan.get().expect("prepared above");
+            client.update(stmt, None, &args)?.first().get_one::<i64>()
+        })
+    }))
     .expect("INSERT … RETURNING gives a row")
 }
 

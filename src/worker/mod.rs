@@ -84,6 +84,7 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
     wake::publish(index as usize, std::process::id() as i32);
 
     let mut installed = None;
+    let mut leases_checked = std::time::Instant::now();
     'main: loop {
         let now_installed =
             in_transaction("checking the extension", store::config::extension_installed)

@@ -11,8 +11,9 @@ use pgrx::{PgLwLock, PgXactCallbackEvent, pg_shmem_init, register_xact_callback}
 /// At most this many workers (the main one and the extra senders).
 pub const MAX_WORKERS: usize = 16;
 
-static WORKER_PIDS: PgLwLock<[i32; MAX_WORKERS]> =
-    unsafe { PgLwLock::new(c"mail_gateway_worker_pids") };
+/// The pid of each worker and the database it serves (0 = none).
+static WORKERS: PgLwLock<[(i32, u32); MAX_WORKERS]> =
+    unsafe { PgLwLock::new(c"mail_gateway_workers") };
 
 /// Set in the postmaster when the library is preloaded; inherited by every backend it forks.
 /// Without it there is no shared memory, and nobody to wake.
@@ -24,18 +25,23 @@ thread_local! {
 
 /// Called from `_PG_init` while preloading.
 pub fn init() {
-    pg_shmem_init!(WORKER_PIDS);
+    pg_shmem_init!(WORKERS);
     SHARED_MEMORY.store(true, Ordering::Relaxed);
 }
 
-/// A worker announces itself (pid) or its end (0).
+/// A worker announces itself (pid, and the database it is connected to) or its end (0).
 pub fn publish(index: usize, pid: i32) {
     if SHARED_MEMORY.load(Ordering::Relaxed) && index < MAX_WORKERS {
-        WORKER_PIDS.exclusive()[index] = pid;
+        let database = if pid == 0 {
+            0
+        } else {
+            unsafe { pg_sys::MyDatabaseId.to_u32() }
+        };
+        WORKERS.exclusive()[index] = (pid, database);
     }
 }
 
-/// Wakes every worker when the current transaction commits.
+/// Wakes the workers that serve this database when the current transaction commits.
 pub fn at_commit() {
     if !SHARED_MEMORY.load(Ordering::Relaxed) || WAKE_REGISTERED.get() {
         return;
@@ -49,8 +55,12 @@ pub fn at_commit() {
 }
 
 fn wake_all() {
-    let pids = *WORKER_PIDS.share();
-    for pid in pids.into_iter().filter(|pid| *pid != 0) {
+    let workers = *WORKERS.share();
+    let here = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    for (pid, _) in workers
+        .into_iter()
+        .filter(|(pid, db)| *pid != 0 && *db == here)
+    {
         unsafe {
             let proc_ = pg_sys::BackendPidGetProc(pid);
             if !proc_.is_null() {

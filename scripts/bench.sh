@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Benchmarks, printed as numbers (never timed tests). Builds a release, starts its own cluster
+# and Postfix's smtp-sink on 127.0.0.1, and measures:
+#   1. mails/s from the queue into smtp-sink, without DKIM, with RSA and with Ed25519 DKIM,
+#      next to smtp-source sending to the same sink in the same run;
+#   2. the cost of send_mail() in a transaction next to a plain INSERT of the same row.
+# Usage: scripts/bench.sh [MAILS]   (default 20000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MAILS=${1:-20000}
+SENDERS=${SENDERS:-2}
+BATCH=${BATCH:-500}
+B=/usr/lib/postgresql/15/bin
+
+bash scripts/setup.sh >/dev/null
+echo "building the release build …"
+cargo pgrx install --release --pg-config "$B/pg_config" >/dev/null 2>&1
+
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+DIR=$(mktemp -d /tmp/mgbench.XXXXXX)
+[ "$(id -u)" -eq 0 ] && chown postgres: "$DIR"
+PGPORT=$(free_port)
+SINKPORT=$(free_port)
+cleanup() {
+  as_postgres "$B/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  [ -n "${SINK:-}" ] && kill "$SINK" 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+as_postgres "$B/initdb" -D "$DIR/data" -U postgres -A trust --no-locale -E UTF8 >/dev/null
+cat >> "$DIR/data/postgresql.auto.conf" <<CONF
+port = $PGPORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+shared_preload_libraries = 'mail_gateway'
+mail_gateway.senders = $SENDERS
+mail_gateway.send_batch_size = $BATCH
+shared_buffers = '512MB'
+synchronous_commit = on
+CONF
+as_postgres "$B/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/null
+psql() { "$B/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+# Postfix's SMTP sink: accepts everything, stores nothing (as root it must drop to a user).
+sink_user=(); [ "$(id -u)" -eq 0 ] && sink_user=(-u nobody)
+/usr/sbin/smtp-sink "${sink_user[@]}" 127.0.0.1:"$SINKPORT" 1000 &
+SINK=$!
+for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$SINKPORT") 2>/dev/null && break; sleep 0.1; done
+kill -0 "$SINK" 2>/dev/null || { echo "smtp-sink did not start" >&2; exit 1; }
+
+psql -d postgres <<SQL >/dev/null
+CREATE EXTENSION mail_gateway;
+SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
+SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
+INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption) VALUES ('sink', '127.0.0.1', $SINKPORT, 'none');
+SQL
+
+# Queues MAILS mails in one transaction, then times until the last is sent.
+run_queue() {
+  local label=$1 domain=$2
+  psql -d postgres -c "TRUNCATE mail_gateway.mail" >/dev/null
+  local start end
+  start=$(date +%s.%N)
+  psql -d postgres -c "SELECT count(mail_gateway.send_mail('\"Sales\" <sales@$domain>', ARRAY['customer' || i || '@customer.example'],
+        'Order ' || i, body_text => repeat('A line of the order confirmation. ', 60)))
+        FROM generate_series(1, $MAILS) AS i" >/dev/null
+  local deadline=$(( $(date +%s) + 600 ))
+  while [ "$(psql -d postgres -tAc "SELECT count(*) FROM mail_gateway.mail WHERE state <> 'sent'")" != "0" ]; do
+    if [ "$(date +%s)" -gt "$deadline" ]; then
+      echo "not all mail was sent:" >&2
+      psql -d postgres -c "SELECT state, failure_reason, count(*) FROM mail_gateway.mail GROUP BY 1, 2" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+  end=$(date +%s.%N)
+  printf '%-34s %8.0f mails/s   (%d mails in %.2f s, %d senders)\n' "$label" \
+    "$(echo "$MAILS / ($end - $start)" | bc -l)" "$MAILS" "$(echo "$end - $start" | bc -l)" "$SENDERS"
+}
+
+echo
+echo "== Queue → SMTP (smtp-sink), one mail per recipient, ~2 KB each"
+run_queue "mail_gateway, no DKIM" mycompany.com
+psql -d postgres -c "SELECT mail_gateway.create_dkim_key('signed.example', 'mail', 'rsa')" >/dev/null
+run_queue "mail_gateway, DKIM RSA-2048" signed.example
+psql -d postgres -c "SELECT mail_gateway.create_dkim_key('ed.example', 'mail', 'ed25519')" >/dev/null
+run_queue "mail_gateway, DKIM Ed25519" ed.example
+
+start=$(date +%s.%N)
+/usr/sbin/smtp-source -s "$SENDERS" -m "$MAILS" -l 2048 -f sales@mycompany.com -t customer@customer.example 127.0.0.1:"$SINKPORT"
+end=$(date +%s.%N)
+printf '%-34s %8.0f mails/s   (%d mails in %.2f s, %d sessions)\n' "smtp-source (Postfix), same sink" \
+  "$(echo "$MAILS / ($end - $start)" | bc -l)" "$MAILS" "$(echo "$end - $start" | bc -l)" "$SENDERS"
+
+echo
+echo "== send_mail() in a transaction vs a plain INSERT of the same row (pgbench, 1 client, 10 s each)"
+# In a database the workers do not serve, so that only the API's own cost is measured; the
+# delivery work it causes is what the throughput figures above measure.
+psql -d postgres -c "CREATE DATABASE bench" >/dev/null
+psql -d bench <<'SQL' >/dev/null
+CREATE EXTENSION mail_gateway;
+-- The same table, with the same indexes and defaults, that nothing reads.
+CREATE TABLE plain_mail (LIKE mail_gateway.mail INCLUDING ALL);
+SQL
+cat > "$DIR/send_mail.sql" <<'SQL'
+SELECT mail_gateway.send_mail('"Sales" <sales@mycompany.com>', ARRAY['customer@customer.example'], 'Order', body_text => 'Thank you for your order.');
+SQL
+cat > "$DIR/insert.sql" <<'SQL'
+INSERT INTO plain_mail (message_id, email_from, email_to, subject, body_text, next_attempt_at, kind)
+VALUES ('<' || md5(random()::text) || '@mycompany.com>', '"Sales" <sales@mycompany.com>', ARRAY['customer@customer.example'], 'Order', 'Thank you for your order.', now(), 'transactional');
+SQL
+chmod a+r "$DIR"/*.sql
+tps() { "$B/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -n -c 1 -T 10 -M prepared -f "$1" bench 2>/dev/null | awk '/^tps/ {print $3}'; }
+t_send=$(tps "$DIR/send_mail.sql")
+t_insert=$(tps "$DIR/insert.sql")
+printf '%-34s %8.0f tx/s   %.3f ms each\n' "send_mail()" "$t_send" "$(echo "1000 / $t_send" | bc -l)"
+printf '%-34s %8.0f tx/s   %.3f ms each\n' "plain INSERT" "$t_insert" "$(echo "1000 / $t_insert" | bc -l)"
+printf '%-34s %8.2f×\n' "send_mail / INSERT cost" "$(echo "$t_insert / $t_send" | bc -l)"
