@@ -15,7 +15,10 @@ as_postgres() {
 }
 psql_erp() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1 "$@"; }
 
+stop_smtp() { [ -f "$DIR/smtp.pid" ] && kill "$(cat "$DIR/smtp.pid")" 2>/dev/null; rm -f "$DIR/smtp.pid"; }
+
 if [ "${1:-}" = stop ]; then
+  stop_smtp
   as_postgres "$PG_BIN/pg_ctl" -D "$DATA" -m fast stop
   exit 0
 fi
@@ -41,6 +44,13 @@ if as_postgres "$PG_BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
   as_postgres "$PG_BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
 fi
 as_postgres "$PG_BIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w start >/dev/null
+
+# A local SMTP server standing in for the company's relay: it records what it receives.
+stop_smtp
+: > "$DIR/received.jsonl"
+/usr/bin/python3 tests/servers/smtp_server.py --port 2525 --out "$DIR/received.jsonl" > "$DIR/smtp.log" 2>&1 &
+echo $! > "$DIR/smtp.pid"
+for _ in $(seq 1 50); do grep -q READY "$DIR/smtp.log" && break; sleep 0.1; done
 
 psql_erp -d postgres -qtc "SELECT 1 FROM pg_database WHERE datname = 'erp'" | grep -q 1 \
   || psql_erp -d postgres -qc "CREATE DATABASE erp"
@@ -69,7 +79,35 @@ FROM (VALUES ('"Admin" <admin@example.com>', 'transactional'),
 \echo '== A malformed From gives a clear error'
 \set ON_ERROR_STOP 0
 SELECT * FROM mail_gateway.find_outgoing_server('Admin <admin@example.com');
+\set ON_ERROR_STOP 1
+\echo '== Test Connection'
+SELECT mail_gateway.test_outgoing_server('company relay');
+\echo '== Sending: one mail committed, one rolled back, one refused by the server'
+SELECT mail_gateway.create_dkim_key('mycompany.com') AS "DNS record to publish";
+SELECT mail_gateway.send_mail('"Admin" <admin@example.com>', ARRAY['"Ann" <ann@customer.example>'],
+       'Your quotation SO042', body_html => '<p>Hello Ann, here is your quotation.</p>',
+       bcc => ARRAY['archive@mycompany.com']) AS queued;
+BEGIN;
+SELECT mail_gateway.send_mail('sales@mycompany.com', ARRAY['never@customer.example'], 'rolled back') AS queued_then_rolled_back;
+ROLLBACK;
+SELECT mail_gateway.send_mail('sales@mycompany.com', ARRAY['reject@customer.example'], 'Refused') AS queued;
+SELECT pg_sleep(1.5);
+SELECT id, state, server_id, smtp_from, header_from, failure_type, left(failure_reason, 70) AS failure_reason
+FROM mail_gateway.mail ORDER BY id;
+TABLE mail_gateway.queue_status;
 SQL
+echo
+echo "== What the SMTP server received (envelope, then the headers)"
+/usr/bin/python3 - "$DIR/received.jsonl" <<'PY'
+import base64, json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    print("MAIL FROM:", m["mail_from"], " RCPT TO:", ", ".join(m["rcpt_tos"]))
+    head = base64.b64decode(m["data"]).decode().split("\r\n\r\n")[0]
+    for h in head.split("\r\n"):
+        if h.split(":")[0] in ("From", "To", "Subject", "Message-ID", "Date") or h.startswith("DKIM-Signature"):
+            print("   ", h[:110])
+PY
 echo
 echo "== The worker (pg_stat_activity)"
 for _ in $(seq 1 60); do

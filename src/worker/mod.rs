@@ -110,9 +110,14 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
                     break 'main;
                 }
             }
-            in_transaction("releasing expired leases", || {
-                store::queue::release_abandoned(-1)
-            });
+            // Another sender's expired leases (it died and was not restarted): rare, so
+            // looked at once per poll interval rather than on every wake-up.
+            if leases_checked.elapsed() >= gucs::poll_interval() {
+                in_transaction("releasing expired leases", || {
+                    store::queue::release_abandoned(-1)
+                });
+                leases_checked = std::time::Instant::now();
+            }
             if let Some(Some(due)) = in_transaction("looking for due mail", store::queue::next_due)
             {
                 wait = wait.min(due.max(Duration::from_millis(10)));

@@ -25,6 +25,12 @@ pub struct SelfSigned {
     pub key: PathBuf,
 }
 
+impl Default for SelfSigned {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SelfSigned {
     pub fn new() -> SelfSigned {
         let dir = crate::temp_dir("mgcert");
