@@ -227,7 +227,7 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("From: =?utf-8?"), "{out}");
-        assert!(out.contains("Subject: =?utf-8?"), "{out}");
+        assert!(out.contains("Subject: Devis =?utf-8?"), "{out}");
         assert!(!out.contains("été"), "non-ASCII headers are encoded: {out}");
         assert!(
             !out.replace("\r\n", "").contains('\n'),
@@ -249,7 +249,7 @@ mod tests {
         assert!(out.contains("Content-Type: text/html"), "{out}");
         assert_eq!(
             html_to_text("<p>Hello <b>Ann</b></p><p>Total: 5 &amp; 6</p>"),
-            "Hello Ann\nTotal: 5 & 6"
+            "Hello Ann\n\nTotal: 5 & 6"
         );
     }
 
