@@ -103,8 +103,8 @@ fn check_attachments(attachments: &Option<JsonB>) {
     }
 }
 
-/// A Message-ID that is fixed now and kept across retries: 128 random bits at the sender's domain.
-fn new_message_id(from: &Sender) -> String {
+/// The unique part of a Message-ID fixed now and kept across retries: 128 random bits.
+fn new_message_token() -> String {
     let mut bytes = [0u8; 16];
     if !unsafe { pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) } {
         raise(
@@ -113,8 +113,7 @@ fn new_message_id(from: &Sender) -> String {
             None,
         );
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("<{hex}@{}>", from.domain())
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Queues one mail in the caller's transaction and returns its id; the worker is woken when
@@ -159,7 +158,8 @@ pub fn send_mail(
     check_headers(&headers);
     check_attachments(&attachments);
     let id = queue::enqueue(NewMail {
-        message_id: new_message_id(&from),
+        message_token: new_message_token(),
+        from_domain: from.domain(),
         email_from: email_from.trim(),
         to,
         cc,

@@ -14,7 +14,9 @@ use crate::delivery::{MailState, Outcome, RecipientState, RecipientStatus, Recip
 use crate::smtp::{Auth, Encryption, ServerConfig};
 
 pub struct NewMail<'a> {
-    pub message_id: String,
+    /// Random hex; the Message-ID is `<token@catchall domain>` (the From domain without one).
+    pub message_token: String,
+    pub from_domain: String,
     pub email_from: &'a str,
     pub to: Vec<String>,
     pub cc: Vec<String>,
@@ -33,7 +35,9 @@ pub struct NewMail<'a> {
 
 const ENQUEUE: &str = "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, cc, bcc, reply_to, subject,
          body_text, body_html, headers, attachments, scheduled_at, next_attempt_at, kind, model, res_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($12, now()), $13, $14, $15)
+     VALUES ('<' || $1 || '@' || coalesce((SELECT value FROM mail_gateway.parameter
+                                           WHERE key = 'mail.catchall.domain'), $16) || '>',
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($12, now()), $13, $14, $15)
      RETURNING id";
 
 thread_local! {
@@ -60,12 +64,13 @@ pub fn enqueue(mail: NewMail<'_>) -> i64 {
         TEXTOID,
         TEXTOID,
         INT8OID,
+        TEXTOID,
     ]
     .into_iter()
     .map(PgOid::from)
     .collect();
     let args = [
-        mail.message_id.into(),
+        mail.message_token.into(),
         mail.email_from.into(),
         mail.to.into(),
         mail.cc.into(),
@@ -80,6 +85,7 @@ pub fn enqueue(mail: NewMail<'_>) -> i64 {
         mail.kind.into(),
         mail.model.into(),
         mail.res_id.into(),
+        mail.from_domain.into(),
     ];
     spi(ENQUEUE_PLAN.with(|plan| {
         Spi::connect_mut(|client| {
