@@ -7,7 +7,9 @@ It records every message it accepts, byte for byte with its envelope, as one JSO
   RCPT TO   reject…@…           -> 550 5.1.1
   RCPT TO   tempfail…@…         -> 451 4.2.0
   a message with a line "X-Test-Reject: yes" -> 554 5.6.0 after DATA
---tls starttls|ssl uses --cert/--key; --auth USER:PASSWORD requires AUTH (PLAIN or LOGIN).
+--tls starttls|ssl uses --cert/--key; --auth USER:PASSWORD requires AUTH (PLAIN or LOGIN);
+--xoauth2 USER:TOKEN also accepts AUTH XOAUTH2 with that access token; --client-ca FILE
+requires a client certificate signed by FILE (its CN is recorded as "peer").
 --hang accepts connections and never answers (timeout tests).
 Prints READY once it listens.
 """
@@ -26,10 +28,20 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Recorder:
-    def __init__(self, out):
+    def __init__(self, out, xoauth2=None):
         self.out = out
+        self.xoauth2 = xoauth2
         self.lock = threading.Lock()
         self.count = 0
+
+    async def auth_XOAUTH2(self, server, args):
+        # RFC-less but common: base64("user=U\x01auth=Bearer T\x01\x01") as initial response.
+        if self.xoauth2 is None or len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        fields = dict(f.split("=", 1) for f in base64.b64decode(args[1]).decode().split("\x01") if "=" in f)
+        user, token = self.xoauth2
+        ok = fields.get("user") == user and fields.get("auth") == "Bearer " + token
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if address.lower().startswith("refuse-sender"):
@@ -57,12 +69,23 @@ class Recorder:
             "data": base64.b64encode(data).decode(),
             "tls": server.transport.get_extra_info("ssl_object") is not None,
             "auth": session.auth_data if session.authenticated else None,
+            "peer": peer_cn(server),
         }
         with self.lock:
             self.count += 1
             with open(self.out, "a") as f:
                 f.write(json.dumps(record) + "\n")
         return "250 2.0.0 OK queued as %d" % self.count
+
+
+def peer_cn(server):
+    ssl_object = server.transport.get_extra_info("ssl_object")
+    cert = ssl_object.getpeercert() if ssl_object else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
 
 
 def authenticator(user, password):
@@ -93,6 +116,8 @@ def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--auth")
+    p.add_argument("--xoauth2")
+    p.add_argument("--client-ca")
     p.add_argument("--hang", action="store_true")
     a = p.parse_args()
     if a.hang:
@@ -102,6 +127,9 @@ def main():
     if a.tls != "none":
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(a.cert, a.key)
+        if a.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(a.client_ca)
         if a.tls == "ssl":
             kwargs["ssl_context"] = ctx
         else:
@@ -112,7 +140,8 @@ def main():
         kwargs["authenticator"] = authenticator(user, password)
         kwargs["auth_required"] = True
         kwargs["auth_require_tls"] = a.tls != "none"
-    controller = Controller(Recorder(a.out), **kwargs)
+    xoauth2 = tuple(a.xoauth2.split(":", 1)) if a.xoauth2 else None
+    controller = Controller(Recorder(a.out, xoauth2), **kwargs)
     controller.start()
     print("READY", flush=True)
     try:

@@ -33,20 +33,18 @@ impl Default for SelfSigned {
 
 impl SelfSigned {
     pub fn new() -> SelfSigned {
+        SelfSigned::with_cn("localhost")
+    }
+
+    /// A certificate with this common name (a client certificate, say).
+    pub fn with_cn(cn: &str) -> SelfSigned {
         let dir = crate::temp_dir("mgcert");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let status = Command::new("openssl")
             .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
             ])
+            .arg(format!("/CN={cn}"))
             .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
             .arg("-keyout")
             .arg(&key)
@@ -62,6 +60,10 @@ impl SelfSigned {
     pub fn cert_pem(&self) -> String {
         std::fs::read_to_string(&self.cert).unwrap()
     }
+
+    pub fn key_pem(&self) -> String {
+        std::fs::read_to_string(&self.key).unwrap()
+    }
 }
 
 impl Drop for SelfSigned {
@@ -76,6 +78,10 @@ pub struct SmtpOptions<'a> {
     pub tls: Option<(&'a str, &'a SelfSigned)>,
     /// Required login, `user:password`.
     pub auth: Option<&'a str>,
+    /// Also accept XOAUTH2 with `user:token`.
+    pub xoauth2: Option<&'a str>,
+    /// Require a client certificate issued by this one.
+    pub client_ca: Option<&'a SelfSigned>,
     /// Accept connections and never answer.
     pub hang: bool,
 }
@@ -88,6 +94,8 @@ pub struct Received {
     pub data: Vec<u8>,
     pub tls: bool,
     pub auth: Option<String>,
+    /// The common name of the client certificate, when one was presented.
+    pub peer: Option<String>,
 }
 
 impl Received {
@@ -136,6 +144,12 @@ impl SmtpServer {
         if let Some(auth) = options.auth {
             cmd.args(["--auth", auth]);
         }
+        if let Some(x) = options.xoauth2 {
+            cmd.args(["--xoauth2", x]);
+        }
+        if let Some(ca) = options.client_ca {
+            cmd.arg("--client-ca").arg(&ca.cert);
+        }
         if options.hang {
             cmd.arg("--hang");
         }
@@ -173,6 +187,7 @@ impl SmtpServer {
                         .expect("base64 data"),
                     tls: v["tls"].as_bool().unwrap_or(false),
                     auth: text("auth"),
+                    peer: text("peer"),
                 }
             })
             .collect()

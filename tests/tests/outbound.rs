@@ -653,3 +653,136 @@ fn bad_arguments_are_clear_errors() {
         );
     }
 }
+
+#[test]
+fn xoauth2_login() {
+    let cert = SelfSigned::new();
+    let smtp = SmtpServer::start(SmtpOptions {
+        tls: Some(("starttls", &cert)),
+        auth: Some("mailer:password-not-used"),
+        xoauth2: Some("mailer@mycompany.com:ya29.token"),
+        ..Default::default()
+    });
+    let (_cluster, mut db) = gateway(&[]);
+    db.execute(
+        "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, auth, username, password, ca_cert)
+         VALUES ('oauth', '127.0.0.1', $1, 'starttls', 'xoauth2', 'mailer@mycompany.com', 'ya29.token', $2)",
+        &[&(smtp.port as i32), &cert.cert_pem()],
+    )
+    .unwrap();
+    send(&mut db, "a@mycompany.com", &["x@customer.example"]);
+    assert_eq!(
+        smtp.wait_for(1, WAIT)[0].auth.as_deref(),
+        Some("mailer@mycompany.com")
+    );
+
+    exec(
+        &mut db,
+        "UPDATE mail_gateway.outgoing_server SET password = 'expired-token'",
+    );
+    let err = error_text(
+        &db.query_one("SELECT mail_gateway.test_outgoing_server('oauth')", &[])
+            .unwrap_err(),
+    );
+    assert!(err.contains("authentication on 127.0.0.1"), "{err}");
+    assert!(!err.contains("expired-token"), "no secret in errors: {err}");
+}
+
+#[test]
+fn client_certificate_authentication() {
+    let cert = SelfSigned::new();
+    let client = SelfSigned::with_cn("erp-client");
+    let smtp = SmtpServer::start(SmtpOptions {
+        tls: Some(("starttls", &cert)),
+        client_ca: Some(&client),
+        ..Default::default()
+    });
+    let (_cluster, mut db) = gateway(&[]);
+    db.execute(
+        "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, auth, client_cert, client_key, ca_cert)
+         VALUES ('cert', '127.0.0.1', $1, 'starttls', 'certificate', $2, $3, $4)",
+        &[&(smtp.port as i32), &client.cert_pem(), &client.key_pem(), &cert.cert_pem()],
+    )
+    .unwrap();
+    let summary: String = db
+        .query_one("SELECT mail_gateway.test_outgoing_server('cert')", &[])
+        .unwrap()
+        .get(0);
+    assert!(summary.contains("client certificate"), "{summary}");
+    send(&mut db, "a@mycompany.com", &["x@customer.example"]);
+    assert_eq!(
+        smtp.wait_for(1, WAIT)[0].peer.as_deref(),
+        Some("erp-client")
+    );
+
+    // Without the certificate the server refuses the TLS session.
+    exec(
+        &mut db,
+        "UPDATE mail_gateway.outgoing_server SET auth = 'none'",
+    );
+    let err = error_text(
+        &db.query_one("SELECT mail_gateway.test_outgoing_server('cert')", &[])
+            .unwrap_err(),
+    );
+    assert!(err.starts_with("08006"), "{err}");
+}
+
+#[test]
+fn mass_mail_goes_to_the_dedicated_server() {
+    let transactional = SmtpServer::start(SmtpOptions::default());
+    let bulk = SmtpServer::start(SmtpOptions::default());
+    let (_cluster, mut db) = gateway(&[]);
+    add_server(
+        &mut db,
+        "transactional",
+        transactional.port,
+        ", priority",
+        ", 1",
+    );
+    add_server(&mut db, "bulk", bulk.port, ", priority", ", 50");
+    exec(
+        &mut db,
+        "SELECT mail_gateway.set_parameter('mass_mailing.outgoing_mail_server', 'bulk')",
+    );
+    exec(
+        &mut db,
+        "SELECT mail_gateway.send_mail('news@mycompany.com', ARRAY['x@customer.example'], 'Newsletter', kind => 'mass')",
+    );
+    send(&mut db, "sales@mycompany.com", &["y@customer.example"]);
+    assert_eq!(bulk.wait_for(1, WAIT)[0].rcpt_tos, ["x@customer.example"]);
+    assert_eq!(
+        transactional.wait_for(1, WAIT)[0].rcpt_tos,
+        ["y@customer.example"]
+    );
+    assert_eq!(bulk.received().len(), 1);
+}
+
+#[test]
+fn an_expired_lease_of_a_vanished_sender_is_taken_over() {
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let (_cluster, mut db) = gateway(&[]);
+    add_server(&mut db, "relay", smtp.port, "", "");
+    // As a sender that no longer exists (index 7) would have left it.
+    let id: i64 = db
+        .query_one(
+            "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, subject, state, claimed_by, lease_until, attempts)
+             VALUES ('<orphan@mycompany.com>', 'a@mycompany.com', ARRAY['x@customer.example'], 'orphan',
+                     'sending', 7, now() + interval '2 seconds', 1)
+             RETURNING id",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        state(&mut db, id).0,
+        "sending",
+        "not taken while its lease runs"
+    );
+    let (_, _, _, attempts) = wait_state(&mut db, id, "sent");
+    assert_eq!(attempts, 2);
+    assert_eq!(
+        smtp.received()[0].header("Message-ID").as_deref(),
+        Some("<orphan@mycompany.com>")
+    );
+}
