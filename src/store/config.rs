@@ -2,22 +2,15 @@
 
 use pgrx::prelude::*;
 
-use super::spi;
+use super::{first_text, spi};
 use crate::routing::address::parse_from_filter;
 use crate::routing::server::{SenderSettings, Server};
 
 pub fn get_parameter(key: &str) -> Option<String> {
-    spi(Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT value FROM mail_gateway.parameter WHERE key = $1",
-            Some(1),
-            &[key.into()],
-        )?;
-        match rows.into_iter().next() {
-            Some(row) => row.get::<String>(1),
-            None => Ok(None),
-        }
-    }))
+    first_text(
+        "SELECT value FROM mail_gateway.parameter WHERE key = $1",
+        &[key.into()],
+    )
 }
 
 /// Stores a parameter (the table's trigger validates and normalises it). Returns whether the
@@ -110,15 +103,8 @@ pub fn extension_installed() -> bool {
 
 /// A server's own `from_filter`.
 pub fn server_filter(id: i64) -> Option<String> {
-    spi(Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT from_filter FROM mail_gateway.outgoing_server WHERE id = $1",
-            Some(1),
-            &[id.into()],
-        )?;
-        match rows.into_iter().next() {
-            Some(row) => row.get::<String>(1),
-            None => Ok(None),
-        }
-    }))
+    first_text(
+        "SELECT from_filter FROM mail_gateway.outgoing_server WHERE id = $1",
+        &[id.into()],
+    )
 }

@@ -9,7 +9,7 @@ use pgrx::JsonB;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-use super::spi;
+use super::{first_text, spi};
 use crate::delivery::{MailState, Outcome, RecipientState, RecipientStatus, Recipients};
 use crate::smtp::{Auth, Encryption, ServerConfig};
 
@@ -477,7 +477,7 @@ pub fn next_due() -> Option<Duration> {
 /// `retry_mail`: an exception or cancelled mail goes back to the queue, due now. Returns the
 /// state it was in, or `None` when there is no such mail.
 pub fn retry(id: i64) -> Option<String> {
-    update_returning_text(
+    first_text(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('exception', 'cancel', 'outgoing') THEN 'outgoing' ELSE m.state END,
@@ -490,30 +490,19 @@ pub fn retry(id: i64) -> Option<String> {
                                ELSE m.recipients END
          FROM old WHERE m.id = old.id
          RETURNING old.state",
-        id,
+        &[id.into()],
     )
 }
 
 /// `cancel_mail`: a mail not sent yet is cancelled. Returns the state it was in.
 pub fn cancel(id: i64) -> Option<String> {
-    update_returning_text(
+    first_text(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('outgoing', 'sending', 'exception') THEN 'cancel' ELSE m.state END,
              lease_until = NULL, claimed_by = NULL
          FROM old WHERE m.id = old.id
          RETURNING old.state",
-        id,
+        &[id.into()],
     )
-}
-
-/// Runs an UPDATE … RETURNING of one text column for one id; `None` when no row matched.
-fn update_returning_text(sql: &str, id: i64) -> Option<String> {
-    spi(Spi::connect_mut(|client| {
-        let rows = client.update(sql, None, &[id.into()])?;
-        match rows.into_iter().next() {
-            Some(row) => row.get::<String>(1),
-            None => Ok(None),
-        }
-    }))
 }
