@@ -58,3 +58,5 @@ SELECT pg_catalog.pg_extension_config_dump('mail_gateway.mail', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.mail_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.dkim_key', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.dkim_key_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.inbound', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.inbound_id_seq', '');

@@ -79,15 +79,6 @@ LEFT JOIN mail_gateway.outgoing_server s ON s.id = m.server_id
 GROUP BY m.state, s.name;
 COMMENT ON VIEW mail_gateway.queue_status IS 'Mail by state and server: oldest waiting, last errors';
 
--- Every outgoing server: health and volume, never a secret.
-CREATE VIEW mail_gateway.server_status AS
-SELECT 'outgoing'::text AS direction, s.name, s.host, s.port, s.active,
-       s.last_success_at, s.last_error_at, s.last_error,
-       (SELECT count(*) FROM mail_gateway.mail m WHERE m.server_id = s.id AND m.state = 'sent'
-           AND m.sent_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS sent_today,
-       (SELECT count(*) FROM mail_gateway.mail m WHERE m.server_id = s.id AND m.state = 'exception') AS failed
-FROM mail_gateway.outgoing_server s;
-COMMENT ON VIEW mail_gateway.server_status IS 'Outgoing (and, later, incoming) servers: last success, last error, counts';
 
 CREATE FUNCTION mail_gateway.dkim_key_validate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

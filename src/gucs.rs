@@ -11,6 +11,7 @@ static SENDERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static SEND_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(200);
 static SEND_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 static SMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 static BLOCKED_PORTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
@@ -72,6 +73,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.max_message_size",
+        c"Largest received message that is stored; larger ones are recorded without their bytes.",
+        c"The record keeps the sender, subject and size, and says why the body was not kept.",
+        &MAX_MESSAGE_SIZE_KB,
+        64,
+        1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
     // Only the postmaster can start workers, so their number is fixed at server start.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         GucRegistry::define_int_guc(
@@ -124,4 +135,9 @@ pub fn port_blocked(port: u16) -> bool {
         .get()
         .and_then(|s| s.into_string().ok())
         .is_some_and(|list| list.split(',').any(|p| p.trim().parse::<u16>() == Ok(port)))
+}
+
+/// In bytes.
+pub fn max_message_size() -> usize {
+    MAX_MESSAGE_SIZE_KB.get().max(64) as usize * 1024
 }

@@ -35,6 +35,7 @@ extension_sql_file!(
     name = "queue",
     requires = ["validation"]
 );
+extension_sql_file!("../sql/inbound.sql", name = "inbound", requires = ["queue"]);
 extension_sql_file!("../sql/finalize.sql", finalize);
 
 #[pg_guard]

@@ -3,9 +3,12 @@
 
 pub mod config;
 pub mod dkim;
+pub mod inbound;
 pub mod queue;
 pub mod servers;
 
+#[cfg(any(test, feature = "pg_test"))]
+mod inbound_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod queue_tests;
 #[cfg(any(test, feature = "pg_test"))]

@@ -2,3 +2,4 @@
 //! reading delivery-status reports.
 
 pub mod build;
+pub mod summary;

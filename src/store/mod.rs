@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod dkim;
+pub mod inbound;
 pub mod queue;
 
 /// Turns an SPI failure (a bug or a dropped table, never user input) into an ERROR.
