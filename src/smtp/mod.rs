@@ -12,21 +12,6 @@ use lettre::transport::smtp::client::{Certificate, Identity, SmtpConnection, Tls
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 
-#[cfg(test)]
-mod tests {
-    use super::DotStuffed;
-
-    #[test]
-    fn dot_stuffing() {
-        assert_eq!(
-            DotStuffed("a\r\n.b\r\n..c\r\n").to_string(),
-            "a\r\n..b\r\n...c\r\n.\r\n"
-        );
-        assert_eq!(DotStuffed("no end\n.").to_string(), "no end\r\n..\r\n.\r\n");
-        assert_eq!(DotStuffed("").to_string(), ".\r\n");
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encryption {
     None,
@@ -259,7 +244,7 @@ impl Client {
             _ => SmtpConnection::connect(address, Some(config.timeout), &hello, None, None)
                 .map_err(|e| connect_error(&e, &where_, false))?,
         };
-        if config.encryption == Encryption::StartTls {
+        if let (Encryption::StartTls, Some(tls)) = (config.encryption, &tls) {
             if !conn.can_starttls() {
                 return Err(SmtpError::local(
                     Stage::Tls,
@@ -268,10 +253,9 @@ impl Client {
                     ),
                 ));
             }
-            conn.starttls(tls.as_ref().expect("TLS parameters for starttls"), &hello)
-                .map_err(|e| {
-                    SmtpError::new(Stage::Tls, &e, &format!("STARTTLS with {where_} failed"))
-                })?;
+            conn.starttls(tls, &hello).map_err(|e| {
+                SmtpError::new(Stage::Tls, &e, &format!("STARTTLS with {where_} failed"))
+            })?;
         }
         match config.auth {
             Auth::None | Auth::Certificate => {}
@@ -449,4 +433,19 @@ fn connect_error(e: &lettre::transport::smtp::Error, where_: &str, tls: bool) ->
         format!("cannot connect to {where_}")
     };
     SmtpError::new(stage, e, &what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DotStuffed;
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(
+            DotStuffed("a\r\n.b\r\n..c\r\n").to_string(),
+            "a\r\n..b\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(DotStuffed("no end\n.").to_string(), "no end\r\n..\r\n.\r\n");
+        assert_eq!(DotStuffed("").to_string(), ".\r\n");
+    }
 }

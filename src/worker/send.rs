@@ -95,8 +95,7 @@ fn deliver(claimed: Claimed) -> (Vec<Recorded>, Vec<i64>, Vec<(i64, String)>) {
     }
     let (mut successes, mut errors) = (vec![], vec![]);
     for (server_id, group) in by_server {
-        let config = server_id.and_then(|id| configs.get(&id));
-        let Some(row) = config else {
+        let Some((server_id, row)) = server_id.and_then(|id| Some((id, configs.get(&id)?))) else {
             let reason = "no active outgoing server".to_string();
             results.extend(
                 group
@@ -105,7 +104,6 @@ fn deliver(claimed: Claimed) -> (Vec<Recorded>, Vec<i64>, Vec<(i64, String)>) {
             );
             continue;
         };
-        let server_id = server_id.expect("a server was chosen");
         if gucs::port_blocked(row.config.port) {
             let reason = format!(
                 "port {} of server \"{}\" is blocked on this host (mail_gateway.blocked_ports); use 465, 587 or 2525",
