@@ -482,8 +482,8 @@ pub fn retry(id: i64) -> Option<String> {
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('exception', 'cancel', 'outgoing') THEN 'outgoing' ELSE m.state END,
              next_attempt_at = CASE WHEN old.state IN ('exception', 'cancel', 'outgoing') THEN now() ELSE m.next_attempt_at END,
-             created_at = CASE WHEN old.state IN ('exception', 'cancel') THEN now() ELSE m.created_at END,
-             scheduled_at = CASE WHEN old.state IN ('exception', 'cancel') THEN NULL ELSE m.scheduled_at END,
+             -- The two-day retry window counts from scheduled_at: it starts again now.
+             scheduled_at = CASE WHEN old.state IN ('exception', 'cancel') THEN now() ELSE m.scheduled_at END,
              recipients = CASE WHEN old.state IN ('exception', 'cancel')
                                THEN (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(m.recipients) AS e(k, v)
                                      WHERE v->>'state' = 'sent')
