@@ -6,8 +6,8 @@ use pgrx::PgSqlErrorCode::{ERRCODE_CONNECTION_FAILURE, ERRCODE_UNDEFINED_OBJECT}
 use pgrx::prelude::*;
 
 use crate::error::raise;
-use crate::routing::address::{Sender, parse_from_filter};
-use crate::routing::server::{Server, choose};
+use crate::routing::address::Sender;
+use crate::routing::server::choose;
 use crate::smtp::Client;
 use crate::{gucs, store};
 
@@ -26,7 +26,7 @@ pub fn check_port(server: &str, port: u16) {
 
 #[pg_extern]
 pub fn test_outgoing_server(name: &str) -> String {
-    let Some((id, row)) = store::queue::server_config_by_name(name, gucs::smtp_timeout()) else {
+    let Some((_, row)) = store::queue::server_config_by_name(name, gucs::smtp_timeout()) else {
         raise(
             ERRCODE_UNDEFINED_OBJECT,
             format!("no outgoing server named \"{name}\""),
@@ -37,13 +37,6 @@ pub fn test_outgoing_server(name: &str) -> String {
     // MAIL FROM a sender this server may use: the envelope the worker would use for mail
     // from the default sender.
     let settings = store::config::sender_settings();
-    let filter = store::config::server_filter(id);
-    let server = Server {
-        id,
-        name: row.name.clone(),
-        priority: 0,
-        from_filter: parse_from_filter(&filter.unwrap_or_default()).unwrap_or_default(),
-    };
     let default = settings
         .default_from
         .clone()
@@ -53,7 +46,13 @@ pub fn test_outgoing_server(name: &str) -> String {
         name: None,
         address: format!("postmaster@{}", row.config.host),
     });
-    let choice = choose(&[server], &settings, &sender, &default, false);
+    let choice = choose(
+        std::slice::from_ref(&row.server),
+        &settings,
+        &sender,
+        &default,
+        false,
+    );
     let from = crate::mime::build::envelope_address(&choice.smtp_from)
         .unwrap_or_else(|e| raise(ERRCODE_CONNECTION_FAILURE, e, None));
 

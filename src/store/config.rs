@@ -100,11 +100,3 @@ pub fn extension_installed() -> bool {
     ))
     .unwrap_or(false)
 }
-
-/// A server's own `from_filter`.
-pub fn server_filter(id: i64) -> Option<String> {
-    first_text(
-        "SELECT from_filter FROM mail_gateway.outgoing_server WHERE id = $1",
-        &[id.into()],
-    )
-}

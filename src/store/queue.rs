@@ -11,6 +11,8 @@ use pgrx::prelude::*;
 
 use super::{first_text, spi};
 use crate::delivery::{MailState, Outcome, RecipientState, RecipientStatus, Recipients};
+use crate::routing::address::parse_from_filter;
+use crate::routing::server::Server;
 use crate::smtp::{Auth, Encryption, ServerConfig};
 
 pub struct NewMail<'a> {
@@ -155,24 +157,22 @@ pub fn recipients_to_json(recipients: &Recipients) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-/// Mail this worker held when it died is free again at once (no other process can be
-/// sending it: the worker index is ours); other senders' mail only when its lease ran out.
-pub fn release_abandoned(worker: i32) -> u64 {
-    spi(Spi::connect_mut(|client| {
-        let own = client.update(
-            "UPDATE mail_gateway.mail SET state = 'outgoing', lease_until = NULL, claimed_by = NULL
-             WHERE state = 'sending' AND claimed_by = $1",
-            None,
-            &[worker.into()],
-        )?;
-        let expired = client.update(
-            "UPDATE mail_gateway.mail SET state = 'outgoing', lease_until = NULL, claimed_by = NULL
-             WHERE state = 'sending' AND lease_until < now()",
-            None,
-            &[],
-        )?;
-        Ok(own.len() as u64 + expired.len() as u64)
-    }))
+/// Mail this worker held when it died is free again at once: no other process can be sending
+/// it, since the worker index is ours.
+pub fn release_own(worker: i32) {
+    spi(Spi::run_with_args(
+        "UPDATE mail_gateway.mail SET state = 'outgoing', lease_until = NULL, claimed_by = NULL
+         WHERE state = 'sending' AND claimed_by = $1",
+        &[worker.into()],
+    ));
+}
+
+/// Mail of a sender that vanished is free again once its lease ran out.
+pub fn release_expired() {
+    spi(Spi::run(
+        "UPDATE mail_gateway.mail SET state = 'outgoing', lease_until = NULL, claimed_by = NULL
+         WHERE state = 'sending' AND lease_until < now()",
+    ));
 }
 
 /// How many more mails may be claimed today under `mail.send.daily_limit`, or `None` when
@@ -294,9 +294,10 @@ pub fn blocklisted(addresses: Vec<String>) -> HashSet<String> {
     }))
 }
 
-/// An outgoing server with everything needed to connect, secrets included.
+/// An outgoing server: what the choice needs, and everything needed to connect, secrets
+/// included.
 pub struct ServerRow {
-    pub name: String,
+    pub server: Server,
     pub config: ServerConfig,
 }
 
@@ -310,7 +311,7 @@ fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow
         client
             .select(
                 "SELECT id, name, host, port, encryption, auth, username, password, client_cert, client_key,
-                        verify_tls, ca_cert
+                        verify_tls, ca_cert, priority, from_filter
                  FROM mail_gateway.outgoing_server
                  WHERE CASE WHEN $1::text IS NULL THEN active ELSE name = $1 END",
                 None,
@@ -342,8 +343,13 @@ fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow
                     timeout,
                 };
                 let id = row.get::<i64>(1)?.unwrap_or_default();
-                let name = row.get::<String>(2)?.unwrap_or_default();
-                Ok((id, ServerRow { name, config }))
+                let server = Server {
+                    id,
+                    name: row.get::<String>(2)?.unwrap_or_default(),
+                    priority: row.get::<i32>(13)?.unwrap_or_default(),
+                    from_filter: parse_from_filter(&row.get::<String>(14)?.unwrap_or_default()).unwrap_or_default(),
+                };
+                Ok((id, ServerRow { server, config }))
             })
             .collect()
     }))

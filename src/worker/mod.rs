@@ -97,7 +97,7 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
             } else {
                 // Mail this sender held when it last died goes back to the queue.
                 in_transaction("releasing abandoned mail", || {
-                    store::queue::release_abandoned(index)
+                    store::queue::release_own(index)
                 });
             }
             installed = Some(now_installed);
@@ -114,7 +114,7 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
             // looked at once per poll interval rather than on every wake-up.
             if leases_checked.elapsed() >= gucs::poll_interval() {
                 in_transaction("releasing expired leases", || {
-                    store::queue::release_abandoned(-1)
+                    store::queue::release_expired()
                 });
                 leases_checked = std::time::Instant::now();
             }

@@ -26,7 +26,6 @@ struct Claimed {
     mails: Vec<QueuedMail>,
     blocked: HashSet<String>,
     settings: SenderSettings,
-    servers: Vec<Server>,
     configs: HashMap<i64, ServerRow>,
     dkim_keys: HashMap<String, (String, String, String)>,
 }
@@ -56,7 +55,6 @@ pub fn round(worker: i32) -> usize {
             mails,
             blocked: store::queue::blocklisted(addresses),
             settings: store::config::sender_settings(),
-            servers: store::config::active_outgoing_servers(),
             configs: store::queue::server_configs(gucs::smtp_timeout()),
             dkim_keys: store::queue::dkim_keys(),
         })
@@ -78,10 +76,10 @@ fn deliver(claimed: Claimed) -> (Vec<Recorded>, Vec<i64>, Vec<(i64, String)>) {
         mails,
         blocked,
         settings,
-        servers,
         configs,
         dkim_keys,
     } = claimed;
+    let servers: Vec<Server> = configs.values().map(|row| row.server.clone()).collect();
     let mut results = Vec::with_capacity(mails.len());
     let mut by_server: BTreeMap<Option<i64>, Vec<Ready>> = BTreeMap::new();
     for mail in mails {
@@ -107,7 +105,7 @@ fn deliver(claimed: Claimed) -> (Vec<Recorded>, Vec<i64>, Vec<(i64, String)>) {
         if gucs::port_blocked(row.config.port) {
             let reason = format!(
                 "port {} of server \"{}\" is blocked on this host (mail_gateway.blocked_ports); use 465, 587 or 2525",
-                row.config.port, row.name
+                row.config.port, row.server.name
             );
             errors.push((server_id, reason.clone()));
             results.extend(
@@ -122,7 +120,7 @@ fn deliver(claimed: Claimed) -> (Vec<Recorded>, Vec<i64>, Vec<(i64, String)>) {
             Err(e) => {
                 log!(
                     "mail_gateway: server \"{}\": {e}; {} mail(s) wait",
-                    row.name,
+                    row.server.name,
                     group.len()
                 );
                 errors.push((server_id, e.message.clone()));
