@@ -19,8 +19,9 @@ APT_PACKAGES=(
   postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
   sudo pkg-config libssl-dev ca-certificates openssl
   # Test peers: an SMTP server that records what it receives, an independent DKIM verifier,
-  # and Postfix's smtp-sink/smtp-source for the benchmark.
+  # Postfix's smtp-sink/smtp-source for the benchmark, and Dovecot (IMAP and POP3).
   python3 python3-aiosmtpd python3-dkim python3-nacl postfix bc
+  dovecot-core dovecot-imapd dovecot-pop3d
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -37,6 +38,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q "^$PG_MAJOR main"; then
     as_root pg_ctlcluster $PG_MAJOR main stop 2>/dev/null || true
     as_root sed -i 's/^auto/manual/' /etc/postgresql/$PG_MAJOR/main/start.conf 2>/dev/null || true
+  fi
+  # Nor the system Dovecot: the tests start their own instances on free ports.
+  if pgrep -x dovecot >/dev/null; then
+    as_root doveadm stop 2>/dev/null || as_root pkill -x dovecot || true
   fi
 fi
 

@@ -12,6 +12,8 @@ static SEND_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(200);
 static SEND_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 static SMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+static FETCH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static FETCH_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
 static BLOCKED_PORTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
@@ -64,6 +66,26 @@ pub fn init() {
         600_000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.fetch_timeout",
+        c"Timeout of every IMAP/POP3 network step: connect, TLS handshake, each command.",
+        c"A command that downloads mail also gets the time to transfer it at 64 KiB/s.",
+        &FETCH_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.fetch_batch_size",
+        c"Messages the fetcher downloads and commits together (and at most 32 MB).",
+        c"Each batch is committed before its messages are flagged or deleted on the server.",
+        &FETCH_BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_string_guc(
         c"mail_gateway.blocked_ports",
@@ -127,6 +149,14 @@ pub fn send_lease() -> std::time::Duration {
 
 pub fn smtp_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(SMTP_TIMEOUT_MS.get().max(100) as u64)
+}
+
+pub fn fetch_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(FETCH_TIMEOUT_MS.get().max(100) as u64)
+}
+
+pub fn fetch_batch_size() -> usize {
+    FETCH_BATCH_SIZE.get().max(1) as usize
 }
 
 /// Whether the hosting provider forbids `port` (`mail_gateway.blocked_ports`).

@@ -1,11 +1,12 @@
 //! Receiving (SPEC §2.7): `process_message`, the entry point of an MTA pipe and of tests.
 
-use pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT;
+use pgrx::PgSqlErrorCode::{ERRCODE_CONNECTION_FAILURE, ERRCODE_UNDEFINED_OBJECT};
 use pgrx::prelude::*;
 
 use crate::error::raise;
-use crate::mime::summary::summarise;
-use crate::{gucs, store};
+use crate::net::Limits;
+use crate::worker::wake;
+use crate::{gucs, mailbox, store};
 
 /// Stores one raw message (exactly as given) with its parsed summary and returns its `inbound`
 /// id. A message already stored (same Message-ID, or same bytes when it has none) is not stored
@@ -22,20 +23,63 @@ pub fn process_message(raw: &[u8], server: default!(Option<&str>, "NULL")) -> i6
             )
         })
     });
-    let limit = gucs::max_message_size();
-    let (summary, refused) = if raw.len() > limit {
-        // Only the head is read: enough to know who sent what, without holding the body twice.
-        let head_end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(raw.len().min(64 * 1024));
-        let reason = format!(
-            "message of {} bytes is over mail_gateway.max_message_size ({limit} bytes); not stored",
-            raw.len()
+    store::inbound::receive(raw, raw.len() as u64, server_id, None)
+}
+
+/// "TEST & CONFIRM" of an incoming server (SPEC §2.7): connects, logs in and opens the
+/// mailbox from the caller's session (like the button it stands for, bounded by
+/// `mail_gateway.fetch_timeout`), then confirms the server so that the worker fetches it.
+/// On failure the server stays in `draft` and the error says what to fix.
+#[pg_extern]
+pub fn test_incoming_server(name: &str) -> String {
+    let limits = Limits::new(gucs::fetch_timeout());
+    let Some(server) = store::inbound::incoming_server(name, limits) else {
+        raise(
+            ERRCODE_UNDEFINED_OBJECT,
+            format!("no incoming server named \"{name}\""),
+            None,
         );
-        (summarise(&raw[..head_end.min(raw.len())]), Some(reason))
-    } else {
-        (summarise(raw), None)
     };
-    store::inbound::store(raw, server_id, &summary, refused)
+    let opened = mailbox::open(&server.config).and_then(|mailbox| {
+        let summary = mailbox.describe();
+        mailbox.close()?;
+        Ok(summary)
+    });
+    match opened {
+        Ok(summary) => {
+            store::inbound::confirm(server.id);
+            format!("OK: {summary}; server confirmed")
+        }
+        Err(e) => raise(
+            ERRCODE_CONNECTION_FAILURE,
+            format!("incoming server \"{name}\": {e}"),
+            Some(e.hint()),
+        ),
+    }
+}
+
+/// Asks the worker to fetch one incoming server (or every confirmed, active one) as soon as
+/// this transaction commits, without waiting for the fetch interval. Returns how many servers
+/// will be fetched.
+#[pg_extern]
+pub fn fetch_now(name: default!(Option<&str>, "NULL")) -> i64 {
+    if let Some(name) = name
+        && store::inbound::server_id(name).is_none()
+    {
+        raise(
+            ERRCODE_UNDEFINED_OBJECT,
+            format!("no incoming server named \"{name}\""),
+            None,
+        );
+    }
+    let count = store::inbound::request_fetch(name);
+    if count == 0 {
+        notice!(
+            "no confirmed, active incoming server to fetch{}",
+            name.map(|n| format!(" named \"{n}\"")).unwrap_or_default()
+        );
+    } else {
+        wake::at_commit(wake::Target::Fetcher);
+    }
+    count
 }

@@ -175,7 +175,7 @@ pub fn send_mail(
         model,
         res_id,
     });
-    wake::at_commit();
+    wake::at_commit(wake::Target::Senders);
     id
 }
 
@@ -185,7 +185,7 @@ pub fn retry_mail(id: i64) -> String {
     match queue::retry(id).as_deref() {
         None => raise(ERRCODE_NO_DATA_FOUND, format!("no mail with id {id}"), None),
         Some("exception" | "cancel" | "outgoing") => {
-            wake::at_commit();
+            wake::at_commit(wake::Target::Senders);
             "outgoing".into()
         }
         Some(state) => raise(

@@ -101,6 +101,28 @@ pub fn summarise(raw: &[u8]) -> Summary {
     }
 }
 
+/// What is stored of a received message of `size` bytes (`raw` may hold only its header when
+/// the fetcher did not download the rest): its summary, and — over `limit` — the reason its
+/// bytes are refused. A refused message is summarised from its header alone.
+pub fn admit(raw: &[u8], size: u64, limit: u64) -> (Summary, Option<String>) {
+    if size <= limit {
+        return (summarise(raw), None);
+    }
+    let head_end = [&b"\r\n\r\n"[..], &b"\n\n"[..]]
+        .iter()
+        .filter_map(|end| {
+            raw.windows(end.len())
+                .position(|w| w == *end)
+                .map(|p| p + end.len())
+        })
+        .min()
+        .unwrap_or(raw.len().min(64 * 1024));
+    let reason = format!(
+        "message of {size} bytes is over mail_gateway.max_message_size ({limit} bytes); not stored"
+    );
+    (summarise(&raw[..head_end]), Some(reason))
+}
+
 impl Summary {
     pub fn to_json(&self) -> Value {
         json!({
@@ -164,6 +186,20 @@ Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
             }]
         );
         assert_eq!(s.to_json()["from"]["address"], "jerome@customer.example");
+    }
+
+    #[test]
+    fn an_oversized_message_is_summarised_from_its_header() {
+        let (summary, refused) = admit(REPLY, REPLY.len() as u64, 100);
+        assert_eq!(summary.subject.as_deref(), Some("Re: Devis été"));
+        assert!(summary.attachments.is_empty(), "the body is not read");
+        assert!(
+            refused
+                .unwrap()
+                .contains("over mail_gateway.max_message_size (100 bytes)")
+        );
+        let (summary, refused) = admit(REPLY, REPLY.len() as u64, 1 << 20);
+        assert_eq!((summary.attachments.len(), refused), (1, None));
     }
 
     #[test]

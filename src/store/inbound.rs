@@ -1,18 +1,32 @@
 //! The `inbound` table: received messages, stored once.
 
+use std::collections::HashSet;
+
 use pgrx::JsonB;
 use pgrx::prelude::*;
 
 use super::spi;
-use crate::mime::summary::Summary;
+use crate::mailbox::{Encryption, MailboxConfig, Protocol};
+use crate::mime::summary::{Summary, admit};
+use crate::net::Limits;
+
+/// Summarises and stores a received message of `size` bytes (`raw` holds only its header
+/// when it is over `mail_gateway.max_message_size`: then it is recorded without its bytes,
+/// in state `error` with the reason). Returns its `inbound` id.
+pub fn receive(raw: &[u8], size: u64, server_id: Option<i64>, remote_uid: Option<&str>) -> i64 {
+    let (summary, refused) = admit(raw, size, crate::gucs::max_message_size() as u64);
+    store(raw, size, server_id, remote_uid, &summary, refused)
+}
 
 /// Stores `raw` unless it is already stored (same Message-ID, or the same bytes when it has
 /// none), and returns its id. Concurrent stores of the same message are
 /// serialised by an advisory lock on its identity, so it is stored once whoever comes first.
 /// `refused` stores the row without its bytes, with that reason and state `error`.
-pub fn store(
+fn store(
     raw: &[u8],
+    size: u64,
     server_id: Option<i64>,
+    remote_uid: Option<&str>,
     summary: &Summary,
     refused: Option<String>,
 ) -> i64 {
@@ -46,16 +60,24 @@ pub fn store(
             return Ok(id);
         }
         let state = if refused.is_some() { "error" } else { "new" };
+        // The (server, uid) index makes a second store of the same fetched message a no-op.
         let id = client
             .update(
-                "INSERT INTO mail_gateway.inbound (server_id, raw, raw_size, raw_sha256, message_id, email_from,
-                     subject, summary, state, reason)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                "WITH new AS (
+                     INSERT INTO mail_gateway.inbound (server_id, raw, raw_size, raw_sha256, message_id,
+                         email_from, subject, summary, state, reason, remote_uid)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     ON CONFLICT (server_id, remote_uid) WHERE remote_uid IS NOT NULL DO NOTHING
+                     RETURNING id)
+                 SELECT id FROM new
+                 UNION ALL
+                 SELECT id FROM mail_gateway.inbound WHERE server_id = $1 AND remote_uid = $11
+                 LIMIT 1",
                 None,
                 &[
                     server_id.into(),
                     stored_raw.into(),
-                    (raw.len() as i64).into(),
+                    (size as i64).into(),
                     sha.into(),
                     summary.message_id.clone().into(),
                     summary.from_address.clone().into(),
@@ -63,6 +85,7 @@ pub fn store(
                     JsonB(summary.to_json()).into(),
                     state.into(),
                     refused.into(),
+                    remote_uid.into(),
                 ],
             )?
             .first()
@@ -83,4 +106,166 @@ pub fn server_id(name: &str) -> Option<i64> {
         &[name.into()],
     )
     .and_then(|id| id.parse().ok())
+}
+
+/// An incoming server as the fetcher needs it.
+pub struct IncomingServer {
+    pub id: i64,
+    pub name: String,
+    pub config: MailboxConfig,
+    pub cursor: Option<String>,
+}
+
+/// Servers matching `condition` (a fixed clause, never user text), in fetching order.
+fn load_servers(
+    condition: &str,
+    args: &[pgrx::datum::DatumWithOid<'_>],
+    limits: Limits,
+) -> Vec<IncomingServer> {
+    let sql = format!(
+        "SELECT id, name, protocol, host, port, encryption, auth, username, coalesce(password, ''),
+                verify_tls, ca_cert, mailbox, fetch_cursor
+         FROM mail_gateway.incoming_server s WHERE {condition} ORDER BY priority, id"
+    );
+    spi(Spi::connect(|client| {
+        client
+            .select(&sql, None, args)?
+            .map(|row| {
+                let text = |i| -> Result<String, pgrx::spi::SpiError> {
+                    Ok(row.get::<String>(i)?.unwrap_or_default())
+                };
+                Ok(IncomingServer {
+                    id: row.get::<i64>(1)?.unwrap_or_default(),
+                    name: text(2)?,
+                    config: MailboxConfig {
+                        protocol: if text(3)? == "pop3" {
+                            Protocol::Pop3
+                        } else {
+                            Protocol::Imap
+                        },
+                        host: text(4)?,
+                        port: row.get::<i32>(5)?.unwrap_or_default() as u16,
+                        encryption: match text(6)?.as_str() {
+                            "none" => Encryption::None,
+                            "starttls" => Encryption::StartTls,
+                            _ => Encryption::Ssl,
+                        },
+                        xoauth2: text(7)? == "xoauth2",
+                        username: text(8)?,
+                        password: text(9)?,
+                        verify_tls: row.get::<bool>(10)?.unwrap_or(true),
+                        ca_cert: row.get::<String>(11)?,
+                        mailbox: text(12)?,
+                        limits,
+                    },
+                    cursor: row.get::<String>(13)?,
+                })
+            })
+            .collect()
+    }))
+}
+
+pub fn incoming_server(name: &str, limits: Limits) -> Option<IncomingServer> {
+    load_servers("name = $1", &[name.into()], limits)
+        .into_iter()
+        .next()
+}
+
+/// When a server is next due: `last_fetch_at` plus its interval (or `mail.fetch.interval`).
+const NEXT_FETCH: &str = "s.last_fetch_at + coalesce(s.fetch_interval,
+    (SELECT p.value::interval FROM mail_gateway.parameter p WHERE p.key = 'mail.fetch.interval'),
+    interval '5 minutes')";
+
+/// Confirmed, active servers whose interval has passed or whose fetch was requested.
+pub fn due_servers(limits: Limits) -> Vec<IncomingServer> {
+    load_servers(
+        &format!(
+            "s.active AND s.state = 'confirmed' AND (s.last_fetch_at IS NULL
+             OR s.fetch_requested_at >= s.last_fetch_at OR {NEXT_FETCH} <= clock_timestamp())"
+        ),
+        &[],
+        limits,
+    )
+}
+
+/// Time until the next server is due, if any server is to be fetched at all.
+pub fn next_fetch_in() -> Option<std::time::Duration> {
+    super::first_text(
+        &format!(
+            "SELECT greatest(extract(epoch FROM min(
+                 CASE WHEN s.last_fetch_at IS NULL OR s.fetch_requested_at >= s.last_fetch_at
+                      THEN clock_timestamp() ELSE {NEXT_FETCH} END) - clock_timestamp()), 0)::text
+             FROM mail_gateway.incoming_server s WHERE s.active AND s.state = 'confirmed'"
+        ),
+        &[],
+    )
+    .and_then(|secs| secs.parse::<f64>().ok())
+    .map(std::time::Duration::from_secs_f64)
+}
+
+/// Marks the start of a fetch (the time `incoming_status` shows, and the interval counts from).
+pub fn fetch_started(id: i64) {
+    spi(Spi::run_with_args(
+        "UPDATE mail_gateway.incoming_server SET last_fetch_at = clock_timestamp() WHERE id = $1",
+        &[id.into()],
+    ));
+}
+
+/// Records a fetch that went through: the IMAP cursor to start from next time.
+pub fn fetch_succeeded(id: i64, cursor: Option<String>) {
+    spi(Spi::run_with_args(
+        "UPDATE mail_gateway.incoming_server
+         SET last_success_at = clock_timestamp(), fetch_cursor = coalesce($2, fetch_cursor)
+         WHERE id = $1",
+        &[id.into(), cursor.into()],
+    ));
+}
+
+/// Records why a fetch (or a test) failed.
+pub fn fetch_failed(id: i64, error: &str) {
+    spi(Spi::run_with_args(
+        "UPDATE mail_gateway.incoming_server
+         SET last_error = $2, last_error_at = clock_timestamp() WHERE id = $1",
+        &[id.into(), error.into()],
+    ));
+}
+
+/// "TEST & CONFIRM" succeeded.
+pub fn confirm(id: i64) {
+    spi(Spi::run_with_args(
+        "UPDATE mail_gateway.incoming_server SET state = 'confirmed' WHERE id = $1",
+        &[id.into()],
+    ));
+}
+
+/// Asks for a fetch of one server (or all confirmed, active ones); returns how many.
+pub fn request_fetch(name: Option<&str>) -> i64 {
+    super::first_text(
+        "WITH requested AS (
+             UPDATE mail_gateway.incoming_server SET fetch_requested_at = clock_timestamp()
+             WHERE active AND state = 'confirmed' AND ($1::text IS NULL OR name = $1)
+             RETURNING 1)
+         SELECT count(*)::text FROM requested",
+        &[name.into()],
+    )
+    .and_then(|n| n.parse().ok())
+    .unwrap_or(0)
+}
+
+/// Which of these remote ids of a server are already stored.
+pub fn stored_keys(server_id: i64, keys: Vec<String>) -> HashSet<String> {
+    if keys.is_empty() {
+        return HashSet::new();
+    }
+    spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT remote_uid FROM mail_gateway.inbound
+                 WHERE server_id = $1 AND remote_uid = ANY($2)",
+                None,
+                &[server_id.into(), keys.into()],
+            )?
+            .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
+            .collect()
+    }))
 }

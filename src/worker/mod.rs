@@ -1,14 +1,16 @@
 //! The background workers: registered at `shared_preload_libraries` time, connected to the
 //! database named by `mail_gateway.database`. Worker 0 ("mail_gateway worker") and the extra
-//! senders ("mail_gateway sender N", `mail_gateway.senders`) sleep on their latches and, on
-//! each wake-up, send due mail in rounds (claim → deliver → record), never holding a
-//! transaction open across network I/O.
+//! senders ("mail_gateway sender N", `mail_gateway.senders`) send due mail in rounds
+//! (claim → deliver → record); the fetcher ("mail_gateway fetcher") fetches due mailboxes
+//! (list → fetch → store and commit → flag). Each sleeps on its latch between rounds and
+//! never holds a transaction open across network I/O.
 
+mod fetch;
 mod send;
 pub mod wake;
 
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -26,23 +28,45 @@ pub fn register() {
     }
     wake::init();
     for index in 0..gucs::senders() as i32 {
-        let (name, kind) = if index == 0 {
-            ("mail_gateway worker".to_string(), "mail_gateway worker")
+        if index == 0 {
+            start(
+                "mail_gateway worker",
+                "mail_gateway worker",
+                "mail_gateway_worker_main",
+                0,
+            );
         } else {
-            (
-                format!("mail_gateway sender {index}"),
+            let name = format!("mail_gateway sender {index}");
+            start(
+                &name,
                 "mail_gateway sender",
-            )
-        };
-        BackgroundWorkerBuilder::new(&name)
-            .set_type(kind)
-            .set_library("mail_gateway")
-            .set_function("mail_gateway_worker_main")
-            .set_argument(index.into_datum())
-            .enable_spi_access()
-            .set_restart_time(Some(RESTART_DELAY))
-            .load();
+                "mail_gateway_worker_main",
+                index,
+            );
+        }
     }
+    start(
+        "mail_gateway fetcher",
+        "mail_gateway fetcher",
+        "mail_gateway_fetcher_main",
+        0,
+    );
+}
+
+fn start(name: &str, kind: &str, function: &str, argument: i32) {
+    BackgroundWorkerBuilder::new(name)
+        .set_type(kind)
+        .set_library("mail_gateway")
+        .set_function(function)
+        .set_argument(argument.into_datum())
+        .enable_spi_access()
+        .set_restart_time(Some(RESTART_DELAY))
+        .load();
+}
+
+/// Whether the postmaster asked this worker to stop (SIGTERM).
+pub(crate) fn shutting_down() -> bool {
+    unsafe { pg_sys::ShutdownRequestPending != 0 }
 }
 
 /// Runs `f` in its own transaction. An ERROR inside is logged and rolled back and the worker
@@ -69,62 +93,98 @@ pub(crate) fn in_transaction<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> 
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
     let index = unsafe { i32::from_polymorphic_datum(arg, false, pg_sys::INT4OID) }.unwrap_or(0);
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = gucs::database();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let role = if index == 0 {
         "worker".to_string()
     } else {
         format!("sender {index}")
     };
-    log!(
-        "mail_gateway {role} started: database \"{database}\", pid {}",
-        std::process::id()
-    );
-    wake::publish(index as usize, std::process::id() as i32);
-
-    let mut installed = None;
-    let mut leases_checked = std::time::Instant::now();
-    'main: loop {
-        let now_installed =
-            in_transaction("checking the extension", store::config::extension_installed)
-                .unwrap_or(false);
-        if installed != Some(now_installed) {
-            if !now_installed {
-                log!(
-                    "mail_gateway {role}: extension not created in database \"{database}\"; waiting for CREATE EXTENSION mail_gateway"
-                );
-            } else {
-                // Mail this sender held when it last died goes back to the queue.
-                in_transaction("releasing abandoned mail", || {
-                    store::queue::release_own(index)
-                });
-            }
-            installed = Some(now_installed);
-        }
-        let mut wait = gucs::poll_interval();
-        if now_installed {
+    let mut leases_checked = Instant::now();
+    serve(
+        &role,
+        index as usize,
+        // Mail this sender held when it last died goes back to the queue.
+        || {
+            in_transaction("releasing abandoned mail", || {
+                store::queue::release_own(index)
+            });
+        },
+        || {
             // Full batches mean more is due: go on without sleeping.
             while send::round(index) as i64 >= gucs::send_batch_size() {
-                if unsafe { pg_sys::ShutdownRequestPending } != 0 {
-                    break 'main;
+                if shutting_down() {
+                    return Duration::ZERO;
                 }
             }
             // Another sender's expired leases (it died and was not restarted): rare, so
             // looked at once per poll interval rather than on every wake-up.
             if leases_checked.elapsed() >= gucs::poll_interval() {
-                in_transaction("releasing expired leases", || {
-                    store::queue::release_expired()
-                });
-                leases_checked = std::time::Instant::now();
+                in_transaction("releasing expired leases", store::queue::release_expired);
+                leases_checked = Instant::now();
             }
-            if let Some(Some(due)) = in_transaction("looking for due mail", store::queue::next_due)
-            {
-                wait = wait.min(due.max(Duration::from_millis(10)));
+            match in_transaction("looking for due mail", store::queue::next_due) {
+                Some(Some(due)) => due.max(Duration::from_millis(10)),
+                _ => gucs::poll_interval(),
             }
-        }
+        },
+    );
+}
 
-        if !BackgroundWorker::wait_latch(Some(wait)) {
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
+    serve(
+        "fetcher",
+        wake::FETCHER,
+        || {},
+        || {
+            fetch::round();
+            match in_transaction("looking for due mailboxes", store::inbound::next_fetch_in) {
+                Some(Some(due)) => due.max(Duration::from_millis(10)),
+                _ => gucs::poll_interval(),
+            }
+        },
+    );
+}
+
+/// The life of a worker: connect, then wait for the extension, then do `work` (which returns
+/// how long to sleep, at most the poll interval) on every wake-up until SIGTERM; on a change of
+/// `mail_gateway.database`, exit so that the postmaster starts a worker for the new one.
+fn serve(
+    role: &str,
+    slot: usize,
+    mut on_install: impl FnMut(),
+    mut work: impl FnMut() -> Duration,
+) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = gucs::database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!(
+        "mail_gateway {role} started: database \"{database}\", pid {}",
+        std::process::id()
+    );
+    wake::publish(slot, std::process::id() as i32);
+
+    let mut installed = None;
+    loop {
+        let now_installed =
+            in_transaction("checking the extension", store::config::extension_installed)
+                .unwrap_or(false);
+        if installed != Some(now_installed) {
+            if now_installed {
+                on_install();
+            } else {
+                log!(
+                    "mail_gateway {role}: extension not created in database \"{database}\"; waiting for CREATE EXTENSION mail_gateway"
+                );
+            }
+            installed = Some(now_installed);
+        }
+        let wait = if now_installed {
+            work().min(gucs::poll_interval())
+        } else {
+            gucs::poll_interval()
+        };
+        if shutting_down() || !BackgroundWorker::wait_latch(Some(wait)) {
             break;
         }
         if BackgroundWorker::sighup_received() {
@@ -139,7 +199,7 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
             }
         }
     }
-    wake::publish(index as usize, 0);
+    wake::publish(slot, 0);
     log!("mail_gateway {role} stopped");
     // Exit code 1: the postmaster restarts a worker that was terminated on its own
     // (pg_terminate_backend); at shutdown it restarts nothing.

@@ -1,6 +1,7 @@
-//! Waking the workers when a transaction that queued mail commits (no polling delay): the
-//! workers publish their pids in shared memory; `send_mail` registers, once per transaction, a
-//! commit callback that sets their latches. A rolled-back transaction wakes nobody.
+//! Waking the workers when a transaction commits (no polling delay): the workers publish their
+//! pids in shared memory; `send_mail` (the senders) and `fetch_now` (the fetcher) register,
+//! once per transaction, a commit callback that sets their latches. A rolled-back
+//! transaction wakes nobody.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,11 +9,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 use pgrx::{PgLwLock, PgXactCallbackEvent, pg_shmem_init, register_xact_callback};
 
-/// At most this many workers (the main one and the extra senders).
+/// At most this many senders (the main worker and the extra senders).
 pub const MAX_WORKERS: usize = 16;
 
+/// The fetcher's slot, after the senders'.
+pub const FETCHER: usize = MAX_WORKERS;
+
+/// Whom a commit wakes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Senders,
+    Fetcher,
+}
+
+impl Target {
+    fn bit(self) -> u8 {
+        match self {
+            Target::Senders => 1,
+            Target::Fetcher => 2,
+        }
+    }
+
+    fn slots(self) -> std::ops::Range<usize> {
+        match self {
+            Target::Senders => 0..MAX_WORKERS,
+            Target::Fetcher => FETCHER..FETCHER + 1,
+        }
+    }
+}
+
 /// The pid of each worker and the database it serves (0 = none).
-static WORKERS: PgLwLock<[(i32, u32); MAX_WORKERS]> =
+static WORKERS: PgLwLock<[(i32, u32); MAX_WORKERS + 1]> =
     unsafe { PgLwLock::new(c"mail_gateway_workers") };
 
 /// Set in the postmaster when the library is preloaded; inherited by every backend it forks.
@@ -20,7 +47,9 @@ static WORKERS: PgLwLock<[(i32, u32); MAX_WORKERS]> =
 static SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    static WAKE_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Targets to wake at the end of the current transaction (bits of `Target`); 0 = no
+    /// callback registered yet.
+    static PENDING: Cell<u8> = const { Cell::new(0) };
 }
 
 /// Called from `_PG_init` while preloading.
@@ -31,7 +60,7 @@ pub fn init() {
 
 /// A worker announces itself (pid, and the database it is connected to) or its end (0).
 pub fn publish(index: usize, pid: i32) {
-    if SHARED_MEMORY.load(Ordering::Relaxed) && index < MAX_WORKERS {
+    if SHARED_MEMORY.load(Ordering::Relaxed) && index <= FETCHER {
         let database = if pid == 0 {
             0
         } else {
@@ -41,24 +70,33 @@ pub fn publish(index: usize, pid: i32) {
     }
 }
 
-/// Wakes the workers that serve this database when the current transaction commits.
-pub fn at_commit() {
-    if !SHARED_MEMORY.load(Ordering::Relaxed) || WAKE_REGISTERED.get() {
+/// Wakes `target`, if it serves this database, when the current transaction commits.
+pub fn at_commit(target: Target) {
+    if !SHARED_MEMORY.load(Ordering::Relaxed) {
         return;
     }
-    WAKE_REGISTERED.set(true);
+    let pending = PENDING.get();
+    PENDING.set(pending | target.bit());
+    if pending != 0 {
+        return;
+    }
     register_xact_callback(PgXactCallbackEvent::Commit, || {
-        WAKE_REGISTERED.set(false);
-        wake_all();
+        let pending = PENDING.replace(0);
+        for target in [Target::Senders, Target::Fetcher] {
+            if pending & target.bit() != 0 {
+                wake(target);
+            }
+        }
     });
-    register_xact_callback(PgXactCallbackEvent::Abort, || WAKE_REGISTERED.set(false));
+    register_xact_callback(PgXactCallbackEvent::Abort, || PENDING.set(0));
 }
 
-fn wake_all() {
+fn wake(target: Target) {
     let workers = *WORKERS.share();
     let here = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    for (pid, _) in workers
-        .into_iter()
+    for (pid, _) in workers[target.slots()]
+        .iter()
+        .copied()
         .filter(|(pid, db)| *pid != 0 && *db == here)
     {
         unsafe {

@@ -1,0 +1,132 @@
+//! One fetching round: every due mailbox is fetched in bounded batches — list (no
+//! transaction) → fetch a batch (no transaction) → store it and commit (short transaction) →
+//! only then flag it \Seen (IMAP) or DELE it (POP3). A crash anywhere leaves at worst stored
+//! messages unflagged; the next fetch finds them stored (by server UID) and only flags them.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use pgrx::prelude::*;
+
+use super::{in_transaction, shutting_down};
+use crate::mailbox::{self, FetchError, Fetched, Listed, Stage};
+use crate::net::Limits;
+use crate::store::inbound::IncomingServer;
+use crate::{gucs, store};
+
+/// A batch holds at most this many bytes (a bigger message goes alone).
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+fn limits() -> Limits {
+    Limits {
+        timeout: gucs::fetch_timeout(),
+        cancelled: shutting_down,
+    }
+}
+
+/// Fetches every due server once.
+pub fn round() {
+    let servers = in_transaction("looking for due mailboxes", || {
+        store::inbound::due_servers(limits())
+    })
+    .unwrap_or_default();
+    for server in servers {
+        if shutting_down() {
+            return;
+        }
+        in_transaction("starting a fetch", || {
+            store::inbound::fetch_started(server.id)
+        });
+        let result = catch_unwind(AssertUnwindSafe(|| fetch(&server))).unwrap_or_else(|_| {
+            Err(FetchError::new(
+                Stage::Fetch,
+                "internal error while fetching (see the server log)",
+            ))
+        });
+        match result {
+            Ok((stored, cursor)) => {
+                if stored > 0 {
+                    log!(
+                        "mail_gateway fetcher: {stored} message(s) stored from \"{}\"",
+                        server.name
+                    );
+                }
+                in_transaction("recording a fetch", || {
+                    store::inbound::fetch_succeeded(server.id, cursor)
+                });
+            }
+            Err(e) => {
+                warning!(
+                    "mail_gateway fetcher: server \"{}\": {}",
+                    server.name,
+                    e.message
+                );
+                in_transaction("recording a fetch error", || {
+                    store::inbound::fetch_failed(server.id, &e.message)
+                });
+            }
+        }
+    }
+}
+
+/// Fetches one server; returns how many messages it stored and, when it went through the
+/// whole list, the IMAP cursor to remember.
+fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError> {
+    let mut mailbox = mailbox::open(&server.config)?;
+    let listed = mailbox.list(server.cursor.as_deref())?;
+    let keys: Vec<String> = listed.iter().filter_map(|l| l.key.clone()).collect();
+    let stored = in_transaction("reading fetched ids", || {
+        store::inbound::stored_keys(server.id, keys)
+    })
+    .ok_or_else(|| FetchError::new(Stage::Fetch, "could not read the inbound table"))?;
+    let max_size = gucs::max_message_size() as u64;
+    let deletes = mailbox.deletes();
+    // A message refused by the size limit stays in a POP3 maildrop: deleting it would lose it.
+    let finished = |l: &&Listed| !(deletes && l.size > max_size);
+    let (already, todo): (Vec<Listed>, Vec<Listed>) = listed
+        .into_iter()
+        .partition(|l| l.key.as_ref().is_some_and(|k| stored.contains(k)));
+    // Stored by an earlier fetch that stopped before flagging them.
+    let already: Vec<Listed> = already.iter().filter(finished).cloned().collect();
+    mailbox.done(&already)?;
+
+    let mut count = 0;
+    let mut complete = true;
+    for batch in mailbox::batches(&todo, gucs::fetch_batch_size(), BATCH_BYTES) {
+        if shutting_down() {
+            complete = false;
+            break;
+        }
+        let mut committed = Vec::new();
+        mailbox.fetch(batch, max_size, &mut |fetched| {
+            committed = store_batch(server.id, fetched);
+        })?;
+        count += committed.len();
+        let committed: Vec<Listed> = committed.iter().filter(finished).cloned().collect();
+        mailbox.done(&committed)?;
+    }
+    let cursor = if complete { mailbox.cursor() } else { None };
+    mailbox.close()?;
+    Ok((count, cursor))
+}
+
+/// Stores a batch in one transaction; if that fails, message by message, so that one bad
+/// message costs only itself (it stays on the server and is tried again next time).
+fn store_batch(server_id: i64, fetched: &[Fetched<'_>]) -> Vec<Listed> {
+    let receive = |f: &Fetched<'_>| {
+        let size = if f.header_only {
+            f.listed.size
+        } else {
+            f.raw.len() as u64
+        };
+        store::inbound::receive(f.raw, size, Some(server_id), f.listed.key.as_deref());
+    };
+    let all = in_transaction("storing fetched mail", || fetched.iter().for_each(receive));
+    if all.is_some() {
+        return fetched.iter().map(|f| f.listed.clone()).collect();
+    }
+    fetched
+        .iter()
+        .filter(|f| in_transaction("storing a fetched message", || receive(f)).is_some())
+        .map(|f| f.listed.clone())
+        .collect()
+}
