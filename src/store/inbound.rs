@@ -176,12 +176,16 @@ const NEXT_FETCH: &str = "s.last_fetch_at + coalesce(s.fetch_interval,
     (SELECT p.value::interval FROM mail_gateway.parameter p WHERE p.key = 'mail.fetch.interval'),
     interval '5 minutes')";
 
+/// Due at once: never fetched, asked for by fetch_now(), or a fetch that never finished (the
+/// fetcher was killed in the middle of it).
+const DUE_NOW: &str = "(s.last_fetch_at IS NULL OR s.fetch_requested_at >= s.last_fetch_at
+    OR s.last_fetch_at > greatest(s.last_success_at, s.last_error_at, '-infinity'))";
+
 /// Confirmed, active servers whose interval has passed or whose fetch was requested.
 pub fn due_servers(limits: Limits) -> Vec<IncomingServer> {
     load_servers(
         &format!(
-            "s.active AND s.state = 'confirmed' AND (s.last_fetch_at IS NULL
-             OR s.fetch_requested_at >= s.last_fetch_at OR {NEXT_FETCH} <= clock_timestamp())"
+            "s.active AND s.state = 'confirmed' AND ({DUE_NOW} OR {NEXT_FETCH} <= clock_timestamp())"
         ),
         &[],
         limits,
@@ -193,8 +197,8 @@ pub fn next_fetch_in() -> Option<std::time::Duration> {
     super::first_text(
         &format!(
             "SELECT greatest(extract(epoch FROM min(
-                 CASE WHEN s.last_fetch_at IS NULL OR s.fetch_requested_at >= s.last_fetch_at
-                      THEN clock_timestamp() ELSE {NEXT_FETCH} END) - clock_timestamp()), 0)::text
+                 CASE WHEN {DUE_NOW} THEN clock_timestamp() ELSE {NEXT_FETCH} END)
+                 - clock_timestamp()), 0)::text
              FROM mail_gateway.incoming_server s WHERE s.active AND s.state = 'confirmed'"
         ),
         &[],

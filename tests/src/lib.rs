@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod dovecot;
 pub mod smtp;
 
 pub use postgres::Client;
@@ -194,6 +195,31 @@ impl Cluster {
     }
 
     /// Starts the cluster again after its processes were killed (crash recovery runs).
+    /// SIGKILL to the postmaster and every child at once: a power cut, as far as PostgreSQL
+    /// knows. Returns when the postmaster is gone.
+    pub fn crash(&mut self) {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let postmaster = pid_file.lines().next().unwrap().trim().to_string();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .unwrap();
+        let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        pids.push(postmaster.clone());
+        // A child may exit on its own between pgrep and kill: only the postmaster must be hit.
+        Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status()
+            .unwrap();
+        wait_for("the cluster to be gone", Duration::from_secs(30), || {
+            (!Path::new(&format!("/proc/{postmaster}")).exists()).then_some(())
+        });
+    }
+
     pub fn start_after_crash(&mut self) {
         self.stopped = true;
         self.pg_ctl_start();

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
 use mail_gateway_tests::{Client, Cluster, exec, wait_for, wait_for_worker};
 
@@ -123,28 +124,7 @@ fn killing_the_whole_cluster_mid_batch_loses_nothing() {
     queue(&mut db, MAILS);
     smtp.wait_for(300, Duration::from_secs(60));
     drop(db);
-    // SIGKILL to the postmaster and every child at once: a power cut, as far as PostgreSQL knows.
-    let pid_file = std::fs::read_to_string(cluster.data().join("postmaster.pid")).unwrap();
-    let postmaster = pid_file.lines().next().unwrap().trim().to_string();
-    let children = Command::new("pgrep")
-        .args(["-P", &postmaster])
-        .output()
-        .unwrap();
-    let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    pids.push(postmaster);
-    // A child may exit on its own between pgrep and kill: only the postmaster must be hit.
-    Command::new("kill")
-        .arg("-KILL")
-        .args(&pids)
-        .status()
-        .unwrap();
-    wait_for("the cluster to be gone", Duration::from_secs(30), || {
-        let alive = std::path::Path::new(&format!("/proc/{}", pids[pids.len() - 1])).exists();
-        (!alive).then_some(())
-    });
+    cluster.crash();
     cluster.start_after_crash();
     wait_all_sent(&cluster, MAILS);
     let mut db = cluster.connect("postgres");
@@ -167,7 +147,8 @@ fn several_senders_never_send_the_same_mail_twice() {
     wait_for("three senders", Duration::from_secs(30), || {
         let n: i64 = db
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%'",
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE backend_type IN ('mail_gateway worker', 'mail_gateway sender')",
                 &[],
             )
             .unwrap()
@@ -186,4 +167,145 @@ fn several_senders_never_send_the_same_mail_twice() {
         .unwrap()
         .get(0);
     assert_eq!(senders, 0, "no mail is left claimed");
+}
+
+// --- Fetching: every message stored exactly once, whatever is killed when. ---
+
+const MESSAGES: usize = 1000;
+
+/// Half the messages have a Message-ID, half have none (deduplicated by their bytes then).
+fn inbound_message(n: usize) -> Vec<u8> {
+    let id = if n % 2 == 0 {
+        format!("Message-ID: <in{n}@customer.example>\r\n")
+    } else {
+        String::new()
+    };
+    let mut raw = format!(
+        "From: c{n}@customer.example\r\nTo: catchall@mycompany.com\r\n{id}Subject: inbound {n}\r\n\r\n"
+    );
+    for line in 0..40 {
+        raw.push_str(&format!(
+            "line {line} of message {n}: lorem ipsum dolor sit amet\r\n"
+        ));
+    }
+    raw.into_bytes()
+}
+
+fn fetching_gateway(dovecot: &Dovecot, protocol: &str, port: u16) -> (Cluster, Client) {
+    let cluster = Cluster::start(&[
+        ("mail_gateway.poll_interval", "200ms"),
+        ("mail_gateway.fetch_batch_size", "20"),
+    ]);
+    let mut db = cluster.connect("postgres");
+    exec(&mut db, "CREATE EXTENSION mail_gateway");
+    db.execute(
+        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password)
+         VALUES ('box', $1, '127.0.0.1', $2, 'none', $3, $4)",
+        &[&protocol, &(port as i32), &USER, &PASSWORD],
+    )
+    .unwrap();
+    (cluster, db)
+}
+
+fn stored_count(cluster: &Cluster) -> Option<i64> {
+    let mut db = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
+    db.query_one("SELECT count(*) FROM mail_gateway.inbound", &[])
+        .ok()
+        .map(|r| r.get(0))
+}
+
+/// Every delivered message is in `inbound` exactly once, byte for byte.
+fn assert_stored_once(cluster: &Cluster) {
+    wait_for(
+        "every message to be stored",
+        Duration::from_secs(180),
+        || (stored_count(cluster)? >= MESSAGES as i64).then_some(()),
+    );
+    // Give a wrongly repeated fetch the chance to show itself.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut db = cluster.connect("postgres");
+    let mut raws: Vec<Vec<u8>> = db
+        .query("SELECT raw FROM mail_gateway.inbound", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    raws.sort();
+    let mut expected: Vec<Vec<u8>> = (0..MESSAGES).map(inbound_message).collect();
+    expected.sort();
+    assert_eq!(raws.len(), MESSAGES, "each message stored once");
+    assert!(raws == expected, "byte for byte");
+}
+
+fn kill(pid: i32) {
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn fetcher_pid(cluster: &Cluster, not: Option<i32>) -> i32 {
+    wait_for("the fetcher", Duration::from_secs(60), || {
+        let mut db = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
+        db.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mail_gateway fetcher'",
+            &[],
+        )
+        .ok()
+        .flatten()
+        .map(|r| r.get::<_, i32>(0))
+        .filter(|pid| Some(*pid) != not)
+    })
+}
+
+#[test]
+fn killing_the_fetcher_mid_imap_fetch_stores_each_message_once() {
+    let dovecot = Dovecot::start();
+    dovecot.deliver_many((0..MESSAGES).map(inbound_message));
+    let (cluster, mut db) = fetching_gateway(&dovecot, "imap", dovecot.imap);
+    let pid = fetcher_pid(&cluster, None);
+    exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
+    let at_kill = wait_for("a first batch", Duration::from_secs(60), || {
+        stored_count(&cluster).filter(|n| *n >= 100)
+    });
+    kill(pid);
+    drop(db);
+    assert!(
+        at_kill < MESSAGES as i64,
+        "killed mid-way ({at_kill} stored)"
+    );
+    fetcher_pid(&cluster, Some(pid));
+    assert_stored_once(&cluster);
+    wait_for(
+        "every message flagged \\Seen",
+        Duration::from_secs(60),
+        || (dovecot.counts() == (MESSAGES, MESSAGES)).then_some(()),
+    );
+}
+
+#[test]
+fn crashing_the_cluster_mid_pop3_fetch_stores_each_message_once() {
+    let dovecot = Dovecot::start();
+    dovecot.deliver_many((0..MESSAGES).map(inbound_message));
+    let (mut cluster, mut db) = fetching_gateway(&dovecot, "pop3", dovecot.pop3);
+    exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
+    let at_crash = wait_for("a first batch", Duration::from_secs(60), || {
+        stored_count(&cluster).filter(|n| *n >= 100)
+    });
+    drop(db);
+    cluster.crash();
+    assert!(
+        at_crash < MESSAGES as i64,
+        "crashed mid-way ({at_crash} stored)"
+    );
+    cluster.start_after_crash();
+    assert_stored_once(&cluster);
+    wait_for("an empty maildrop", Duration::from_secs(60), || {
+        (dovecot.counts().0 == 0).then_some(())
+    });
+    assert!(
+        cluster.log().contains("database system was interrupted"),
+        "it really crashed"
+    );
 }

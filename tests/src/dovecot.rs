@@ -1,0 +1,237 @@
+//! A real Dovecot (Debian's dovecot-imapd and dovecot-pop3d) on 127.0.0.1: IMAP and POP3,
+//! each plain (with STARTTLS/STLS) and with implicit TLS, a self-signed certificate, one user
+//! `mg` with password `secret`, maildir storage in a temporary directory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::smtp::SelfSigned;
+use crate::{free_port, temp_dir, wait_for};
+
+pub const USER: &str = "mg";
+pub const PASSWORD: &str = "secret";
+
+pub struct Dovecot {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub cert: SelfSigned,
+    pub imap: u16,
+    pub imaps: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
+    child: Child,
+    seq: std::cell::Cell<u64>,
+}
+
+impl Dovecot {
+    pub fn start() -> Dovecot {
+        let dir = temp_dir("mgdovecot");
+        // mktemp makes it 0700; Dovecot's mail processes (user dovecot) must get through.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let cert = SelfSigned::new();
+        let (imap, imaps, pop3, pop3s) = (free_port(), free_port(), free_port(), free_port());
+        for sub in ["run", "state", "mail"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(
+            dir.join("users"),
+            format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n"),
+        )
+        .unwrap();
+        let d = dir.display();
+        let config = dir.join("dovecot.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"protocols = imap pop3
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/state
+instance_name = mgtest-{imap}
+log_path = {d}/dovecot.log
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+auth_failure_delay = 0
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+ssl_min_protocol = TLSv1.2
+mail_location = maildir:{d}/mail/%u
+mail_fsync = never
+first_valid_uid = 1
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={d}/mail/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {pop3s}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+protocol pop3 {{
+  pop3_uidl_format = %08Xu%08Xv
+}}
+"#,
+                cert = cert.cert.display(),
+                key = cert.key.display(),
+            ),
+        )
+        .unwrap();
+        // The mail processes run as `dovecot`; the certificate is read by the master (root).
+        let status = Command::new("chown")
+            .args(["-R", "dovecot:dovecot"])
+            .arg(dir.join("mail"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let child = Command::new("dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dovecot (apt-get install dovecot-imapd dovecot-pop3d)");
+        let dovecot = Dovecot {
+            dir,
+            config,
+            cert,
+            imap,
+            imaps,
+            pop3,
+            pop3s,
+            child,
+            seq: std::cell::Cell::new(0),
+        };
+        for port in [imap, imaps, pop3, pop3s] {
+            wait_for("dovecot to listen", Duration::from_secs(20), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+            });
+        }
+        dovecot
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.join("mail").join(USER)
+    }
+
+    /// Delivers a message into INBOX (or another folder) as an MTA would: a file in the
+    /// maildir's `new/`, written to `tmp/` first and renamed, unseen.
+    pub fn deliver_to(&self, folder: &str, raw: &[u8]) {
+        let base = if folder == "INBOX" {
+            self.maildir()
+        } else {
+            self.maildir().join(format!(".{folder}"))
+        };
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(base.join(sub)).unwrap();
+        }
+        let n = self.seq.get() + 1;
+        self.seq.set(n);
+        let name = format!("{}.M{n}P{}.mgtest", 1_700_000_000 + n, std::process::id());
+        std::fs::write(base.join("tmp").join(&name), raw).unwrap();
+        std::fs::rename(base.join("tmp").join(&name), base.join("new").join(&name)).unwrap();
+        let status = Command::new("chown")
+            .args(["-R", "dovecot:dovecot"])
+            .arg(self.dir.join("mail"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn deliver(&self, raw: &[u8]) {
+        self.deliver_to("INBOX", raw)
+    }
+
+    /// Delivers many messages with one chown.
+    pub fn deliver_many(&self, raws: impl IntoIterator<Item = Vec<u8>>) {
+        let base = self.maildir();
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(base.join(sub)).unwrap();
+        }
+        for raw in raws {
+            let n = self.seq.get() + 1;
+            self.seq.set(n);
+            let name = format!("{}.M{n}P{}.mgtest", 1_700_000_000 + n, std::process::id());
+            std::fs::write(base.join("new").join(&name), raw).unwrap();
+        }
+        let status = Command::new("chown")
+            .args(["-R", "dovecot:dovecot"])
+            .arg(self.dir.join("mail"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn doveadm(&self, args: &[&str]) -> String {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("doveadm");
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// How many messages INBOX holds, and how many of them are \Seen.
+    pub fn counts(&self) -> (usize, usize) {
+        let all = self.doveadm(&["search", "-u", USER, "mailbox", "INBOX", "ALL"]);
+        let seen = self.doveadm(&["search", "-u", USER, "mailbox", "INBOX", "SEEN"]);
+        (all.lines().count(), seen.lines().count())
+    }
+
+    /// Creates a folder.
+    pub fn create_folder(&self, folder: &str) {
+        self.doveadm(&["mailbox", "create", "-u", USER, folder]);
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("dovecot")
+            .arg("-c")
+            .arg(&self.config)
+            .arg("stop")
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
