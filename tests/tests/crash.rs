@@ -175,7 +175,7 @@ const MESSAGES: usize = 1000;
 
 /// Half the messages have a Message-ID, half have none (deduplicated by their bytes then).
 fn inbound_message(n: usize) -> Vec<u8> {
-    let id = if n % 2 == 0 {
+    let id = if n.is_multiple_of(2) {
         format!("Message-ID: <in{n}@customer.example>\r\n")
     } else {
         String::new()
@@ -191,7 +191,7 @@ fn inbound_message(n: usize) -> Vec<u8> {
     raw.into_bytes()
 }
 
-fn fetching_gateway(dovecot: &Dovecot, protocol: &str, port: u16) -> (Cluster, Client) {
+fn fetching_gateway(protocol: &str, port: u16) -> (Cluster, Client) {
     let cluster = Cluster::start(&[
         ("mail_gateway.poll_interval", "200ms"),
         ("mail_gateway.fetch_batch_size", "20"),
@@ -263,7 +263,7 @@ fn fetcher_pid(cluster: &Cluster, not: Option<i32>) -> i32 {
 fn killing_the_fetcher_mid_imap_fetch_stores_each_message_once() {
     let dovecot = Dovecot::start();
     dovecot.deliver_many((0..MESSAGES).map(inbound_message));
-    let (cluster, mut db) = fetching_gateway(&dovecot, "imap", dovecot.imap);
+    let (cluster, mut db) = fetching_gateway("imap", dovecot.imap);
     let pid = fetcher_pid(&cluster, None);
     exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
     let at_kill = wait_for("a first batch", Duration::from_secs(60), || {
@@ -288,7 +288,7 @@ fn killing_the_fetcher_mid_imap_fetch_stores_each_message_once() {
 fn crashing_the_cluster_mid_pop3_fetch_stores_each_message_once() {
     let dovecot = Dovecot::start();
     dovecot.deliver_many((0..MESSAGES).map(inbound_message));
-    let (mut cluster, mut db) = fetching_gateway(&dovecot, "pop3", dovecot.pop3);
+    let (mut cluster, mut db) = fetching_gateway("pop3", dovecot.pop3);
     exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
     let at_crash = wait_for("a first batch", Duration::from_secs(60), || {
         stored_count(&cluster).filter(|n| *n >= 100)
