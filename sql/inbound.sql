@@ -41,6 +41,10 @@ CREATE TABLE mail_gateway.inbound (
     CONSTRAINT inbound_state_check CHECK (state IN ('new', 'routed', 'duplicate', 'bounce', 'complaint',
         'loop', 'rejected', 'unroutable', 'error'))
 );
+-- Raw mail is kept uncompressed (like a maildir): attachments are base64 of data that is often
+-- compressed already, and trying to compress a 50 MB message costs another 50 MB of memory in
+-- the fetcher (see docs/DECISIONS.md).
+ALTER TABLE mail_gateway.inbound ALTER COLUMN raw SET STORAGE EXTERNAL;
 COMMENT ON TABLE mail_gateway.inbound IS
     'Received mail, raw and summarised; process_message() and the fetcher store here (SPEC §2.7)';
 -- Dedupe: a Message-ID is stored once; without one, the exact bytes are.

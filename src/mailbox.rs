@@ -120,11 +120,11 @@ pub struct Listed {
     pub(crate) handle: u64,
 }
 
-/// One fetched message, borrowed from the client's buffer (a big message is never copied):
-/// its bytes, or only its header when it is over the size limit.
+/// One fetched message: its bytes, or only its header when it is over the size limit.
 pub struct Fetched<'a> {
     pub listed: &'a Listed,
-    pub raw: &'a [u8],
+    /// Owned, so that the store can free it as soon as PostgreSQL has its copy.
+    pub raw: Vec<u8>,
     pub header_only: bool,
 }
 
@@ -142,7 +142,7 @@ pub trait Mailbox {
         &mut self,
         batch: &[Listed],
         max_size: u64,
-        store: &mut dyn FnMut(&[Fetched<'_>]),
+        store: &mut dyn FnMut(Vec<Fetched<'_>>),
     ) -> Result<(), FetchError>;
     /// Whether `done` deletes (POP3) rather than flags (IMAP).
     fn deletes(&self) -> bool {

@@ -1,6 +1,8 @@
 //! Receiving (SPEC §2.7): `process_message`, the entry point of an MTA pipe and of tests.
 
 use pgrx::PgSqlErrorCode::{ERRCODE_CONNECTION_FAILURE, ERRCODE_UNDEFINED_OBJECT};
+use std::borrow::Cow;
+
 use pgrx::prelude::*;
 
 use crate::error::raise;
@@ -23,7 +25,7 @@ pub fn process_message(raw: &[u8], server: default!(Option<&str>, "NULL")) -> i6
             )
         })
     });
-    store::inbound::receive(raw, raw.len() as u64, server_id, None)
+    store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, server_id, None)
 }
 
 /// "TEST & CONFIRM" of an incoming server (SPEC §2.7): connects, logs in and opens the

@@ -260,7 +260,7 @@ impl Mailbox for ImapMailbox {
         &mut self,
         batch: &[Listed],
         max_size: u64,
-        store: &mut dyn FnMut(&[Fetched<'_>]),
+        store: &mut dyn FnMut(Vec<Fetched<'_>>),
     ) -> Result<(), FetchError> {
         let fetch_err = |e| failed(Stage::Fetch, "fetching messages", e);
         let (big, whole): (Vec<&Listed>, Vec<&Listed>) =
@@ -281,10 +281,14 @@ impl Mailbox for ImapMailbox {
             .session
             .uid_fetch(uids(&big), "BODY.PEEK[HEADER]")
             .map_err(fetch_err)?;
+        // Owned copies, and the response buffers freed, before anything is stored: the
+        // buffers grow by doubling, and a big message should not sit in memory twice while
+        // PostgreSQL makes its own copies.
         let mut fetched = Vec::with_capacity(batch.len());
         for listed in batch {
             let uid = Some(listed.handle as u32);
-            let found = if listed.size > max_size {
+            let header_only = listed.size > max_size;
+            let found = if header_only {
                 heads.iter().find(|f| f.uid == uid).and_then(|f| f.header())
             } else {
                 bodies.iter().find(|f| f.uid == uid).and_then(|f| f.body())
@@ -292,12 +296,13 @@ impl Mailbox for ImapMailbox {
             if let Some(raw) = found {
                 fetched.push(Fetched {
                     listed,
-                    raw,
-                    header_only: listed.size > max_size,
+                    raw: raw.to_vec(),
+                    header_only,
                 });
             }
         }
-        store(&fetched);
+        drop((bodies, heads));
+        store(fetched);
         Ok(())
     }
 

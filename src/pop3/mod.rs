@@ -296,9 +296,9 @@ impl Mailbox for Pop3Mailbox {
         &mut self,
         batch: &[Listed],
         max_size: u64,
-        store: &mut dyn FnMut(&[Fetched<'_>]),
+        store: &mut dyn FnMut(Vec<Fetched<'_>>),
     ) -> Result<(), FetchError> {
-        let mut raws = Vec::with_capacity(batch.len());
+        let mut fetched = Vec::with_capacity(batch.len());
         for listed in batch {
             let header_only = listed.size > max_size;
             let command = if header_only {
@@ -319,17 +319,13 @@ impl Mailbox for Pop3Mailbox {
             } else {
                 listed.size + listed.size / 10 + 1024
             };
-            raws.push((listed, self.multiline(limit)?, header_only));
-        }
-        let fetched: Vec<Fetched<'_>> = raws
-            .iter()
-            .map(|(listed, raw, header_only)| Fetched {
+            fetched.push(Fetched {
                 listed,
-                raw,
-                header_only: *header_only,
-            })
-            .collect();
-        store(&fetched);
+                raw: self.multiline(limit)?,
+                header_only,
+            });
+        }
+        store(fetched);
         Ok(())
     }
 

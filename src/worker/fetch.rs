@@ -3,6 +3,7 @@
 //! only then flag it \Seen (IMAP) or DELE it (POP3). A crash anywhere leaves at worst stored
 //! messages unflagged; the next fetch finds them stored (by server UID) and only flags them.
 
+use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pgrx::prelude::*;
@@ -110,23 +111,46 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
 }
 
 /// Stores a batch in one transaction; if that fails, message by message, so that one bad
-/// message costs only itself (it stays on the server and is tried again next time).
-fn store_batch(server_id: i64, fetched: &[Fetched<'_>]) -> Vec<Listed> {
-    let receive = |f: &Fetched<'_>| {
-        let size = if f.header_only {
-            f.listed.size
+/// message costs only itself (it stays on the server and is tried again next time). A batch
+/// of one (every big message) hands its bytes over, to be freed as soon as PostgreSQL has
+/// its copy.
+fn store_batch(server_id: i64, mut fetched: Vec<Fetched<'_>>) -> Vec<Listed> {
+    let receive = |raw: Cow<'_, [u8]>, listed: &Listed, header_only: bool| {
+        let size = if header_only {
+            listed.size
         } else {
-            f.raw.len() as u64
+            raw.len() as u64
         };
-        store::inbound::receive(f.raw, size, Some(server_id), f.listed.key.as_deref());
+        store::inbound::receive(raw, size, Some(server_id), listed.key.as_deref());
     };
-    let all = in_transaction("storing fetched mail", || fetched.iter().for_each(receive));
+    if fetched.len() == 1 {
+        let Fetched {
+            listed,
+            raw,
+            header_only,
+        } = fetched.remove(0);
+        return in_transaction("storing a fetched message", || {
+            receive(Cow::Owned(raw), listed, header_only)
+        })
+        .map(|_| vec![listed.clone()])
+        .unwrap_or_default();
+    }
+    let all = in_transaction("storing fetched mail", || {
+        for f in &fetched {
+            receive(Cow::Borrowed(&f.raw), f.listed, f.header_only);
+        }
+    });
     if all.is_some() {
         return fetched.iter().map(|f| f.listed.clone()).collect();
     }
     fetched
         .iter()
-        .filter(|f| in_transaction("storing a fetched message", || receive(f)).is_some())
+        .filter(|f| {
+            in_transaction("storing a fetched message", || {
+                receive(Cow::Borrowed(&f.raw), f.listed, f.header_only)
+            })
+            .is_some()
+        })
         .map(|f| f.listed.clone())
         .collect()
 }

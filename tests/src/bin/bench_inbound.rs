@@ -1,0 +1,178 @@
+//! Inbound benchmark (run by scripts/bench.sh against the installed build): messages per
+//! second stored by process_message (5 KB and 1 MB), fetched from Dovecot over IMAP, and the
+//! fetcher's peak memory for one 50 MB message. Prints numbers; asserts nothing.
+
+use std::time::{Duration, Instant};
+
+use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
+use mail_gateway_tests::{Client, Cluster, exec, wait_for};
+
+/// A realistic message of about `size` bytes: text and HTML parts and a base64 attachment.
+fn message(n: usize, size: usize, with_id: &str) -> Vec<u8> {
+    let mut raw = format!(
+        "Return-Path: <c{n}@customer.example>\r\nDelivered-To: catchall@mycompany.com\r\n\
+         Received: from mx.customer.example (mx.customer.example [192.0.2.1]) by mx.mycompany.com; Sat, 21 Nov 2026 10:00:00 +0000\r\n\
+         From: \"Customer {n}\" <c{n}@customer.example>\r\nTo: \"Sales\" <sales@mycompany.com>\r\n\
+         Subject: Re: Quotation {n}\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\
+         Message-ID: <{with_id}{n}@customer.example>\r\nIn-Reply-To: <q{n}@mycompany.com>\r\n\
+         References: <q{n}@mycompany.com>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: multipart/alternative; boundary=\"b2\"\r\n\r\n\
+         --b2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello,\r\nplease find the order attached.\r\n\
+         --b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello,</p><p>please find the order attached.</p>\r\n\
+         --b2--\r\n--b1\r\nContent-Type: application/pdf; name=\"order.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"order.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    );
+    let line = "JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFIvRmlsdGVyIC9GbGF0ZURlY29k\r\n";
+    while raw.len() + line.len() + 10 < size {
+        raw.push_str(line);
+    }
+    raw.push_str("--b1--\r\n");
+    raw.into_bytes()
+}
+
+fn rate(label: &str, n: usize, took: Duration, extra: &str) {
+    println!(
+        "{label:<40} {:>8.0} msgs/s   ({n} in {:.2} s{extra})",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+}
+
+/// process_message from `clients` connections at once, `n` messages of `size` bytes.
+fn process_message(cluster: &Cluster, label: &str, n: usize, size: usize, clients: usize) {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for c in 0..clients {
+            scope.spawn(move || {
+                let mut db = cluster.connect("postgres");
+                let statement = db
+                    .prepare("SELECT mail_gateway.process_message($1)")
+                    .unwrap();
+                for i in (c..n).step_by(clients) {
+                    let raw = message(i, size, &format!("{label}-{size}-{clients}-"));
+                    db.query_one(&statement, &[&raw]).unwrap();
+                }
+            });
+        }
+    });
+    rate(
+        &format!("process_message, {label}"),
+        n,
+        started.elapsed(),
+        &format!(", {clients} clients"),
+    );
+}
+
+/// Largest anonymous memory of `pid` while `until` is false, sampled every 5 ms.
+fn peak_anon_kb(pid: i32, mut until: impl FnMut() -> bool) -> u64 {
+    let mut peak = 0;
+    while !until() {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            for line in status.lines() {
+                if let Some(kb) = line.strip_prefix("RssAnon:") {
+                    let kb: u64 = kb
+                        .trim()
+                        .trim_end_matches(" kB")
+                        .trim()
+                        .parse()
+                        .unwrap_or(0);
+                    peak = peak.max(kb);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    peak
+}
+
+fn count(db: &mut Client) -> i64 {
+    db.query_one("SELECT count(*) FROM mail_gateway.inbound", &[])
+        .unwrap()
+        .get(0)
+}
+
+fn main() {
+    let fetch_n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5000);
+    let cluster = Cluster::start(&[
+        ("shared_buffers", "512MB"),
+        ("mail_gateway.poll_interval", "200ms"),
+        ("mail_gateway.max_message_size", "100MB"),
+    ]);
+    let mut db = cluster.connect("postgres");
+    exec(&mut db, "CREATE EXTENSION mail_gateway");
+
+    println!("== Received mail stored by process_message() (parse, summary, dedupe, insert)");
+    process_message(&cluster, "5 KB", 20_000, 5 * 1024, 1);
+    process_message(&cluster, "5 KB", 20_000, 5 * 1024, 2);
+    process_message(&cluster, "1 MB", 200, 1024 * 1024, 1);
+
+    println!("== Fetched from Dovecot over IMAP (STARTTLS off, batches of 50), 5 KB each");
+    exec(&mut db, "TRUNCATE mail_gateway.inbound");
+    let dovecot = Dovecot::start();
+    dovecot.deliver_many((0..fetch_n).map(|i| message(i, 5 * 1024, "imap-")));
+    db.execute(
+        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password)
+         VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3)",
+        &[&(dovecot.imap as i32), &USER, &PASSWORD],
+    )
+    .unwrap();
+    let started = Instant::now();
+    exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
+    wait_for("every message fetched", Duration::from_secs(600), || {
+        (count(&mut db) >= fetch_n as i64).then_some(())
+    });
+    rate(
+        "IMAP fetch → inbound (committed)",
+        fetch_n,
+        started.elapsed(),
+        "",
+    );
+
+    println!("== Fetcher memory for one 50 MB message");
+    let big = message(0, 50 * 1024 * 1024, "big-");
+    let fetcher: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mail_gateway fetcher'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let before = peak_anon_kb(fetcher, || true).max(1);
+    let baseline = {
+        let status = std::fs::read_to_string(format!("/proc/{fetcher}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|kb| kb.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap_or(before)
+    };
+    dovecot.deliver(&big);
+    let target = fetch_n as i64 + 1;
+    exec(&mut db, "SELECT mail_gateway.fetch_now('box')");
+    let mut watcher = cluster.connect("postgres");
+    let peak = peak_anon_kb(fetcher, || count(&mut watcher) >= target);
+    let size_mb = big.len() as f64 / 1048576.0;
+    let grown_mb = peak.saturating_sub(baseline) as f64 / 1024.0;
+    println!(
+        "{:<40} {grown_mb:>8.1} MB over its {:.1} MB baseline = {:.2}× the {size_mb:.0} MB message",
+        "fetcher peak anonymous memory",
+        baseline as f64 / 1024.0,
+        grown_mb / size_mb
+    );
+    let stored: i32 = db
+        .query_one(
+            "SELECT length(raw) FROM mail_gateway.inbound WHERE message_id = '<big-0@customer.example>'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored as usize,
+        big.len(),
+        "the 50 MB message is stored whole"
+    );
+}
