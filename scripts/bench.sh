@@ -3,7 +3,9 @@
 # and Postfix's smtp-sink on 127.0.0.1, and measures:
 #   1. mails/s from the queue into smtp-sink, without DKIM, with RSA and with Ed25519 DKIM,
 #      next to smtp-source sending to the same sink in the same run;
-#   2. the cost of send_mail() in a transaction next to a plain INSERT of the same row.
+#   2. the cost of send_mail() in a transaction next to a plain INSERT of the same row;
+#   3. inbound: process_message() msgs/s (5 KB, 1 MB), IMAP fetch msgs/s from Dovecot, and the
+#      fetcher's peak memory for a 50 MB message (tests/src/bin/bench_inbound.rs).
 # Usage: scripts/bench.sh [MAILS]   (default 20000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -120,3 +122,8 @@ t_insert=$(tps "$DIR/insert.sql")
 printf '%-34s %8.0f tx/s   %.3f ms each\n' "send_mail()" "$t_send" "$(echo "1000 / $t_send" | bc -l)"
 printf '%-34s %8.0f tx/s   %.3f ms each\n' "plain INSERT" "$t_insert" "$(echo "1000 / $t_insert" | bc -l)"
 printf '%-34s %8.2f×\n' "send_mail / INSERT cost" "$(echo "$t_insert / $t_send" | bc -l)"
+
+echo
+echo "== Inbound: process_message(), IMAP fetch from Dovecot, fetcher memory (own cluster)"
+cargo build --release -q -p mail_gateway_tests --bin bench_inbound
+./target/release/bench_inbound "${FETCH:-5000}"

