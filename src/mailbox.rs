@@ -46,6 +46,21 @@ impl MailboxConfig {
         }
     }
 
+    /// "IMAP host:993 (TLS): logged in as "user"; <contents>", for the administrator.
+    pub fn describe(&self, tls: bool, contents: &str) -> String {
+        format!(
+            "{} {}:{}{}: logged in as \"{}\"; {contents}",
+            match self.protocol {
+                Protocol::Imap => "IMAP",
+                Protocol::Pop3 => "POP3",
+            },
+            self.host,
+            self.port,
+            if tls { " (TLS)" } else { "" },
+            self.username,
+        )
+    }
+
     /// Time allowed for a command that transfers `bytes`: the timeout, plus the transfer at a
     /// slow but honest 64 KiB/s. A server that drips slower costs one fetch, not the worker.
     pub fn allowance(&self, bytes: u64) -> Duration {

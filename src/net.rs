@@ -205,9 +205,10 @@ pub fn secure(stream: TimedStream, tls: &Tls<'_>) -> Result<Stream, NetError> {
     }
 }
 
-fn describe_tls(e: &native_tls::Error) -> String {
-    let mut text = format!("TLS handshake failed: {e}");
-    let mut source = std::error::Error::source(e);
+/// `text` followed by the causes of `e` that it does not already say (OpenSSL's reason is
+/// often only in a cause).
+pub fn with_causes(mut text: String, e: &dyn std::error::Error) -> String {
+    let mut source = e.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
@@ -216,6 +217,11 @@ fn describe_tls(e: &native_tls::Error) -> String {
         }
         source = cause.source();
     }
+    text
+}
+
+fn describe_tls(e: &native_tls::Error) -> String {
+    let mut text = with_causes(format!("TLS handshake failed: {e}"), e);
     if text.contains("wrong version number") || text.contains("packet length too long") {
         text.push_str(" (the server does not speak TLS on this port)");
     }

@@ -61,6 +61,7 @@ Subject: Quote\r\nMessage-ID: <m1@customer.example>\r\n\r\nHello\r\n";
     #[pg_test]
     fn garbage_is_stored_not_refused() {
         let id = process(&[0xff, 0x00, 0xfe, b'\n']);
+        assert!(id > 0);
     }
 
     #[pg_test]

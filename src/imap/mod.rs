@@ -89,19 +89,23 @@ fn cursor_uid(cursor: Option<&str>, uid_validity: u32) -> Option<u32> {
         .flatten()
 }
 
+fn greeting_ok(line: &[u8]) -> Result<(), FetchError> {
+    if line.starts_with(b"* OK") {
+        return Ok(());
+    }
+    Err(FetchError::new(
+        Stage::Connect,
+        format!(
+            "unexpected greeting: {}",
+            String::from_utf8_lossy(line).trim_end()
+        ),
+    ))
+}
+
 /// STARTTLS before the `imap` crate takes the stream: greeting, STARTTLS, handshake.
 fn start_tls(mut tcp: net::TimedStream, config: &MailboxConfig) -> Result<Stream, FetchError> {
     let io = |e: std::io::Error| FetchError::new(Stage::Connect, format!("STARTTLS: {e}"));
-    let greeting = net::read_line_unbuffered(&mut tcp, 4096).map_err(io)?;
-    if !greeting.starts_with(b"* OK") {
-        return Err(FetchError::new(
-            Stage::Connect,
-            format!(
-                "unexpected greeting: {}",
-                String::from_utf8_lossy(&greeting).trim_end()
-            ),
-        ));
-    }
+    greeting_ok(&net::read_line_unbuffered(&mut tcp, 4096).map_err(io)?)?;
     tcp.write_all(b"s0 STARTTLS\r\n").map_err(io)?;
     loop {
         let line = net::read_line_unbuffered(&mut tcp, 4096).map_err(io)?;
@@ -144,15 +148,7 @@ impl ImapMailbox {
                     e
                 }
             })?;
-            if !greeting.starts_with(b"* OK") {
-                return Err(FetchError::new(
-                    Stage::Connect,
-                    format!(
-                        "unexpected greeting: {}",
-                        String::from_utf8_lossy(&greeting).trim_end()
-                    ),
-                ));
-            }
+            greeting_ok(&greeting)?;
         }
         deadline.start(config.limits.timeout);
         let session = if config.xoauth2 {
@@ -200,14 +196,12 @@ impl ImapMailbox {
 
 impl Mailbox for ImapMailbox {
     fn describe(&self) -> String {
-        format!(
-            "IMAP {}:{}{}: logged in as \"{}\"; mailbox \"{}\" holds {} message(s)",
-            self.config.host,
-            self.config.port,
-            if self.tls { " (TLS)" } else { "" },
-            self.config.username,
-            self.config.mailbox,
-            self.exists
+        self.config.describe(
+            self.tls,
+            &format!(
+                "mailbox \"{}\" holds {} message(s)",
+                self.config.mailbox, self.exists
+            ),
         )
     }
 

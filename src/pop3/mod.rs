@@ -259,13 +259,9 @@ fn greeting_ok(line: &[u8]) -> Result<(), FetchError> {
 
 impl Mailbox for Pop3Mailbox {
     fn describe(&self) -> String {
-        format!(
-            "POP3 {}:{}{}: logged in as \"{}\"; the maildrop holds {} message(s)",
-            self.config.host,
-            self.config.port,
-            if self.tls { " (TLS)" } else { "" },
-            self.config.username,
-            self.count
+        self.config.describe(
+            self.tls,
+            &format!("the maildrop holds {} message(s)", self.count),
         )
     }
 

@@ -107,16 +107,7 @@ fn describe(e: &lettre::transport::smtp::Error) -> String {
     {
         return format!("{} {}", u16::from(code), &text[at + 3..]);
     }
-    let mut text = text;
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+    let mut text = crate::net::with_causes(text, e);
     if is_timeout(e) && !text.contains("timed out") {
         text.push_str(" (timed out)");
     }

@@ -108,13 +108,6 @@ protocol pop3 {{
             ),
         )
         .unwrap();
-        // The mail processes run as `dovecot`; the certificate is read by the master (root).
-        let status = Command::new("chown")
-            .args(["-R", "dovecot:dovecot"])
-            .arg(dir.join("mail"))
-            .status()
-            .unwrap();
-        assert!(status.success());
         let child = Command::new("dovecot")
             .arg("-F")
             .arg("-c")
@@ -134,6 +127,8 @@ protocol pop3 {{
             child,
             seq: std::cell::Cell::new(0),
         };
+        // The mail processes run as `dovecot`; the certificate is read by the master (root).
+        dovecot.chown_mail();
         for port in [imap, imaps, pop3, pop3s] {
             wait_for("dovecot to listen", Duration::from_secs(20), || {
                 std::net::TcpStream::connect(("127.0.0.1", port)).ok()
@@ -146,46 +141,31 @@ protocol pop3 {{
         self.dir.join("mail").join(USER)
     }
 
-    /// Delivers a message into INBOX (or another folder) as an MTA would: a file in the
-    /// maildir's `new/`, written to `tmp/` first and renamed, unseen.
-    pub fn deliver_to(&self, folder: &str, raw: &[u8]) {
-        let base = if folder == "INBOX" {
-            self.maildir()
-        } else {
-            self.maildir().join(format!(".{folder}"))
-        };
-        for sub in ["tmp", "new", "cur"] {
-            std::fs::create_dir_all(base.join(sub)).unwrap();
-        }
-        let n = self.seq.get() + 1;
-        self.seq.set(n);
-        let name = format!("{}.M{n}P{}.mgtest", 1_700_000_000 + n, std::process::id());
-        std::fs::write(base.join("tmp").join(&name), raw).unwrap();
-        std::fs::rename(base.join("tmp").join(&name), base.join("new").join(&name)).unwrap();
-        let status = Command::new("chown")
-            .args(["-R", "dovecot:dovecot"])
-            .arg(self.dir.join("mail"))
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
+    /// Delivers a message into INBOX, unseen, as an MTA would (a file in the maildir's `new/`).
     pub fn deliver(&self, raw: &[u8]) {
-        self.deliver_to("INBOX", raw)
+        self.deliver_many([raw.to_vec()])
     }
 
-    /// Delivers many messages with one chown.
+    /// Delivers messages into INBOX. The maildir belongs to `dovecot` before a message shows
+    /// up in it (Dovecot must be able to move it to `cur/`), and the files after.
     pub fn deliver_many(&self, raws: impl IntoIterator<Item = Vec<u8>>) {
         let base = self.maildir();
         for sub in ["tmp", "new", "cur"] {
             std::fs::create_dir_all(base.join(sub)).unwrap();
         }
+        self.chown_mail();
         for raw in raws {
             let n = self.seq.get() + 1;
             self.seq.set(n);
             let name = format!("{}.M{n}P{}.mgtest", 1_700_000_000 + n, std::process::id());
-            std::fs::write(base.join("new").join(&name), raw).unwrap();
+            // tmp/ then a rename: Dovecot never sees half a message.
+            std::fs::write(base.join("tmp").join(&name), raw).unwrap();
+            std::fs::rename(base.join("tmp").join(&name), base.join("new").join(&name)).unwrap();
         }
+        self.chown_mail();
+    }
+
+    fn chown_mail(&self) {
         let status = Command::new("chown")
             .args(["-R", "dovecot:dovecot"])
             .arg(self.dir.join("mail"))
@@ -214,11 +194,6 @@ protocol pop3 {{
         let all = self.doveadm(&["search", "-u", USER, "mailbox", "INBOX", "ALL"]);
         let seen = self.doveadm(&["search", "-u", USER, "mailbox", "INBOX", "SEEN"]);
         (all.lines().count(), seen.lines().count())
-    }
-
-    /// Creates a folder.
-    pub fn create_folder(&self, folder: &str) {
-        self.doveadm(&["mailbox", "create", "-u", USER, folder]);
     }
 }
 
