@@ -11,6 +11,9 @@ use crate::{free_port, temp_dir, wait_for};
 
 pub const USER: &str = "mg";
 pub const PASSWORD: &str = "secret";
+/// The OAuth2 access token Dovecot accepts for `USER` (XOAUTH2), checked by a token-info
+/// endpoint the harness runs.
+pub const TOKEN: &str = "ya29.valid-access-token";
 
 pub struct Dovecot {
     pub dir: PathBuf,
@@ -21,6 +24,7 @@ pub struct Dovecot {
     pub pop3: u16,
     pub pop3s: u16,
     child: Child,
+    tokeninfo: Child,
     seq: std::cell::Cell<u64>,
 }
 
@@ -32,6 +36,13 @@ impl Dovecot {
             .unwrap();
         let cert = SelfSigned::new();
         let (imap, imaps, pop3, pop3s) = (free_port(), free_port(), free_port(), free_port());
+        let tokeninfo_port = free_port();
+        let tokeninfo = Command::new("/usr/bin/python3")
+            .arg(crate::smtp::servers_dir().join("oauth2_tokeninfo.py"))
+            .args([&tokeninfo_port.to_string(), USER, TOKEN])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3");
         for sub in ["run", "state", "mail"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -41,6 +52,14 @@ impl Dovecot {
         )
         .unwrap();
         let d = dir.display();
+        std::fs::write(
+            dir.join("oauth2.conf.ext"),
+            format!(
+                "tokeninfo_url = http://127.0.0.1:{tokeninfo_port}/tokeninfo?access_token=\n\
+                 username_attribute = email\n"
+            ),
+        )
+        .unwrap();
         let config = dir.join("dovecot.conf");
         std::fs::write(
             &config,
@@ -51,7 +70,7 @@ base_dir = {d}/run
 state_dir = {d}/state
 instance_name = mgtest-{imap}
 log_path = {d}/dovecot.log
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 disable_plaintext_auth = no
 auth_failure_delay = 0
 default_internal_user = dovecot
@@ -66,7 +85,13 @@ mail_fsync = never
 first_valid_uid = 1
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {d}/users
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/oauth2.conf.ext
 }}
 userdb {{
   driver = static
@@ -125,6 +150,7 @@ protocol pop3 {{
             pop3,
             pop3s,
             child,
+            tokeninfo,
             seq: std::cell::Cell::new(0),
         };
         // The mail processes run as `dovecot`; the certificate is read by the master (root).
@@ -207,6 +233,8 @@ impl Drop for Dovecot {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = self.tokeninfo.kill();
+        let _ = self.tokeninfo.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

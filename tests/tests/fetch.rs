@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
+use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, TOKEN, USER};
 use mail_gateway_tests::{Client, Cluster, error_text, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -453,4 +453,57 @@ fn the_same_message_through_two_mailboxes_is_stored_once() {
         (dovecot.counts().0 == 0).then_some(())
     });
     assert_eq!(stored(&mut db).len(), 1);
+}
+
+#[test]
+fn xoauth2_logs_in_with_an_access_token_over_imap_and_pop3() {
+    let dovecot = Dovecot::start();
+    let (_cluster, mut db) = gateway(&[]);
+    dovecot.deliver(&message(1));
+    let token = format!("'{TOKEN}'");
+    add_server(
+        &mut db,
+        "imap-oauth",
+        "imap",
+        dovecot.imap,
+        "none",
+        &[("auth", "'xoauth2'"), ("password", &token)],
+    );
+    add_server(
+        &mut db,
+        "pop-oauth",
+        "pop3",
+        dovecot.pop3,
+        "none",
+        &[("auth", "'xoauth2'"), ("password", &token)],
+    );
+    add_server(
+        &mut db,
+        "expired",
+        "imap",
+        dovecot.imap,
+        "none",
+        &[("auth", "'xoauth2'"), ("password", "'ya29.expired'")],
+    );
+    add_server(
+        &mut db,
+        "expired-pop",
+        "pop3",
+        dovecot.pop3,
+        "none",
+        &[("auth", "'xoauth2'"), ("password", "'ya29.expired'")],
+    );
+    for name in ["imap-oauth", "pop-oauth"] {
+        let answer = test_server(&mut db, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(answer.contains("logged in as \"mg\""), "{name}: {answer}");
+    }
+    for name in ["expired", "expired-pop"] {
+        let err = test_server(&mut db, name).expect_err(name);
+        assert!(
+            err.contains("login as \"mg\" failed") && err.contains("fresh access token"),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("ya29"), "{name} leaks the token: {err}");
+    }
+    wait_stored(&mut db, 1);
 }
