@@ -1,5 +1,7 @@
-//! MIME, pure Rust: building outgoing messages (`build`); later summarising incoming ones and
-//! reading delivery-status reports.
+//! MIME, pure Rust: building outgoing messages (`build`), summarising received ones
+//! (`summary`), and reading what a received message reports — bounce, complaint, auto-reply
+//! (`bounce`).
 
+pub mod bounce;
 pub mod build;
 pub mod summary;
