@@ -27,6 +27,11 @@ GRANT USAGE ON SEQUENCE mail_gateway.mail_id_seq TO mail_gateway_user;
 GRANT SELECT (id, domain, selector, algorithm, public_key, active, created_at)
     ON mail_gateway.dkim_key TO mail_gateway_user;
 GRANT SELECT ON mail_gateway.queue_status, mail_gateway.server_status TO mail_gateway_user;
+-- The chatter: ERP code posts, follows and reads threads (post_message, follow, unfollow).
+GRANT SELECT, INSERT ON mail_gateway.message TO mail_gateway_user;
+GRANT SELECT, INSERT, DELETE ON mail_gateway.follower TO mail_gateway_user;
+GRANT USAGE ON SEQUENCE mail_gateway.message_id_seq, mail_gateway.follower_id_seq TO mail_gateway_user;
+GRANT SELECT ON mail_gateway.bounce TO mail_gateway_user;
 -- The ERP fills the contacts.
 GRANT SELECT, INSERT, UPDATE ON mail_gateway.contact TO mail_gateway_user;
 GRANT USAGE ON SEQUENCE mail_gateway.contact_id_seq TO mail_gateway_user;
@@ -38,7 +43,10 @@ GRANT EXECUTE ON FUNCTION
     mail_gateway.normalize_local_part(text),
     mail_gateway.normalize_from_filter(text),
     mail_gateway.send_mail(text, text[], text, text, text, text[], text[], text, jsonb, jsonb,
-                           timestamptz, text, text, bigint)
+                           timestamptz, text, text, bigint),
+    mail_gateway.follow(text, bigint, text, text),
+    mail_gateway.unfollow(text, bigint, text),
+    mail_gateway.post_message(text, bigint, text, text, text, text, jsonb)
     TO mail_gateway_user;
 
 -- Rows of extension tables are dumped only when registered: every table that holds the
@@ -60,3 +68,9 @@ SELECT pg_catalog.pg_extension_config_dump('mail_gateway.dkim_key', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.dkim_key_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.inbound', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.inbound_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.message', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.follower', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.follower_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.bounce', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.bounce_id_seq', '');

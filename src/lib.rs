@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 pub mod api;
+mod chatter;
 pub mod delivery;
 pub mod dkim;
 mod error;
@@ -16,6 +17,7 @@ pub mod mailbox;
 pub mod mime;
 pub mod net;
 pub mod pop3;
+mod router;
 pub mod routing;
 pub mod smtp;
 mod store;
@@ -40,6 +42,11 @@ extension_sql_file!(
     requires = ["validation"]
 );
 extension_sql_file!("../sql/inbound.sql", name = "inbound", requires = ["queue"]);
+extension_sql_file!(
+    "../sql/chatter.sql",
+    name = "chatter",
+    requires = ["inbound"]
+);
 extension_sql_file!("../sql/finalize.sql", finalize);
 
 #[pg_guard]

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use crate::error::raise;
 use crate::net::Limits;
 use crate::worker::wake;
-use crate::{gucs, mailbox, store};
+use crate::{gucs, mailbox, router, store};
 
 /// Stores one raw message (exactly as given) with its parsed summary and returns its `inbound`
 /// id. A message already stored (same Message-ID, or same bytes when it has none) is not stored
@@ -25,7 +25,48 @@ pub fn process_message(raw: &[u8], server: default!(Option<&str>, "NULL")) -> i6
             )
         })
     });
-    store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, server_id, None)
+    let id = store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, server_id, None);
+    if store::routing::pending(id).is_some_and(|p| p.state == "new") {
+        router::route_stored(id);
+    }
+    id
+}
+
+/// Routes a stored message again (after fixing an alias, a handler or a parameter) and
+/// returns its new state. Messages whose route created something — a record, a post, bounce
+/// rows — are not routed twice.
+#[pg_extern]
+pub fn reprocess(inbound_id: i64) -> String {
+    let Some(pending) = store::routing::pending(inbound_id) else {
+        raise(
+            pgrx::PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            format!("no received message with id {inbound_id}"),
+            None,
+        );
+    };
+    if !router::REROUTABLE.contains(&pending.state.as_str()) {
+        raise(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "message {inbound_id} is {}; routing it again would repeat what its route did",
+                pending.state
+            ),
+            Some(
+                "Only messages in state new, error, unroutable, rejected, loop or duplicate are routed again.",
+            ),
+        );
+    }
+    if pending.raw.is_empty() {
+        raise(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("message {inbound_id} was not stored (over mail_gateway.max_message_size)"),
+            Some("Raise mail_gateway.max_message_size and fetch it again from its mailbox."),
+        );
+    }
+    router::route_stored(inbound_id);
+    store::routing::pending(inbound_id)
+        .map(|p| p.state)
+        .unwrap_or_default()
 }
 
 /// "TEST & CONFIRM" of an incoming server (SPEC §2.7): connects, logs in and opens the

@@ -30,7 +30,8 @@ Subject: Quote\r\nMessage-ID: <m1@customer.example>\r\n\r\nHello\r\n";
         .unwrap();
         assert_eq!(
             (state.as_deref(), from.as_deref()),
-            (Some("new"), Some("ann@customer.example"))
+            (Some("unroutable"), Some("ann@customer.example")),
+            "stored, then routed (no alias or thread here)"
         );
         let summary = Spi::get_one_with_args::<String>(
             "SELECT summary->>'message_id' || ' ' || (summary->'to'->>0) FROM mail_gateway.inbound WHERE id = $1",

@@ -1,12 +1,15 @@
 //! The SQL API: thin `#[pg_extern]` functions that check their arguments, call `store` and
 //! `routing`, and raise clear errors.
 
+pub mod chatter;
 pub mod config;
 pub mod dkim;
 pub mod inbound;
 pub mod queue;
 pub mod servers;
 
+#[cfg(any(test, feature = "pg_test"))]
+mod chatter_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod inbound_tests;
 #[cfg(any(test, feature = "pg_test"))]

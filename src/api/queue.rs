@@ -66,7 +66,7 @@ fn check_headers(headers: &Option<JsonB>) {
 const ATTACHMENT_HINT: &str =
     "attachments is a JSON array of {\"filename\": …, \"content_type\": …, \"content_base64\": …}.";
 
-fn check_attachments(attachments: &Option<JsonB>) {
+pub(crate) fn check_attachments(attachments: &Option<JsonB>) {
     let Some(JsonB(value)) = attachments else {
         return;
     };
@@ -101,19 +101,6 @@ fn check_attachments(attachments: &Option<JsonB>) {
             );
         }
     }
-}
-
-/// The unique part of a Message-ID fixed now and kept across retries: 128 random bits.
-fn new_message_token() -> String {
-    let mut bytes = [0u8; 16];
-    if !unsafe { pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) } {
-        raise(
-            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "no random bytes for a Message-ID",
-            None,
-        );
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Queues one mail in the caller's transaction and returns its id; the worker is woken when
@@ -158,7 +145,7 @@ pub fn send_mail(
     check_headers(&headers);
     check_attachments(&attachments);
     let id = queue::enqueue(NewMail {
-        message_token: new_message_token(),
+        message_token: crate::store::random_token(),
         from_domain: from.domain(),
         email_from: email_from.trim(),
         to,
@@ -174,6 +161,7 @@ pub fn send_mail(
         kind,
         model,
         res_id,
+        message_ref: None,
     });
     wake::at_commit(wake::Target::Senders);
     id

@@ -3,6 +3,7 @@
 use pgrx::prelude::*;
 
 use super::{first_text, spi};
+use crate::routing::RoutingSettings;
 use crate::routing::address::parse_from_filter;
 use crate::routing::server::{SenderSettings, Server};
 
@@ -34,17 +35,11 @@ pub fn set_parameter(key: &str, value: Option<&str>) -> bool {
     }))
 }
 
-/// The parameters that decide senders, read in one query.
-pub fn sender_settings() -> SenderSettings {
-    let rows: Vec<(String, Option<String>)> = spi(Spi::connect(|client| {
+/// Every system parameter, in one query.
+fn parameters() -> Vec<(String, Option<String>)> {
+    spi(Spi::connect(|client| {
         client
-            .select(
-                "SELECT key, value FROM mail_gateway.parameter
-                 WHERE key IN ('mail.catchall.domain', 'mail.bounce.alias', 'mail.default.from',
-                               'mail.default.from_filter', 'mass_mailing.outgoing_mail_server')",
-                None,
-                &[],
-            )?
+            .select("SELECT key, value FROM mail_gateway.parameter", None, &[])?
             .map(|row| {
                 Ok((
                     row.get::<String>(1)?.unwrap_or_default(),
@@ -52,7 +47,15 @@ pub fn sender_settings() -> SenderSettings {
                 ))
             })
             .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
-    }));
+    }))
+}
+
+/// The parameters that decide senders.
+pub fn sender_settings() -> SenderSettings {
+    sender_settings_from(&parameters())
+}
+
+fn sender_settings_from(rows: &[(String, Option<String>)]) -> SenderSettings {
     let get = |key: &str| {
         rows.iter()
             .find(|(k, _)| k == key)
@@ -69,6 +72,32 @@ pub fn sender_settings() -> SenderSettings {
         default_filter,
         get("mass_mailing.outgoing_mail_server"),
     )
+}
+
+/// The parameters that decide routes (SPEC §2.1, §2.8).
+pub fn routing_settings() -> RoutingSettings {
+    let rows = parameters();
+    let get = |key: &str| {
+        rows.iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.clone())
+    };
+    let minutes = |key: &str, default: i64| {
+        get(key)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(default)
+    };
+    RoutingSettings {
+        catchall_domain: get("mail.catchall.domain"),
+        catchall_alias: get("mail.catchall.alias").unwrap_or_else(|| "catchall".into()),
+        bounce_alias: get("mail.bounce.alias").unwrap_or_else(|| "bounce".into()),
+        loop_period_minutes: minutes("mail.incoming.limit.period", 60),
+        loop_limit: minutes("mail.incoming.limit.alias", 5),
+        bounce_limit: minutes("mail.bounce.limit", 5),
+        bounce_period: get("mail.bounce.period").unwrap_or_else(|| "30 days".into()),
+        bounce_spread: get("mail.bounce.spread").unwrap_or_else(|| "7 days".into()),
+        sender: sender_settings_from(&rows),
+    }
 }
 
 /// Active outgoing servers; the order is decided by `routing::server::choose`.

@@ -7,7 +7,7 @@ use pgrx::JsonB;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use super::spi;
+use super::{first_text, spi};
 use crate::mailbox::{Encryption, MailboxConfig, Protocol};
 use crate::mime::summary::{Summary, admit};
 use crate::net::Limits;
@@ -286,4 +286,32 @@ pub fn stored_keys(server_id: i64, keys: Vec<String>) -> HashSet<String> {
             .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
             .collect()
     }))
+}
+
+/// What an incoming server keeps of a message in the chatter.
+#[derive(Clone, Copy)]
+pub struct Keep {
+    pub attachments: bool,
+    pub original: bool,
+}
+
+/// `keep_attachments` and `keep_original` of a server (attachments only, without one).
+pub fn server_keeps(server_id: Option<i64>) -> Keep {
+    let row = server_id.and_then(|id| {
+        first_text(
+            "SELECT keep_attachments::text || ' ' || keep_original::text
+             FROM mail_gateway.incoming_server WHERE id = $1",
+            &[id.into()],
+        )
+    });
+    match row.as_deref().and_then(|r| r.split_once(' ')) {
+        Some((attachments, original)) => Keep {
+            attachments: attachments == "true",
+            original: original == "true",
+        },
+        None => Keep {
+            attachments: true,
+            original: false,
+        },
+    }
 }

@@ -1,10 +1,12 @@
 //! The only code that speaks SQL to the extension's tables. Every query is parameterised;
 //! no SQL is built from user text.
 
+pub mod chatter;
 pub mod config;
 pub mod dkim;
 pub mod inbound;
 pub mod queue;
+pub mod routing;
 
 /// Turns an SPI failure (a bug or a dropped table, never user input) into an ERROR.
 pub(crate) fn spi<T>(result: Result<T, pgrx::spi::SpiError>) -> T {
@@ -32,4 +34,51 @@ pub(crate) fn first_text(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> O
             None => Ok(None),
         }
     }))
+}
+
+/// 128 random bits in hex: the unique part of the Message-IDs we write.
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    if !unsafe { pgrx::pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) } {
+        crate::error::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "no random bytes for a Message-ID",
+            None,
+        );
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs `f` in a subtransaction: an ERROR inside rolls back only what `f` did and comes back
+/// as its message, so that the caller's transaction (and what it stored) goes on.
+pub(crate) fn subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    use pgrx::pg_sys;
+    use std::panic::AssertUnwindSafe;
+    let context = unsafe { pg_sys::CurrentMemoryContext };
+    let owner = unsafe { pg_sys::CurrentResourceOwner };
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    let f = AssertUnwindSafe(f);
+    pgrx::PgTryBuilder::new(AssertUnwindSafe(move || {
+        let result = (f.0)();
+        unsafe {
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        }
+        Ok(result)
+    }))
+    .catch_others(|e| {
+        unsafe {
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        }
+        Err(match &e {
+            pg_sys::panic::CaughtError::PostgresError(r)
+            | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+        })
+    })
+    .execute()
 }

@@ -33,13 +33,16 @@ pub struct NewMail<'a> {
     pub kind: &'a str,
     pub model: Option<&'a str>,
     pub res_id: Option<i64>,
+    /// The chatter message this mail notifies.
+    pub message_ref: Option<i64>,
 }
 
 const ENQUEUE: &str = "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, cc, bcc, reply_to, subject,
-         body_text, body_html, headers, attachments, scheduled_at, next_attempt_at, kind, model, res_id)
+         body_text, body_html, headers, attachments, scheduled_at, next_attempt_at, kind, model, res_id,
+         message_ref)
      VALUES ('<' || $1 || '@' || coalesce((SELECT value FROM mail_gateway.parameter
                                            WHERE key = 'mail.catchall.domain'), $16) || '>',
-             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($12, now()), $13, $14, $15)
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($12, now()), $13, $14, $15, $17)
      RETURNING id";
 
 thread_local! {
@@ -67,6 +70,7 @@ pub fn enqueue(mail: NewMail<'_>) -> i64 {
         TEXTOID,
         INT8OID,
         TEXTOID,
+        INT8OID,
     ]
     .into_iter()
     .map(PgOid::from)
@@ -88,6 +92,7 @@ pub fn enqueue(mail: NewMail<'_>) -> i64 {
         mail.model.into(),
         mail.res_id.into(),
         mail.from_domain.into(),
+        mail.message_ref.into(),
     ];
     spi(ENQUEUE_PLAN.with(|plan| {
         Spi::connect_mut(|client| {

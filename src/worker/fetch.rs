@@ -4,6 +4,7 @@
 //! messages unflagged; the next fetch finds them stored (by server UID) and only flags them.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pgrx::prelude::*;
@@ -12,7 +13,7 @@ use super::{in_transaction, shutting_down};
 use crate::mailbox::{self, FetchError, Fetched, Listed, Stage};
 use crate::net::Limits;
 use crate::store::inbound::IncomingServer;
-use crate::{gucs, store};
+use crate::{gucs, router, store};
 
 /// A batch holds at most this many bytes (a bigger message goes alone).
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
@@ -24,8 +25,38 @@ fn limits() -> Limits {
     }
 }
 
-/// Fetches every due server once.
+/// Routes what was stored but not routed yet: just fetched, or left by a crash between the
+/// two. Each message in its own transaction; one that fails is recorded in state `error`.
+pub fn route_pending() {
+    let mut tried = HashSet::new();
+    loop {
+        if shutting_down() {
+            return;
+        }
+        let ids: Vec<i64> =
+            in_transaction("listing unrouted mail", || store::routing::new_ids(100))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|id| tried.insert(*id))
+                .collect();
+        if ids.is_empty() {
+            return;
+        }
+        for id in ids {
+            if in_transaction("routing a message", || router::route_stored(id)).is_none() {
+                // Not even its error could be recorded with it: record it alone, so that it
+                // is not tried again every round.
+                in_transaction("recording a routing failure", || {
+                    router::record_failure(id, "routing failed; see the server log")
+                });
+            }
+        }
+    }
+}
+
+/// Fetches every due server once, routing what each brought.
 pub fn round() {
+    route_pending();
     let servers = in_transaction("looking for due mailboxes", || {
         store::inbound::due_servers(limits())
     })
@@ -54,6 +85,7 @@ pub fn round() {
                 in_transaction("recording a fetch", || {
                     store::inbound::fetch_succeeded(server.id, cursor)
                 });
+                route_pending();
             }
             Err(e) => {
                 warning!(

@@ -17,6 +17,7 @@ use crate::dkim;
 use crate::mime::build::{self, Attachment, Outgoing};
 use crate::routing::address::Sender;
 use crate::routing::server::{Choice, SenderSettings, Server, choose};
+use crate::routing::thread::envelope_sender;
 use crate::smtp::{Client, SmtpError, Stage};
 use crate::store::queue::{QueuedMail, Recorded, ServerRow};
 use crate::{gucs, store};
@@ -142,7 +143,10 @@ fn deliver(claimed: Claimed) -> (Vec<Recorded>, Vec<i64>, Vec<(i64, String)>) {
                     continue;
                 }
             };
-            let from = build::envelope_address(&ready.choice.smtp_from).ok();
+            // An empty envelope sender is the null sender (MAIL FROM:<>).
+            let from = (!ready.choice.smtp_from.is_empty())
+                .then(|| build::envelope_address(&ready.choice.smtp_from).ok())
+                .flatten();
             let result = client.send(from.as_ref(), &ready.envelope, &message);
             if let Err(e) = &result
                 && (client.is_broken()
@@ -199,12 +203,19 @@ fn prepare(
             header_from: None,
         }));
     };
-    let choice = choose(
+    let mut choice = choose(
         servers,
         settings,
         &sender,
         &mail.email_from,
         mail.kind == "mass",
+    );
+    choice.smtp_from = envelope_sender(
+        &choice.smtp_from,
+        settings.bounce_address.as_deref(),
+        mail.kind == "auto_reply",
+        mail.id,
+        &mail.message_id,
     );
     let mut envelope = Vec::new();
     let mut seen = HashSet::new();
