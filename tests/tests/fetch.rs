@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, TOKEN, USER};
+use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
 use mail_gateway_tests::{Client, Cluster, error_text, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -506,4 +507,107 @@ fn xoauth2_logs_in_with_an_access_token_over_imap_and_pop3() {
         assert!(!err.contains("ya29"), "{name} leaks the token: {err}");
     }
     wait_stored(&mut db, 1);
+}
+
+#[test]
+fn a_reply_goes_round_the_whole_gateway() {
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let dovecot = Dovecot::start();
+    let (_cluster, mut db) = gateway(&[]);
+    exec(
+        &mut db,
+        &format!(
+            "SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
+             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
+             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
+                 VALUES ('relay', '127.0.0.1', {}, 'none');
+             CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
+             INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');
+             SELECT mail_gateway.follow('sale_order', 42, 'Ann <ann@mycompany.com>');
+             SELECT mail_gateway.follow('sale_order', 42, 'Bob <bob@customer.example>');
+             SELECT mail_gateway.follow('sale_order', 42, 'Carol <carol@customer.example>');",
+            smtp.port
+        ),
+    );
+    add_server(&mut db, "imap", "imap", dovecot.imap, "none", &[]);
+    test_server(&mut db, "imap").unwrap();
+    exec(
+        &mut db,
+        "SELECT mail_gateway.post_message('sale_order', 42, 'Ann <ann@mycompany.com>',
+             'Your quotation SO042 is ready.', 'Quotation SO042')",
+    );
+    let notifications = smtp.wait_for(2, WAIT);
+    let to_bob = notifications
+        .iter()
+        .find(|m| m.rcpt_tos == ["bob@customer.example"])
+        .expect("Bob is notified");
+    assert_eq!(
+        to_bob.header("Reply-To").as_deref(),
+        Some("catchall@mycompany.com")
+    );
+    let notification_id = to_bob.header("Message-ID").unwrap();
+    let references = to_bob.header("References").unwrap();
+
+    // Bob answers from his mail client; the reply reaches the catchall mailbox.
+    dovecot.deliver(
+        format!(
+            "From: Bob <bob@customer.example>\r\nTo: catchall@mycompany.com\r\n\
+             Subject: Re: Quotation SO042\r\nMessage-ID: <bob-reply-1@customer.example>\r\n\
+             In-Reply-To: {notification_id}\r\nReferences: {references} {notification_id}\r\n\r\n\
+             I accept the quotation.\r\n"
+        )
+        .as_bytes(),
+    );
+    // And Dan writes to sales@ for the first time.
+    dovecot.deliver(
+        b"From: Dan <dan@prospect.example>\r\nTo: sales@mycompany.com\r\nSubject: 300 chairs\r\n\
+          Message-ID: <dan-1@prospect.example>\r\n\r\nPlease send a quote.\r\n",
+    );
+    exec(&mut db, "SELECT mail_gateway.fetch_now('imap')");
+
+    // Relayed to Ann and Carol, never back to Bob; from us, with Bob's name.
+    let all = smtp.wait_for(4, WAIT);
+    let relays: Vec<_> = all[2..].iter().collect();
+    let mut relayed_to: Vec<String> = relays.iter().flat_map(|m| m.rcpt_tos.clone()).collect();
+    relayed_to.sort();
+    assert_eq!(relayed_to, ["ann@mycompany.com", "carol@customer.example"]);
+    for m in &relays {
+        assert_eq!(
+            m.header("From").as_deref(),
+            Some("Bob <notifications@mycompany.com>")
+        );
+        assert!(m.text().contains("I accept the quotation."));
+    }
+    let row = db
+        .query_one(
+            "SELECT state, route, model, res_id FROM mail_gateway.inbound
+             WHERE message_id = '<bob-reply-1@customer.example>'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            row.get::<_, i64>(3)
+        ),
+        ("routed".into(), "reply".into(), "sale_order".into(), 42)
+    );
+    let in_thread: i64 = db
+        .query_one(
+            "SELECT count(*) FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(in_thread, 2);
+    let lead: String = wait_for("the lead", WAIT, || {
+        db.query_opt("SELECT name FROM crm_lead", &[])
+            .unwrap()
+            .map(|r| r.get(0))
+    });
+    assert_eq!(lead, "300 chairs");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(smtp.received().len(), 4, "nothing else was sent");
 }
