@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the product: builds and installs mail_gateway, starts a local PostgreSQL 15 cluster in
 # .demo/ with the extension in shared_preload_libraries, creates the extension in a demo ERP
-# database `erp`, and shows what works so far. `scripts/demo.sh stop` stops the cluster.
+# database `erp`, and shows the gateway at work: server choice, sending, DKIM, and the round
+# trip through a real Dovecot (tests/src/bin/demo_roundtrip.rs). `scripts/demo.sh stop` stops
+# the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -109,6 +111,10 @@ for line in open(sys.argv[1]):
             print("   ", h[:110])
 PY
 echo
+echo "== The round trip: chatter → SMTP → a reply in a real IMAP mailbox → the thread → relayed"
+cargo build --release -q -p mail_gateway_tests --bin demo_roundtrip
+./target/release/demo_roundtrip "$PORT" "$DIR/received.jsonl"
+echo
 echo "== The worker (pg_stat_activity)"
 for _ in $(seq 1 60); do
   psql_erp -d erp -qtAc "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'mail_gateway worker'" | grep -q 1 && break
@@ -116,7 +122,7 @@ for _ in $(seq 1 60); do
 done
 psql_erp -d erp -P footer=off -c "SELECT pid, backend_type, datname, backend_start FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%'"
 echo "== Worker log"
-grep 'mail_gateway worker' "$DIR/server.log" | tail -n 3
+grep -E 'mail_gateway (worker|fetcher|sender [0-9]+) (started|stopped)|message\(s\) stored' "$DIR/server.log" | tail -n 4
 cat <<EOF
 
 The cluster keeps running. Connect:  $PG_BIN/psql -h 127.0.0.1 -p $PORT -U postgres erp

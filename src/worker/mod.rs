@@ -83,7 +83,7 @@ pub(crate) fn in_transaction<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> 
                     ereport.message().to_string()
                 }
             };
-            warning!("mail_gateway worker: {what} failed: {message}");
+            warning!("mail_gateway: {what} failed: {message}");
             None
         })
         .execute()
