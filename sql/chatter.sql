@@ -44,7 +44,6 @@ ALTER TABLE mail_gateway.mail
     ADD COLUMN message_ref bigint REFERENCES mail_gateway.message (id) ON DELETE SET NULL,
     ADD COLUMN bounced_at  timestamptz;
 CREATE INDEX mail_message_ref_idx ON mail_gateway.mail (message_ref) WHERE message_ref IS NOT NULL;
-CREATE INDEX mail_message_id_lookup_idx ON mail_gateway.mail (message_id);
 
 ALTER TABLE mail_gateway.inbound
     ADD CONSTRAINT inbound_message_ref_fkey FOREIGN KEY (message_ref)

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::routing::RoutingSettings;
 use crate::routing::address::{Sender, format_mailbox};
 use crate::routing::thread::{LOOP_TAG, notification_from, thread_headers};
-use crate::store::{self, chatter::NewMessage, queue::NewMail};
+use crate::store::{self, chatter::NewMessage, queue::NewMail, queue::Notification};
 use crate::worker::wake;
 
 pub struct Post<'a> {
@@ -94,31 +94,29 @@ pub fn post(p: Post<'_>, settings: &RoutingSettings) -> Posted {
     let from = notification_from(p.author, settings.catchall_domain.as_deref(), &default_from);
     let reply_to = store::chatter::thread_alias(p.model, p.res_id).or(settings.catchall_address());
     let subject = subject.unwrap_or_else(|| format!("{} #{}", p.model, p.res_id));
-    for (email, name) in &followers {
-        let to = match name {
+    let recipients: Vec<String> = followers
+        .iter()
+        .map(|(email, name)| match name {
             Some(name) => format_mailbox(name, email),
             None => email.clone(),
-        };
-        store::queue::enqueue(NewMail {
-            message_token: store::random_token(),
-            from_domain: domain.clone(),
+        })
+        .collect();
+    store::queue::enqueue_notifications(
+        Notification {
+            from_domain: &domain,
             email_from: &from,
-            to: vec![to],
-            cc: vec![],
-            bcc: vec![],
             reply_to: reply_to.as_deref(),
             subject: &subject,
             body_text: p.body_text,
             body_html: p.body_html,
-            headers: Some(JsonB(serde_json::Value::Object(headers.clone()))),
+            headers: Some(JsonB(serde_json::Value::Object(headers))),
             attachments: p.attachments.clone().map(JsonB),
-            scheduled_at: None,
-            kind: "transactional",
-            model: Some(p.model),
-            res_id: Some(p.res_id),
-            message_ref: Some(id),
-        });
-    }
+            model: p.model,
+            res_id: p.res_id,
+            message_ref: id,
+        },
+        recipients,
+    );
     wake::at_commit(wake::Target::Senders);
     Posted {
         message: id,

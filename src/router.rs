@@ -5,12 +5,12 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::{Message, MessageParser, MimeHeaders};
 use serde_json::json;
 
 use crate::chatter::{self, Post};
 use crate::mime::bounce::{self, Kind};
-use crate::mime::summary::{Summary, summarise};
+use crate::mime::summary::{Summary, summarise_parsed};
 use crate::routing::RoutingSettings;
 use crate::routing::address::Sender;
 use crate::routing::thread::{
@@ -62,8 +62,12 @@ struct Content {
     attachments: Option<serde_json::Value>,
 }
 
-fn content(raw: &[u8], keep_attachments: bool, keep_original: bool) -> Content {
-    let parsed = MessageParser::default().parse(raw);
+fn content(
+    parsed: Option<&Message<'_>>,
+    raw: &[u8],
+    keep_attachments: bool,
+    keep_original: bool,
+) -> Content {
     let body_text = parsed
         .as_ref()
         .and_then(|m| m.body_text(0))
@@ -73,7 +77,7 @@ fn content(raw: &[u8], keep_attachments: bool, keep_original: bool) -> Content {
         .and_then(|m| m.body_html(0))
         .map(|t| t.into_owned());
     let mut attachments = Vec::new();
-    if keep_attachments && let Some(m) = &parsed {
+    if keep_attachments && let Some(m) = parsed {
         for part in m.attachments() {
             let content_type = part
                 .content_type()
@@ -125,7 +129,9 @@ pub fn route(id: i64) {
     }
     let settings = store::config::routing_settings();
     let raw = &pending.raw;
-    let s = summarise(raw);
+    // Parsed once for everything below.
+    let parsed = MessageParser::default().parse(raw.as_slice());
+    let s = parsed.as_ref().map(summarise_parsed).unwrap_or_default();
     let to = recipients(&s);
 
     // 1. Our own Message-ID coming back.
@@ -149,7 +155,10 @@ pub fn route(id: i64) {
         );
     }
     // 3. Bounces and complaints.
-    let report = bounce::analyse(raw);
+    let report = match &parsed {
+        Some(message) => bounce::analyse_parsed(message),
+        None => bounce::analyse(raw),
+    };
     let tagged = to
         .iter()
         .filter(|a| settings.is_local(a, &settings.bounce_alias))
@@ -185,7 +194,7 @@ pub fn route(id: i64) {
     if let Some((model, res_id, _)) =
         store::chatter::find_thread(reply_candidates(&s.in_reply_to, &s.references))
     {
-        let c = content(raw, keep.attachments, keep.original);
+        let c = content(parsed.as_ref(), raw, keep.attachments, keep.original);
         let posted = chatter::post(
             Post {
                 model: &model,
@@ -219,16 +228,8 @@ pub fn route(id: i64) {
     }
     // 5. An alias.
     if let Some(alias) = store::routing::find_alias(&to, None) {
-        return route_alias(
-            id,
-            raw,
-            &s,
-            &sender,
-            &alias,
-            auto_submitted,
-            keep,
-            &settings,
-        );
+        let c = content(parsed.as_ref(), raw, keep.attachments, keep.original);
+        return route_alias(id, c, &s, &sender, &alias, auto_submitted, &settings);
     }
     // 6. Written straight to the catchall: answered, no record.
     if to
@@ -274,16 +275,8 @@ pub fn route(id: i64) {
     if let Some(name) = &pending.fallback_alias
         && let Some(alias) = store::routing::find_alias(&[], Some(name))
     {
-        return route_alias(
-            id,
-            raw,
-            &s,
-            &sender,
-            &alias,
-            auto_submitted,
-            keep,
-            &settings,
-        );
+        let c = content(parsed.as_ref(), raw, keep.attachments, keep.original);
+        return route_alias(id, c, &s, &sender, &alias, auto_submitted, &settings);
     }
     record(
         id,
@@ -296,12 +289,11 @@ pub fn route(id: i64) {
 #[allow(clippy::too_many_arguments)]
 fn route_alias(
     id: i64,
-    raw: &[u8],
+    c: Content,
     s: &Summary,
     sender: &Sender,
     alias: &store::routing::Alias,
     auto_submitted: bool,
-    keep: store::inbound::Keep,
     settings: &RoutingSettings,
 ) {
     let from = sender.normalized();
@@ -370,7 +362,6 @@ fn route_alias(
             ),
         );
     }
-    let c = content(raw, keep.attachments, keep.original);
     let (res_id, created) = match alias.force_thread_id {
         Some(thread) => (thread, false),
         None => {

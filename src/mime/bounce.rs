@@ -617,22 +617,27 @@ fn original_message_id(message: &Message<'_>) -> Option<String> {
 
 /// Reads what a message reports. Never fails: an unreadable message is `Normal`.
 pub fn analyse(raw: &[u8]) -> Report {
-    let Some(message) = MessageParser::default().parse(raw) else {
-        return Report {
+    match MessageParser::default().parse(raw) {
+        Some(message) => analyse_parsed(&message),
+        None => Report {
             kind: Kind::Normal,
             failed: vec![],
             original_message_id: None,
             auto_submitted: false,
-        };
-    };
-    let auto = auto_submitted(&message);
+        },
+    }
+}
+
+/// What a message parsed already reports.
+pub fn analyse_parsed(message: &Message<'_>) -> Report {
+    let auto = auto_submitted(message);
     let report_type = message
         .content_type()
         .and_then(|ct| ct.attribute("report-type"))
         .map(lower)
         .unwrap_or_default();
     let kinds: Vec<String> = message.parts.iter().map(content_type).collect();
-    let original = original_message_id(&message);
+    let original = original_message_id(message);
     let report = |kind, failed| Report {
         kind,
         failed,
@@ -640,7 +645,7 @@ pub fn analyse(raw: &[u8]) -> Report {
         auto_submitted: auto,
     };
 
-    if is_complaint(&message, &report_type, &kinds) {
+    if is_complaint(message, &report_type, &kinds) {
         return report(Kind::Complaint, vec![]);
     }
 
@@ -688,7 +693,7 @@ pub fn analyse(raw: &[u8]) -> Report {
         .any(|k| k == "message/rfc822" || k == "text/rfc822-headers");
     let bounce_like = has_dsn
         || !failed_header.is_empty()
-        || looks_like_bounce(&message, notice, returns_original);
+        || looks_like_bounce(message, notice, returns_original);
     let not_a_bounce = |message: &Message<'_>| {
         report(
             if is_auto_reply(message) {
@@ -700,7 +705,7 @@ pub fn analyse(raw: &[u8]) -> Report {
         )
     };
     if !bounce_like {
-        return not_a_bounce(&message);
+        return not_a_bounce(message);
     }
     let own: Vec<String> = [message.to(), message.from()]
         .into_iter()
@@ -754,7 +759,7 @@ pub fn analyse(raw: &[u8]) -> Report {
                 .any(|p| low.contains(p))
         };
     if recipients.is_empty() || !evidence {
-        return not_a_bounce(&message);
+        return not_a_bounce(message);
     }
     let alone = recipients.len() == 1;
     let failed = recipients

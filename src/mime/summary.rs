@@ -1,7 +1,7 @@
 //! The parsed summary of a received message (mail-parser 0.11): what routing needs, stored as
 //! jsonb next to the raw bytes. Malformed input never fails: what cannot be read is left out.
 
-use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,9 +57,14 @@ fn addresses(address: Option<&Address<'_>>) -> Vec<String> {
 
 /// Reads what it can; never fails.
 pub fn summarise(raw: &[u8]) -> Summary {
-    let Some(message) = MessageParser::default().parse(raw) else {
-        return Summary::default();
-    };
+    match MessageParser::default().parse(raw) {
+        Some(message) => summarise_parsed(&message),
+        None => Summary::default(),
+    }
+}
+
+/// The summary of a message parsed already.
+pub fn summarise_parsed(message: &Message<'_>) -> Summary {
     let from = message.from().and_then(|a| a.first());
     let delivered_to = message
         .header_values("Delivered-To")

@@ -8,13 +8,13 @@ use super::{first_text, spi};
 /// Adds (or renames) a follower, and makes sure the address is a known contact.
 pub fn follow(model: &str, res_id: i64, email: &str, name: Option<&str>) {
     spi(Spi::connect_mut(|client| {
-        client.update(
-            "INSERT INTO mail_gateway.follower (model, res_id, email, name) VALUES ($1, $2, $3, $4)
+        super::update(client, "INSERT INTO mail_gateway.follower (model, res_id, email, name) VALUES ($1, $2, $3, $4)
              ON CONFLICT (model, res_id, email) DO UPDATE SET name = coalesce(EXCLUDED.name, follower.name)",
             None,
             &[model.into(), res_id.into(), email.into(), name.into()],
         )?;
-        client.update(
+        super::update(
+            client,
             "INSERT INTO mail_gateway.contact (email, name) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING",
             None,
             &[email.into(), name.into()],
@@ -38,9 +38,7 @@ pub fn unfollow(model: &str, res_id: i64, email: &str) -> bool {
 /// `(email, name)` of each follower of a thread.
 pub fn followers(model: &str, res_id: i64) -> Vec<(String, Option<String>)> {
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT email, name FROM mail_gateway.follower WHERE model = $1 AND res_id = $2 ORDER BY id",
+        super::select(client, "SELECT email, name FROM mail_gateway.follower WHERE model = $1 AND res_id = $2 ORDER BY id",
                 None,
                 &[model.into(), res_id.into()],
             )?
@@ -67,25 +65,25 @@ pub struct ThreadState {
 
 pub fn thread_state(model: &str, res_id: i64) -> ThreadState {
     let rows: Vec<(i64, String, Option<String>)> = spi(Spi::connect(|client| {
-        client
-            .select(
-                "(SELECT id, message_id, subject FROM mail_gateway.message
+        super::select(
+            client,
+            "(SELECT id, message_id, subject FROM mail_gateway.message
                   WHERE model = $1 AND res_id = $2 ORDER BY id LIMIT 1)
                  UNION
                  (SELECT id, message_id, subject FROM mail_gateway.message
                   WHERE model = $1 AND res_id = $2 ORDER BY id DESC LIMIT 9)
                  ORDER BY 1",
-                None,
-                &[model.into(), res_id.into()],
-            )?
-            .map(|row| {
-                Ok((
-                    row.get::<i64>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<String>(3)?,
-                ))
-            })
-            .collect()
+            None,
+            &[model.into(), res_id.into()],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?,
+            ))
+        })
+        .collect()
     }));
     ThreadState {
         last_id: rows.last().map(|r| r.0),
@@ -110,10 +108,10 @@ pub struct NewMessage<'a> {
 }
 
 pub fn insert_message(m: NewMessage<'_>) -> i64 {
-    spi(Spi::get_one_with_args::<i64>(
+    super::first_text(
         "INSERT INTO mail_gateway.message (model, res_id, message_id, parent_id, author_email, author_name,
              subject, body_text, body_html, attachments, kind, inbound_id)
-         VALUES ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+         VALUES ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $10, $11, $12) RETURNING id::text",
         &[
             m.model.into(),
             m.res_id.into(),
@@ -128,7 +126,8 @@ pub fn insert_message(m: NewMessage<'_>) -> i64 {
             m.kind.into(),
             m.inbound_id.into(),
         ],
-    ))
+    )
+    .and_then(|id| id.parse().ok())
     .unwrap_or_default()
 }
 
@@ -139,9 +138,7 @@ pub fn find_thread(candidates: Vec<String>) -> Option<(String, i64, Option<i64>)
         return None;
     }
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT model, res_id, message FROM (
+        super::select(client, "SELECT model, res_id, message FROM (
                      SELECT m.model, m.res_id, m.id AS message, array_position($1, m.message_id) AS rank
                      FROM mail_gateway.message m WHERE m.message_id = ANY($1)
                      UNION ALL

@@ -18,14 +18,15 @@ pub fn get_parameter(key: &str) -> Option<String> {
 /// key existed before, i.e. whether it is one the gateway knows.
 pub fn set_parameter(key: &str, value: Option<&str>) -> bool {
     spi(Spi::connect_mut(|client| {
-        let known = !client
-            .select(
-                "SELECT 1 FROM mail_gateway.parameter WHERE key = $1",
-                Some(1),
-                &[key.into()],
-            )?
-            .is_empty();
-        client.update(
+        let known = !super::select(
+            client,
+            "SELECT 1 FROM mail_gateway.parameter WHERE key = $1",
+            Some(1),
+            &[key.into()],
+        )?
+        .is_empty();
+        super::update(
+            client,
             "INSERT INTO mail_gateway.parameter (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             None,
@@ -38,15 +39,19 @@ pub fn set_parameter(key: &str, value: Option<&str>) -> bool {
 /// Every system parameter, in one query.
 fn parameters() -> Vec<(String, Option<String>)> {
     spi(Spi::connect(|client| {
-        client
-            .select("SELECT key, value FROM mail_gateway.parameter", None, &[])?
-            .map(|row| {
-                Ok((
-                    row.get::<String>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        super::select(
+            client,
+            "SELECT key, value FROM mail_gateway.parameter",
+            None,
+            &[],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
     }))
 }
 
@@ -103,22 +108,22 @@ pub fn routing_settings() -> RoutingSettings {
 /// Active outgoing servers; the order is decided by `routing::server::choose`.
 pub fn active_outgoing_servers() -> Vec<Server> {
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT id, name, priority, from_filter FROM mail_gateway.outgoing_server WHERE active",
-                None,
-                &[],
-            )?
-            .map(|row| {
-                let filter = row.get::<String>(4)?.unwrap_or_default();
-                Ok(Server {
-                    id: row.get::<i64>(1)?.unwrap_or_default(),
-                    name: row.get::<String>(2)?.unwrap_or_default(),
-                    priority: row.get::<i32>(3)?.unwrap_or_default(),
-                    from_filter: parse_from_filter(&filter).unwrap_or_default(),
-                })
+        super::select(
+            client,
+            "SELECT id, name, priority, from_filter FROM mail_gateway.outgoing_server WHERE active",
+            None,
+            &[],
+        )?
+        .map(|row| {
+            let filter = row.get::<String>(4)?.unwrap_or_default();
+            Ok(Server {
+                id: row.get::<i64>(1)?.unwrap_or_default(),
+                name: row.get::<String>(2)?.unwrap_or_default(),
+                priority: row.get::<i32>(3)?.unwrap_or_default(),
+                from_filter: parse_from_filter(&filter).unwrap_or_default(),
             })
-            .collect()
+        })
+        .collect()
     }))
 }
 

@@ -40,7 +40,8 @@ fn store(
     let sha = openssl::sha::sha256(&raw).to_vec();
     spi(Spi::connect_mut(move |client| {
         let identity = summary.message_id.clone().unwrap_or_else(|| hex(&sha));
-        client.update(
+        super::update(
+            client,
             "SELECT pg_advisory_xact_lock(hashtextextended('mail_gateway.inbound:' || $1, 0))",
             None,
             &[identity.into()],
@@ -48,12 +49,14 @@ fn store(
         // Two statements rather than one with a CASE, so that each uses its index (and no
         // ORDER BY: the planner would walk the primary key instead). At most one row matches.
         let existing = match &summary.message_id {
-            Some(message_id) => client.select(
+            Some(message_id) => super::select(
+                client,
                 "SELECT id FROM mail_gateway.inbound WHERE message_id = $1 LIMIT 1",
                 None,
                 &[message_id.as_str().into()],
             )?,
-            None => client.select(
+            None => super::select(
+                client,
                 "SELECT id FROM mail_gateway.inbound
                  WHERE message_id IS NULL AND raw_sha256 = $1 LIMIT 1",
                 None,
@@ -74,9 +77,7 @@ fn store(
         let stored = stored.into_datum();
         drop(raw);
         // The (server, uid) index makes a second store of the same fetched message a no-op.
-        let id = client
-            .update(
-                "WITH new AS (
+        let id = super::update(client, "WITH new AS (
                      INSERT INTO mail_gateway.inbound (server_id, raw, raw_size, raw_sha256, message_id,
                          email_from, subject, summary, state, reason, remote_uid)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -142,8 +143,7 @@ fn load_servers(
          FROM mail_gateway.incoming_server s WHERE {condition} ORDER BY priority, id"
     );
     spi(Spi::connect(|client| {
-        client
-            .select(&sql, None, args)?
+        super::select(client, &sql, None, args)?
             .map(|row| {
                 let text = |i| -> Result<String, pgrx::spi::SpiError> {
                     Ok(row.get::<String>(i)?.unwrap_or_default())
@@ -223,37 +223,37 @@ pub fn next_fetch_in() -> Option<std::time::Duration> {
 
 /// Marks the start of a fetch (the time `incoming_status` shows, and the interval counts from).
 pub fn fetch_started(id: i64) {
-    spi(Spi::run_with_args(
+    super::execute(
         "UPDATE mail_gateway.incoming_server SET last_fetch_at = clock_timestamp() WHERE id = $1",
         &[id.into()],
-    ));
+    );
 }
 
 /// Records a fetch that went through: the IMAP cursor to start from next time.
 pub fn fetch_succeeded(id: i64, cursor: Option<String>) {
-    spi(Spi::run_with_args(
+    super::execute(
         "UPDATE mail_gateway.incoming_server
          SET last_success_at = clock_timestamp(), fetch_cursor = coalesce($2, fetch_cursor)
          WHERE id = $1",
         &[id.into(), cursor.into()],
-    ));
+    );
 }
 
 /// Records why a fetch (or a test) failed.
 pub fn fetch_failed(id: i64, error: &str) {
-    spi(Spi::run_with_args(
+    super::execute(
         "UPDATE mail_gateway.incoming_server
          SET last_error = $2, last_error_at = clock_timestamp() WHERE id = $1",
         &[id.into(), error.into()],
-    ));
+    );
 }
 
 /// "TEST & CONFIRM" succeeded.
 pub fn confirm(id: i64) {
-    spi(Spi::run_with_args(
+    super::execute(
         "UPDATE mail_gateway.incoming_server SET state = 'confirmed' WHERE id = $1",
         &[id.into()],
-    ));
+    );
 }
 
 /// Asks for a fetch of one server (or all confirmed, active ones); returns how many.
@@ -276,15 +276,15 @@ pub fn stored_keys(server_id: i64, keys: Vec<String>) -> HashSet<String> {
         return HashSet::new();
     }
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT remote_uid FROM mail_gateway.inbound
+        super::select(
+            client,
+            "SELECT remote_uid FROM mail_gateway.inbound
                  WHERE server_id = $1 AND remote_uid = ANY($2)",
-                None,
-                &[server_id.into(), keys.into()],
-            )?
-            .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
-            .collect()
+            None,
+            &[server_id.into(), keys.into()],
+        )?
+        .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
+        .collect()
     }))
 }
 

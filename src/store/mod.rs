@@ -1,6 +1,14 @@
 //! The only code that speaks SQL to the extension's tables. Every query is parameterised;
 //! no SQL is built from user text.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::PgOid;
+use pgrx::datum::DatumWithOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
+
 pub mod chatter;
 pub mod config;
 pub mod dkim;
@@ -19,15 +27,79 @@ pub(crate) fn spi<T>(result: Result<T, pgrx::spi::SpiError>) -> T {
     })
 }
 
+type PlanKey = (String, Vec<u32>, bool);
+
+thread_local! {
+    /// Every statement of this module is planned once per session (per text, argument types
+    /// and read-only-ness) and kept: parsing and planning cost more than most of them take to
+    /// run. PostgreSQL replans a kept plan by itself when a table it uses changes.
+    static PLANS: RefCell<HashMap<PlanKey, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+fn plan(
+    client: &SpiClient<'_>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+    mutable: bool,
+) -> SpiResult<Rc<OwnedPreparedStatement>> {
+    let key = (
+        sql.to_string(),
+        args.iter().map(|a| a.oid().to_u32()).collect(),
+        mutable,
+    );
+    if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).cloned()) {
+        return Ok(plan);
+    }
+    let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+    let prepared = if mutable {
+        client.prepare_mut(sql, &types)?
+    } else {
+        client.prepare(sql, &types)?
+    };
+    let plan = Rc::new(prepared.keep());
+    PLANS.with(|plans| plans.borrow_mut().insert(key, plan.clone()));
+    Ok(plan)
+}
+
+/// A read-only statement, with a kept plan: it sees the database as the calling statement
+/// does, so STABLE functions may use it.
+pub(crate) fn select<'conn>(
+    client: &SpiClient<'conn>,
+    sql: &str,
+    limit: Option<std::os::raw::c_long>,
+    args: &[DatumWithOid<'_>],
+) -> SpiResult<SpiTupleTable<'conn>> {
+    let plan = plan(client, sql, args, false)?;
+    client.select(&*plan, limit, args)
+}
+
+/// A read-write statement, with a kept plan: it sees what this statement wrote before.
+pub(crate) fn update<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &str,
+    limit: Option<std::os::raw::c_long>,
+    args: &[DatumWithOid<'_>],
+) -> SpiResult<SpiTupleTable<'conn>> {
+    let plan = plan(client, sql, args, true)?;
+    client.update(&*plan, limit, args)
+}
+
+/// Runs a statement for its effect, with a kept plan.
+pub(crate) fn execute(sql: &str, args: &[DatumWithOid<'_>]) {
+    spi(pgrx::Spi::connect_mut(|client| {
+        update(client, sql, None, args).map(|_| ())
+    }))
+}
+
 /// The first column of the first row of a statement (a SELECT, or an UPDATE … RETURNING), as
 /// text; `None` when there is no row or the value is NULL. A SELECT runs read-only, so that
 /// STABLE functions may use it.
-pub(crate) fn first_text(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Option<String> {
+pub(crate) fn first_text(sql: &str, args: &[DatumWithOid<'_>]) -> Option<String> {
     spi(pgrx::Spi::connect_mut(|client| {
         let rows = if sql.trim_start().starts_with("SELECT") {
-            client.select(sql, None, args)?
+            select(client, sql, None, args)?
         } else {
-            client.update(sql, None, args)?
+            update(client, sql, None, args)?
         };
         match rows.into_iter().next() {
             Some(row) => row.get::<String>(1),

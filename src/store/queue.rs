@@ -106,6 +106,51 @@ pub fn enqueue(mail: NewMail<'_>) -> i64 {
     .expect("INSERT … RETURNING gives a row")
 }
 
+/// One notification per follower, in one statement: what they share is bound once, the
+/// Message-ID token and the recipient per mail. Returns how many were queued.
+pub struct Notification<'a> {
+    pub from_domain: &'a str,
+    pub email_from: &'a str,
+    pub reply_to: Option<&'a str>,
+    pub subject: &'a str,
+    pub body_text: Option<&'a str>,
+    pub body_html: Option<&'a str>,
+    pub headers: Option<JsonB>,
+    pub attachments: Option<JsonB>,
+    pub model: &'a str,
+    pub res_id: i64,
+    pub message_ref: i64,
+}
+
+pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> usize {
+    let count = recipients.len();
+    let tokens: Vec<String> = (0..count).map(|_| super::random_token()).collect();
+    super::execute(
+        "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, reply_to, subject, body_text,
+             body_html, headers, attachments, kind, model, res_id, message_ref)
+         SELECT '<' || t.token || '@' || coalesce((SELECT value FROM mail_gateway.parameter
+                                                   WHERE key = 'mail.catchall.domain'), $3) || '>',
+                $4, ARRAY[t.recipient], $5, $6, $7, $8, $9, $10, 'transactional', $11, $12, $13
+         FROM unnest($1::text[], $2::text[]) AS t(token, recipient)",
+        &[
+            tokens.into(),
+            recipients.into(),
+            n.from_domain.into(),
+            n.email_from.into(),
+            n.reply_to.into(),
+            n.subject.into(),
+            n.body_text.into(),
+            n.body_html.into(),
+            n.headers.into(),
+            n.attachments.into(),
+            n.model.into(),
+            n.res_id.into(),
+            n.message_ref.into(),
+        ],
+    );
+    count
+}
+
 /// A claimed mail, as the worker needs it.
 pub struct QueuedMail {
     pub id: i64,
@@ -165,11 +210,11 @@ pub fn recipients_to_json(recipients: &Recipients) -> serde_json::Value {
 /// Mail this worker held when it died is free again at once: no other process can be sending
 /// it, since the worker index is ours.
 pub fn release_own(worker: i32) {
-    spi(Spi::run_with_args(
+    super::execute(
         "UPDATE mail_gateway.mail SET state = 'outgoing', lease_until = NULL, claimed_by = NULL
          WHERE state = 'sending' AND claimed_by = $1",
         &[worker.into()],
-    ));
+    );
 }
 
 /// Mail of a sender that vanished is free again once its lease ran out.
@@ -185,9 +230,7 @@ pub fn release_expired() {
 fn daily_allowance(
     client: &mut pgrx::spi::SpiClient<'_>,
 ) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    let limit: i64 = client
-        .select(
-            "SELECT coalesce(value, '0')::bigint FROM mail_gateway.parameter WHERE key = 'mail.send.daily_limit'",
+    let limit: i64 = super::select(client, "SELECT coalesce(value, '0')::bigint FROM mail_gateway.parameter WHERE key = 'mail.send.daily_limit'",
             None,
             &[],
         )?
@@ -197,27 +240,27 @@ fn daily_allowance(
     if limit <= 0 {
         return Ok(None);
     }
-    client.update(
+    super::update(
+        client,
         "SELECT pg_advisory_xact_lock(hashtext('mail_gateway.daily_limit'))",
         None,
         &[],
     )?;
-    let used: i64 = client
-        .select(
-            "SELECT count(*) FROM mail_gateway.mail
+    let used: i64 = super::select(
+        client,
+        "SELECT count(*) FROM mail_gateway.mail
              WHERE sent_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
                 OR state = 'sending'",
-            None,
-            &[],
-        )?
-        .first()
-        .get_one::<i64>()?
-        .unwrap_or(0);
+        None,
+        &[],
+    )?
+    .first()
+    .get_one::<i64>()?
+    .unwrap_or(0);
     let left = (limit - used).max(0);
     if left == 0 {
         // Everything due waits for the next UTC day, with a reason that says so.
-        client.update(
-            "UPDATE mail_gateway.mail
+        super::update(client, "UPDATE mail_gateway.mail
              SET next_attempt_at = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day',
                  failure_reason = format('daily limit of %s mails reached (mail.send.daily_limit); waits for the next UTC day', $1::bigint)
              WHERE state = 'outgoing' AND next_attempt_at <= now()",
@@ -239,8 +282,7 @@ pub fn claim(worker: i32, batch: i64, lease: Duration) -> Vec<QueuedMail> {
         if batch == 0 {
             return Ok(vec![]);
         }
-        let rows = client.update(
-            "WITH due AS (
+        let rows = super::update(client, "WITH due AS (
                  SELECT id FROM mail_gateway.mail
                  WHERE state = 'outgoing' AND next_attempt_at <= now()
                  ORDER BY next_attempt_at, id
@@ -288,14 +330,14 @@ pub fn claim(worker: i32, batch: i64, lease: Duration) -> Vec<QueuedMail> {
 /// The blocklisted addresses among `addresses` (lower-case).
 pub fn blocklisted(addresses: Vec<String>) -> HashSet<String> {
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT email FROM mail_gateway.blacklist WHERE active AND email = ANY($1)",
-                None,
-                &[addresses.into()],
-            )?
-            .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
-            .collect()
+        super::select(
+            client,
+            "SELECT email FROM mail_gateway.blacklist WHERE active AND email = ANY($1)",
+            None,
+            &[addresses.into()],
+        )?
+        .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+        .collect()
     }))
 }
 
@@ -313,9 +355,7 @@ pub fn server_configs(timeout: Duration) -> HashMap<i64, ServerRow> {
 
 fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow> {
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT id, name, host, port, encryption, auth, username, password, client_cert, client_key,
+        super::select(client, "SELECT id, name, host, port, encryption, auth, username, password, client_cert, client_key,
                         verify_tls, ca_cert, priority, from_filter
                  FROM mail_gateway.outgoing_server
                  WHERE CASE WHEN $1::text IS NULL THEN active ELSE name = $1 END",
@@ -368,24 +408,24 @@ pub fn server_config_by_name(name: &str, timeout: Duration) -> Option<(i64, Serv
 /// The active DKIM key of each domain (the newest when several are active).
 pub fn dkim_keys() -> HashMap<String, (String, String, String)> {
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT DISTINCT ON (domain) domain, selector, algorithm, private_key
+        super::select(
+            client,
+            "SELECT DISTINCT ON (domain) domain, selector, algorithm, private_key
                  FROM mail_gateway.dkim_key WHERE active ORDER BY domain, created_at DESC, id DESC",
-                None,
-                &[],
-            )?
-            .map(|row| {
-                Ok((
-                    row.get::<String>(1)?.unwrap_or_default(),
-                    (
-                        row.get::<String>(2)?.unwrap_or_default(),
-                        row.get::<String>(3)?.unwrap_or_default(),
-                        row.get::<String>(4)?.unwrap_or_default(),
-                    ),
-                ))
-            })
-            .collect()
+            None,
+            &[],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<String>(1)?.unwrap_or_default(),
+                (
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                    row.get::<String>(4)?.unwrap_or_default(),
+                ),
+            ))
+        })
+        .collect()
     }))
 }
 
@@ -430,7 +470,7 @@ pub fn record(worker: i32, results: &[Recorded]) {
         smtp_froms.push(r.smtp_from.clone());
         header_froms.push(r.header_from.clone());
     }
-    spi(Spi::run_with_args(
+    super::execute(
         "UPDATE mail_gateway.mail m SET
              state = r.state,
              next_attempt_at = CASE WHEN r.state = 'outgoing' THEN now() + make_interval(secs => r.delay)
@@ -457,22 +497,22 @@ pub fn record(worker: i32, results: &[Recorded]) {
             header_froms.into(),
             worker.into(),
         ],
-    ));
+    );
 }
 
 /// Remembers each server's last success and last error, for `server_status`.
 pub fn record_server_health(successes: Vec<i64>, errors: Vec<(i64, String)>) {
     if !successes.is_empty() {
-        spi(Spi::run_with_args(
+        super::execute(
             "UPDATE mail_gateway.outgoing_server SET last_success_at = now() WHERE id = ANY($1)",
             &[successes.into()],
-        ));
+        );
     }
     for (id, error) in errors {
-        spi(Spi::run_with_args(
+        super::execute(
             "UPDATE mail_gateway.outgoing_server SET last_error_at = now(), last_error = $2 WHERE id = $1",
             &[id.into(), error.into()],
-        ));
+        );
     }
 }
 

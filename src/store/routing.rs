@@ -19,39 +19,39 @@ pub struct Pending {
 /// (`process_message` stores, then routes).
 pub fn pending(id: i64) -> Option<Pending> {
     spi(Spi::connect_mut(|client| {
-        client
-            .update(
-                "SELECT i.id, i.server_id, i.raw, i.state, s.fallback_alias
+        super::update(
+            client,
+            "SELECT i.id, i.server_id, i.raw, i.state, s.fallback_alias
                  FROM mail_gateway.inbound i
                  LEFT JOIN mail_gateway.incoming_server s ON s.id = i.server_id
                  WHERE i.id = $1",
-                None,
-                &[id.into()],
-            )?
-            .next()
-            .map(|row| {
-                Ok(Pending {
-                    server_id: row.get::<i64>(2)?,
-                    raw: row.get::<Vec<u8>>(3)?.unwrap_or_default(),
-                    state: row.get::<String>(4)?.unwrap_or_default(),
-                    fallback_alias: row.get::<String>(5)?,
-                })
+            None,
+            &[id.into()],
+        )?
+        .next()
+        .map(|row| {
+            Ok(Pending {
+                server_id: row.get::<i64>(2)?,
+                raw: row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+                state: row.get::<String>(4)?.unwrap_or_default(),
+                fallback_alias: row.get::<String>(5)?,
             })
-            .transpose()
+        })
+        .transpose()
     }))
 }
 
 /// Ids of stored messages still in state `new` (oldest first), at most `limit`.
 pub fn new_ids(limit: i64) -> Vec<i64> {
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT id FROM mail_gateway.inbound WHERE state = 'new' ORDER BY id LIMIT $1",
-                None,
-                &[limit.into()],
-            )?
-            .map(|row| Ok(row.get::<i64>(1)?.unwrap_or_default()))
-            .collect()
+        super::select(
+            client,
+            "SELECT id FROM mail_gateway.inbound WHERE state = 'new' ORDER BY id LIMIT $1",
+            None,
+            &[limit.into()],
+        )?
+        .map(|row| Ok(row.get::<i64>(1)?.unwrap_or_default()))
+        .collect()
     }))
 }
 
@@ -66,7 +66,7 @@ pub struct Route<'a> {
 }
 
 pub fn record_route(id: i64, route: Route<'_>) {
-    spi(Spi::run_with_args(
+    super::execute(
         "UPDATE mail_gateway.inbound SET state = $2, route = $3, reason = $4, model = $5, res_id = $6,
              message_ref = $7, routed_at = clock_timestamp()
          WHERE id = $1",
@@ -79,7 +79,7 @@ pub fn record_route(id: i64, route: Route<'_>) {
             route.res_id.into(),
             route.message_ref.into(),
         ],
-    ))
+    )
 }
 
 /// An alias that a message is addressed to.
@@ -101,9 +101,7 @@ pub struct Alias {
 pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> {
     let addresses: Vec<String> = addresses.to_vec();
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT a.id, a.name, a.model, a.handler IS NOT NULL, a.defaults, a.contact_policy,
+        super::select(client, "SELECT a.id, a.name, a.model, a.handler IS NOT NULL, a.defaults, a.contact_policy,
                         a.bounced_content, a.force_thread_id, a.name || '@' || d.domain
                  FROM mail_gateway.alias a
                  CROSS JOIN LATERAL (SELECT coalesce(a.domain, (SELECT value FROM mail_gateway.parameter
@@ -212,26 +210,26 @@ pub fn bounced_mail(
     original_message_id: Option<&str>,
 ) -> Option<(i64, String, Vec<String>)> {
     spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT id, message_id, email_to || cc || bcc FROM mail_gateway.mail
+        super::select(
+            client,
+            "SELECT id, message_id, email_to || cc || bcc FROM mail_gateway.mail
                  WHERE id = $1 OR message_id = $2
                  ORDER BY (id = $1) DESC LIMIT 1",
-                None,
-                &[
-                    tagged.as_ref().map(|t| t.0).into(),
-                    original_message_id.into(),
-                ],
-            )?
-            .next()
-            .map(|row| {
-                Ok((
-                    row.get::<i64>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<Vec<String>>(3)?.unwrap_or_default(),
-                ))
-            })
-            .transpose()
+            None,
+            &[
+                tagged.as_ref().map(|t| t.0).into(),
+                original_message_id.into(),
+            ],
+        )?
+        .next()
+        .map(|row| {
+            Ok((
+                row.get::<i64>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<Vec<String>>(3)?.unwrap_or_default(),
+            ))
+        })
+        .transpose()
     }))
 }
 
@@ -248,7 +246,8 @@ pub struct BounceRow<'a> {
 /// counter, and the blocklist rule of SPEC §2.8. Returns whether the address was blocklisted now.
 pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -> bool {
     spi(Spi::connect_mut(|client| {
-        client.update(
+        super::update(
+            client,
             "INSERT INTO mail_gateway.bounce (inbound_id, mail_id, email, status, hard, diagnostic)
              VALUES ($1, $2, lower($3), $4, $5, $6)",
             None,
@@ -262,8 +261,7 @@ pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -
             ],
         )?;
         if let Some(mail_id) = b.mail_id {
-            client.update(
-                "UPDATE mail_gateway.mail SET bounced_at = coalesce(bounced_at, clock_timestamp()),
+            super::update(client, "UPDATE mail_gateway.mail SET bounced_at = coalesce(bounced_at, clock_timestamp()),
                      recipients = CASE WHEN recipients ? lower($2)
                          THEN jsonb_set(recipients, ARRAY[lower($2)],
                                         recipients->lower($2) || jsonb_build_object('bounced', $3::text))
@@ -273,7 +271,8 @@ pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -
                 &[mail_id.into(), b.email.into(), b.status.into()],
             )?;
         }
-        client.update(
+        super::update(
+            client,
             "INSERT INTO mail_gateway.contact (email, bounce_count, last_bounce_at)
              VALUES (lower($1), 1, clock_timestamp())
              ON CONFLICT (email) DO UPDATE SET bounce_count = contact.bounce_count + 1,
@@ -282,9 +281,7 @@ pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -
             &[b.email.into()],
         )?;
         // At least `limit` bounces within `period`, the first and the last `spread` apart.
-        let blocked = client
-            .update(
-                "WITH recent AS (
+        let blocked = super::update(client, "WITH recent AS (
                      SELECT count(*) AS n, min(created_at) AS first, max(created_at) AS last
                      FROM mail_gateway.bounce
                      WHERE email = lower($1) AND created_at > clock_timestamp() - $3::interval)
@@ -305,8 +302,8 @@ pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -
 
 /// Normal mail from an address resets its bounce counter.
 pub fn reset_bounces(email: &str) {
-    spi(Spi::run_with_args(
+    super::execute(
         "UPDATE mail_gateway.contact SET bounce_count = 0 WHERE email = $1 AND bounce_count > 0",
         &[email.into()],
-    ))
+    )
 }

@@ -21,9 +21,15 @@ fn received(path: &str) -> Vec<(Vec<String>, String)> {
         .map(|m| {
             let rcpts = m["rcpt_tos"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
-            let data = B64.decode(m["data"].as_str().unwrap_or_default()).unwrap_or_default();
+            let data = B64
+                .decode(m["data"].as_str().unwrap_or_default())
+                .unwrap_or_default();
             (rcpts, String::from_utf8_lossy(&data).into_owned())
         })
         .collect()
@@ -51,7 +57,15 @@ fn header(raw: &str, name: &str) -> String {
 fn show(mails: &[(Vec<String>, String)]) {
     for (rcpts, raw) in mails {
         println!("  RCPT TO: {}", rcpts.join(", "));
-        for h in ["From", "To", "Reply-To", "Subject", "Message-ID", "In-Reply-To", "References"] {
+        for h in [
+            "From",
+            "To",
+            "Reply-To",
+            "Subject",
+            "Message-ID",
+            "In-Reply-To",
+            "References",
+        ] {
             let v = header(raw, h);
             if !v.is_empty() {
                 println!("    {h}: {}", v.chars().take(100).collect::<String>());
@@ -68,7 +82,12 @@ fn table(db: &mut Client, title: &str, sql: &str) {
                 row.try_get::<_, Option<String>>(i)
                     .ok()
                     .flatten()
-                    .or_else(|| row.try_get::<_, Option<i64>>(i).ok().flatten().map(|n| n.to_string()))
+                    .or_else(|| {
+                        row.try_get::<_, Option<i64>>(i)
+                            .ok()
+                            .flatten()
+                            .map(|n| n.to_string())
+                    })
                     .unwrap_or_else(|| "·".into())
             })
             .collect();
@@ -80,10 +99,16 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().and_then(|p| p.parse().ok()).expect("PORT");
     let jsonl = args.next().expect("RECEIVED_JSONL");
-    let mut db = Client::connect(&format!("host=127.0.0.1 port={port} user=postgres dbname=erp"), NoTls)
-        .expect("the demo cluster");
+    let mut db = Client::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres dbname=erp"),
+        NoTls,
+    )
+    .expect("the demo cluster");
     let dovecot = Dovecot::start();
-    println!("== A real Dovecot on 127.0.0.1:{} (IMAP, STARTTLS, self-signed certificate)", dovecot.imap);
+    println!(
+        "== A real Dovecot on 127.0.0.1:{} (IMAP, STARTTLS, self-signed certificate)",
+        dovecot.imap
+    );
     db.batch_execute(
         "DROP TABLE IF EXISTS crm_lead;
          CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text,
@@ -101,7 +126,10 @@ fn main() {
     )
     .unwrap();
     let ok: String = db
-        .query_one("SELECT mail_gateway.test_incoming_server('catchall mailbox')", &[])
+        .query_one(
+            "SELECT mail_gateway.test_incoming_server('catchall mailbox')",
+            &[],
+        )
         .unwrap()
         .get(0);
     println!("  test_incoming_server: {ok}");
@@ -147,7 +175,10 @@ fn main() {
     });
     wait_for("both messages routed", Duration::from_secs(30), || {
         let n: i64 = db
-            .query_one("SELECT count(*) FROM mail_gateway.inbound WHERE state = 'routed'", &[])
+            .query_one(
+                "SELECT count(*) FROM mail_gateway.inbound WHERE state = 'routed'",
+                &[],
+            )
             .unwrap()
             .get(0);
         (n >= 2).then_some(())
@@ -165,7 +196,11 @@ fn main() {
         "SELECT id::text, kind, author_email, subject, left(body_text, 40) FROM mail_gateway.message
          WHERE model = 'sale_order' AND res_id = 42 ORDER BY id",
     );
-    table(&mut db, "The lead Dan's mail created (crm_lead)", "SELECT id::text, name, email_from, team, left(description, 40) FROM crm_lead");
+    table(
+        &mut db,
+        "The lead Dan's mail created (crm_lead)",
+        "SELECT id::text, name, email_from, team, left(description, 40) FROM crm_lead",
+    );
     table(
         &mut db,
         "Incoming servers (mail_gateway.incoming_status)",
