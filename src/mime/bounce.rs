@@ -717,7 +717,7 @@ pub fn analyse_parsed(message: &Message<'_>) -> Report {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let original: Vec<String> = original_recipients(&message, &body)
+    let original: Vec<String> = original_recipients(message, &body)
         .into_iter()
         .filter(|a| !own.contains(a))
         .collect();
