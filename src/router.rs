@@ -195,21 +195,7 @@ pub fn route(id: i64) {
         store::chatter::find_thread(reply_candidates(&s.in_reply_to, &s.references))
     {
         let c = content(parsed.as_ref(), raw, keep.attachments, keep.original);
-        let posted = chatter::post(
-            Post {
-                model: &model,
-                res_id,
-                author: &sender,
-                subject: s.subject.as_deref(),
-                body_text: c.body_text.as_deref(),
-                body_html: c.body_html.as_deref(),
-                attachments: c.attachments,
-                kind: "email",
-                message_id: s.message_id.as_deref(),
-                inbound_id: Some(id),
-            },
-            &settings,
-        );
+        let posted = post_received(&model, res_id, &sender, &s, c, id, &settings);
         store::routing::reset_bounces(&sender_address);
         return store::routing::record_route(
             id,
@@ -286,7 +272,34 @@ pub fn route(id: i64) {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Posts a received message in a thread (kind `email`, its own Message-ID, linked to its
+/// `inbound` row), which relays it to the thread's other followers.
+fn post_received(
+    model: &str,
+    res_id: i64,
+    sender: &Sender,
+    s: &Summary,
+    c: Content,
+    inbound_id: i64,
+    settings: &RoutingSettings,
+) -> chatter::Posted {
+    chatter::post(
+        Post {
+            model,
+            res_id,
+            author: sender,
+            subject: s.subject.as_deref(),
+            body_text: c.body_text.as_deref(),
+            body_html: c.body_html.as_deref(),
+            attachments: c.attachments,
+            kind: "email",
+            message_id: s.message_id.as_deref(),
+            inbound_id: Some(inbound_id),
+        },
+        settings,
+    )
+}
+
 fn route_alias(
     id: i64,
     c: Content,
@@ -390,21 +403,7 @@ fn route_alias(
         }
     };
     store::chatter::follow(&alias.model, res_id, &from, sender.name.as_deref());
-    let posted = chatter::post(
-        Post {
-            model: &alias.model,
-            res_id,
-            author: sender,
-            subject: s.subject.as_deref(),
-            body_text: c.body_text.as_deref(),
-            body_html: c.body_html.as_deref(),
-            attachments: c.attachments,
-            kind: "email",
-            message_id: s.message_id.as_deref(),
-            inbound_id: Some(id),
-        },
-        settings,
-    );
+    let posted = post_received(&alias.model, res_id, sender, s, c, id, settings);
     store::routing::reset_bounces(&from);
     store::routing::record_route(
         id,

@@ -564,20 +564,25 @@ fn ses_notification(body: &str) -> Option<Vec<Failed>> {
     (!failed.is_empty()).then_some(failed)
 }
 
+/// The addresses of header fields, lower-case.
+fn addresses_of(fields: [Option<&mail_parser::Address<'_>>; 2]) -> Vec<String> {
+    fields
+        .into_iter()
+        .flatten()
+        .flat_map(|a| {
+            a.iter()
+                .filter_map(|a| a.address())
+                .map(lower)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The recipients of the returned original: who the failed mail was for.
 fn original_recipients(message: &Message<'_>, body: &str) -> Vec<String> {
     let from_part = message.parts.iter().skip(1).find_map(|part| {
         let inner = part.message()?;
-        let to: Vec<String> = [inner.to(), inner.cc()]
-            .into_iter()
-            .flatten()
-            .flat_map(|a| {
-                a.iter()
-                    .filter_map(|a| a.address())
-                    .map(lower)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let to = addresses_of([inner.to(), inner.cc()]);
         (!to.is_empty()).then_some(to)
     });
     from_part.unwrap_or_else(|| {
@@ -707,16 +712,7 @@ pub fn analyse_parsed(message: &Message<'_>) -> Report {
     if !bounce_like {
         return not_a_bounce(message);
     }
-    let own: Vec<String> = [message.to(), message.from()]
-        .into_iter()
-        .flatten()
-        .flat_map(|a| {
-            a.iter()
-                .filter_map(|a| a.address())
-                .map(lower)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let own = addresses_of([message.to(), message.from()]);
     let original: Vec<String> = original_recipients(message, &body)
         .into_iter()
         .filter(|a| !own.contains(a))
