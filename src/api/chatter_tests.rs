@@ -208,6 +208,55 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_forced_thread_takes_only_its_followers_mail() {
+        setup();
+        Spi::run(
+            "INSERT INTO crm_lead (id, name) VALUES (7, 'Key account');
+             INSERT INTO mail_gateway.alias (name, model, force_thread_id, contact_policy)
+                 VALUES ('keyaccount', 'crm_lead', 7, 'followers');
+             SELECT mail_gateway.follow('public.crm_lead', 7, 'buyer@key.example');",
+        )
+        .unwrap();
+        let id = process(&mail(
+            "buyer@key.example",
+            "keyaccount@mycompany.com",
+            "Order",
+            "",
+            "Ten more.",
+        ));
+        let (state, _, reason) = route(id);
+        assert_eq!(state, "routed");
+        assert!(reason.unwrap().contains("posted in public.crm_lead #7"));
+        assert_eq!(count("SELECT count(*) FROM crm_lead"), 1, "no new record");
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM mail_gateway.message WHERE model = 'public.crm_lead' AND res_id = 7"
+            ),
+            1
+        );
+        // Notifications of that record answer to the alias.
+        Spi::run("SELECT mail_gateway.follow('public.crm_lead', 7, 'ann@mycompany.com')").unwrap();
+        Spi::run(
+            "SELECT mail_gateway.post_message('public.crm_lead', 7, 'ann@mycompany.com', 'Noted.')",
+        )
+        .unwrap();
+        assert_eq!(
+            one::<String>("SELECT reply_to FROM mail_gateway.mail ORDER BY id DESC LIMIT 1")
+                .as_deref(),
+            Some("keyaccount@mycompany.com")
+        );
+        // Someone who does not follow it is refused.
+        let refused = process(&mail(
+            "other@x.example",
+            "keyaccount@mycompany.com",
+            "Hi",
+            "",
+            "?",
+        ));
+        assert_eq!(route(refused).0, "rejected");
+    }
+
+    #[pg_test]
     fn an_alias_handler_receives_the_message() {
         setup();
         Spi::run(
