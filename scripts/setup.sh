@@ -19,9 +19,11 @@ APT_PACKAGES=(
   postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
   sudo pkg-config libssl-dev ca-certificates openssl
   # Test peers: an SMTP server that records what it receives, an independent DKIM verifier,
-  # Postfix's smtp-sink/smtp-source for the benchmark, and Dovecot (IMAP and POP3).
+  # Postfix's smtp-sink/smtp-source for the benchmark, Dovecot (IMAP and POP3).
   python3 python3-aiosmtpd python3-dkim python3-nacl postfix bc
   dovecot-core dovecot-imapd dovecot-pop3d
+  # A DNS server for check_domain tests.
+  python3-dnslib
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

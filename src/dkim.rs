@@ -24,7 +24,7 @@ impl Algorithm {
         }
     }
 
-    fn dns_name(self) -> &'static str {
+    pub fn dns_name(self) -> &'static str {
         match self {
             Algorithm::Rsa => "rsa",
             Algorithm::Ed25519 => "ed25519",

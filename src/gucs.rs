@@ -14,6 +14,7 @@ static SMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 static FETCH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static FETCH_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
+static DNS_SERVER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static BLOCKED_PORTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
@@ -88,6 +89,14 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
+        c"mail_gateway.dns_server",
+        c"DNS server check_domain() asks, as ip:port; empty = the system's resolvers.",
+        c"Settable per session, e.g. to ask the domain's own name server.",
+        &DNS_SERVER,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
         c"mail_gateway.blocked_ports",
         c"Comma-separated TCP ports the hosting provider forbids, e.g. 25.",
         c"Servers on these ports are refused with a hint to use 465, 587 or 2525.",
@@ -157,6 +166,15 @@ pub fn fetch_timeout() -> std::time::Duration {
 
 pub fn fetch_batch_size() -> usize {
     FETCH_BATCH_SIZE.get().max(1) as usize
+}
+
+/// `mail_gateway.dns_server`, when set.
+pub fn dns_server() -> Option<String> {
+    DNS_SERVER
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Whether the hosting provider forbids `port` (`mail_gateway.blocked_ports`).

@@ -8,8 +8,10 @@ use pgrx::prelude::*;
 
 pub mod api;
 mod chatter;
+pub mod deliverability;
 pub mod delivery;
 pub mod dkim;
+pub mod dns;
 mod error;
 mod gucs;
 pub mod imap;

@@ -4,6 +4,7 @@
 pub mod chatter;
 pub mod config;
 pub mod dkim;
+pub mod domain;
 pub mod inbound;
 pub mod queue;
 pub mod servers;

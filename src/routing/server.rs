@@ -90,6 +90,25 @@ fn may_send_as(filter: &[FilterEntry], address: &str) -> bool {
         || lists_domain(filter, super::address::domain_of(address))
 }
 
+/// Whether a server (its own filter, else the default one) sends mail for `domain`: it may send
+/// as anyone, or its filter names the domain or an address of it.
+pub fn sends_for_domain(
+    filter: &[FilterEntry],
+    default_filter: &[FilterEntry],
+    domain: &str,
+) -> bool {
+    let effective = if filter.is_empty() {
+        default_filter
+    } else {
+        filter
+    };
+    effective.is_empty()
+        || effective.iter().any(|e| match e {
+            FilterEntry::Domain(d) => d == domain,
+            FilterEntry::Address(a) => super::address::domain_of(a) == domain,
+        })
+}
+
 /// The server that sends a mail from `from` (SPEC §2.3 steps 1–5), then its From and envelope.
 /// `from_text` is the From as written; it is kept verbatim when the server may send as it.
 pub fn choose(

@@ -30,3 +30,24 @@ pub fn save_key(
     ))
     .unwrap_or_default()
 }
+
+/// `(selector, algorithm, public key)` of the domain's active keys.
+pub fn active_keys(domain: &str) -> Vec<(String, String, String)> {
+    spi(Spi::connect(|client| {
+        super::select(
+            client,
+            "SELECT selector, algorithm, public_key FROM mail_gateway.dkim_key
+             WHERE domain = lower($1) AND active ORDER BY selector",
+            None,
+            &[domain.into()],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?.unwrap_or_default(),
+            ))
+        })
+        .collect()
+    }))
+}

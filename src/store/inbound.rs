@@ -315,3 +315,17 @@ pub fn server_keeps(server_id: Option<i64>) -> Keep {
         },
     }
 }
+
+/// Hosts of the active incoming servers.
+pub fn incoming_hosts() -> Vec<String> {
+    spi(Spi::connect(|client| {
+        super::select(
+            client,
+            "SELECT DISTINCT host FROM mail_gateway.incoming_server WHERE active ORDER BY host",
+            None,
+            &[],
+        )?
+        .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
+        .collect()
+    }))
+}
