@@ -29,7 +29,8 @@ GRANT SELECT (id, domain, selector, algorithm, public_key, active, created_at)
 GRANT SELECT ON mail_gateway.queue_status, mail_gateway.server_status TO mail_gateway_user;
 -- The chatter: ERP code posts, follows and reads threads (post_message, follow, unfollow).
 GRANT SELECT, INSERT ON mail_gateway.message TO mail_gateway_user;
-GRANT SELECT, INSERT, DELETE ON mail_gateway.follower TO mail_gateway_user;
+-- (UPDATE: following again renames the follower.)
+GRANT SELECT, INSERT, UPDATE, DELETE ON mail_gateway.follower TO mail_gateway_user;
 GRANT USAGE ON SEQUENCE mail_gateway.message_id_seq, mail_gateway.follower_id_seq TO mail_gateway_user;
 GRANT SELECT ON mail_gateway.bounce TO mail_gateway_user;
 -- The ERP fills the contacts.
