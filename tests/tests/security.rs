@@ -215,7 +215,7 @@ fn alias_handlers_cannot_run_arbitrary_sql() {
             "invalid name syntax",
         ),
         (
-            "INSERT INTO mail_gateway.alias (name, model, handler) VALUES ('c', 'crm_lead', 'pg_terminate_backend(integer)')",
+            "INSERT INTO mail_gateway.alias (name, model, handler) VALUES ('c', 'crm_lead', 'pg_sleep(double precision)')",
             "wrong signature",
         ),
     ] {
