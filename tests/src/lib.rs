@@ -196,6 +196,61 @@ impl Cluster {
     }
 
     /// Starts the cluster again after its processes were killed (crash recovery runs).
+    /// A hot standby of this cluster (pg_basebackup, streaming), started.
+    pub fn standby(&self) -> Cluster {
+        let dir = temp_dir("mgstandby");
+        if is_root() {
+            check(
+                "chown",
+                Command::new("chown")
+                    .args(["postgres:", dir.to_str().unwrap()])
+                    .output(),
+            );
+        }
+        let data = dir.join("data");
+        check(
+            "pg_basebackup",
+            pg_command("pg_basebackup")
+                .args(["-D", data.to_str().unwrap(), "-h", "127.0.0.1"])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-X",
+                    "stream",
+                ])
+                .output(),
+        );
+        let mut standby = Cluster {
+            dir,
+            port: free_port(),
+            stopped: true,
+        };
+        // The copied settings name the primary's port and socket directory: the later lines win.
+        let conf_path = data.join("postgresql.auto.conf");
+        let mut conf = std::fs::read_to_string(&conf_path).unwrap_or_default();
+        conf.push_str(&format!(
+            "port = {}\nunix_socket_directories = '{}'\n",
+            standby.port,
+            standby.dir.display()
+        ));
+        std::fs::write(&conf_path, conf).unwrap();
+        standby.pg_ctl_start();
+        standby
+    }
+
+    /// Promotes a standby to a primary and waits until it accepts writes.
+    pub fn promote(&self) {
+        check(
+            "pg_ctl promote",
+            pg_command("pg_ctl")
+                .args(["-D", self.data().to_str().unwrap(), "-w", "promote"])
+                .output(),
+        );
+    }
+
     /// SIGKILL to the postmaster and every child at once: a power cut, as far as PostgreSQL
     /// knows. Returns when the postmaster is gone.
     pub fn crash(&mut self) {

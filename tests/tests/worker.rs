@@ -113,3 +113,62 @@ fn worker_follows_a_changed_database_on_reload() {
             .contains("mail_gateway.database changed to \"erp\"; restarting")
     );
 }
+
+#[test]
+fn on_a_standby_the_workers_wait_and_start_when_it_is_promoted() {
+    let smtp = mail_gateway_tests::smtp::SmtpServer::start(Default::default());
+    let primary = Cluster::start(&[("mail_gateway.poll_interval", "200ms")]);
+    let mut db = primary.connect("postgres");
+    mail_gateway_tests::exec(
+        &mut db,
+        &format!(
+            "CREATE EXTENSION mail_gateway;
+             SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
+             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
+             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
+                 VALUES ('relay', '127.0.0.1', {}, 'none');",
+            smtp.port
+        ),
+    );
+    let standby = primary.standby();
+    let mut replica = standby.connect("postgres");
+    let in_recovery: bool = replica
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(in_recovery);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let workers: i64 = replica
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 0, "a standby runs no mail_gateway worker");
+
+    // The primary goes away with mail in its queue (due in a few seconds); the promoted standby
+    // sends it.
+    mail_gateway_tests::exec(
+        &mut db,
+        "SELECT mail_gateway.send_mail('a@mycompany.com', ARRAY['x@customer.example'], 'after failover',
+                                       scheduled_at => now() + interval '6 seconds')",
+    );
+    drop(db);
+    mail_gateway_tests::wait_for(
+        "the standby to catch up",
+        std::time::Duration::from_secs(30),
+        || {
+            let n: i64 = replica
+                .query_one("SELECT count(*) FROM mail_gateway.mail", &[])
+                .unwrap()
+                .get(0);
+            (n == 1).then_some(())
+        },
+    );
+    let mut primary = primary;
+    primary.crash();
+    standby.promote();
+    let got = smtp.wait_for(1, std::time::Duration::from_secs(60));
+    assert!(got[0].text().contains("after failover"));
+}
