@@ -309,3 +309,47 @@ fn crashing_the_cluster_mid_pop3_fetch_stores_each_message_once() {
         "it really crashed"
     );
 }
+
+#[test]
+fn an_imap_server_that_drops_the_line_mid_fetch_loses_and_doubles_nothing() {
+    let dovecot = Dovecot::start();
+    let n = 300;
+    dovecot.deliver_many((0..n).map(inbound_message));
+    // Every connection is cut after 60 KB from the server: a fetch gets a batch or two, then
+    // the line drops in the middle of a message.
+    let proxy = mail_gateway_tests::CuttingProxy::start(dovecot.imap, 60 * 1024);
+    let (cluster, mut db) = fetching_gateway("imap", proxy.port);
+    exec(
+        &mut db,
+        "ALTER TABLE mail_gateway.incoming_server DISABLE TRIGGER USER;
+         UPDATE mail_gateway.incoming_server SET state = 'confirmed', fetch_interval = '1 second';
+         ALTER TABLE mail_gateway.incoming_server ENABLE TRIGGER USER;",
+    );
+    wait_for("every message stored", Duration::from_secs(180), || {
+        (stored_count(&cluster)? >= n as i64).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rows: Vec<(Vec<u8>, i64)> = db
+        .query(
+            "SELECT raw, count(*) OVER () FROM mail_gateway.inbound",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows.len(), n, "each message once");
+    let mut raws: Vec<Vec<u8>> = rows.into_iter().map(|r| r.0).collect();
+    raws.sort();
+    let mut expected: Vec<Vec<u8>> = (0..n).map(inbound_message).collect();
+    expected.sort();
+    assert!(raws == expected, "byte for byte, none half-stored");
+    let errors: String = db
+        .query_one(
+            "SELECT coalesce(last_error, '') FROM mail_gateway.incoming_server",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!errors.is_empty(), "the line really dropped");
+}
