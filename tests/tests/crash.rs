@@ -353,3 +353,75 @@ fn an_imap_server_that_drops_the_line_mid_fetch_loses_and_doubles_nothing() {
         .get(0);
     assert!(!errors.is_empty(), "the line really dropped");
 }
+
+#[test]
+fn repeated_kills_at_random_moments_while_sending_and_fetching() {
+    // A different moment each run; the seed is printed so that a failure can be replayed.
+    let mut seed: u64 = std::env::var("MG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("MG_SEED={seed}");
+    let mut random = move |below: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % below
+    };
+    let dovecot = Dovecot::start();
+    dovecot.deliver_many((0..MESSAGES).map(inbound_message));
+    let (cluster, mut db, smtp) = gateway("1");
+    // The fetched messages are written to catchall@: with another catchall alias they are kept
+    // as unroutable instead of being answered (the answers would join the queue under test).
+    exec(&mut db, "SELECT mail_gateway.set_parameter('mail.catchall.alias', 'replies')");
+    db.execute(
+        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, fetch_interval)
+         VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3, '1 second')",
+        &[&(dovecot.imap as i32), &USER, &PASSWORD],
+    )
+    .unwrap();
+    exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
+    queue(&mut db, MAILS);
+    for round in 0..4 {
+        std::thread::sleep(Duration::from_millis(100 + random(1500)));
+        let target = if round % 2 == 0 {
+            "mail_gateway worker"
+        } else {
+            "mail_gateway fetcher"
+        };
+        let pid = wait_for(target, Duration::from_secs(60), || {
+            let mut c = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
+            c.query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = $1",
+                &[&target],
+            )
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, i32>(0))
+        });
+        kill(pid);
+    }
+    drop(db);
+    wait_all_sent(&cluster, MAILS);
+    assert_stored_once(&cluster);
+    let mut db = cluster.connect("postgres");
+    let (queued, seen) = arrivals(&mut db, &smtp);
+    // Each kill may repeat what one sending round had in flight.
+    assert_nothing_lost(&queued, &seen, 2 * BATCH);
+    let workers: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        workers, 2,
+        "the worker and the fetcher are alive afterwards"
+    );
+}
