@@ -378,7 +378,10 @@ fn repeated_kills_at_random_moments_while_sending_and_fetching() {
     let (cluster, mut db, smtp) = gateway("1");
     // The fetched messages are written to catchall@: with another catchall alias they are kept
     // as unroutable instead of being answered (the answers would join the queue under test).
-    exec(&mut db, "SELECT mail_gateway.set_parameter('mail.catchall.alias', 'replies')");
+    exec(
+        &mut db,
+        "SELECT mail_gateway.set_parameter('mail.catchall.alias', 'replies')",
+    );
     db.execute(
         "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, fetch_interval)
          VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3, '1 second')",
