@@ -12,6 +12,7 @@ static SEND_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(200);
 static SEND_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 static SMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+static RETRY_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static FETCH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static FETCH_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
 static DNS_SERVER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -65,6 +66,16 @@ pub fn init() {
         &SMTP_TIMEOUT_MS,
         100,
         600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.retry_delay",
+        c"First retry of a mail that failed for a transient reason; later ones double, up to 60 times it.",
+        c"The default, 1 minute, gives 1, 2, 4 … 60 minutes; mail is given up after two days.",
+        &RETRY_DELAY_MS,
+        100,
+        3_600_000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
@@ -158,6 +169,10 @@ pub fn send_lease() -> std::time::Duration {
 
 pub fn smtp_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(SMTP_TIMEOUT_MS.get().max(100) as u64)
+}
+
+pub fn retry_delay() -> std::time::Duration {
+    std::time::Duration::from_millis(RETRY_DELAY_MS.get().max(100) as u64)
 }
 
 pub fn fetch_timeout() -> std::time::Duration {

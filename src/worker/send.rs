@@ -63,7 +63,14 @@ pub fn round(worker: i32) -> usize {
         return 0;
     };
     let count = claimed.mails.len();
-    let (results, successes, errors) = deliver(claimed);
+    let (mut results, successes, errors) = deliver(claimed);
+    // The retry schedule (1 min doubling to 1 h) scales with mail_gateway.retry_delay.
+    let scale = gucs::retry_delay().as_secs_f64() / 60.0;
+    for r in &mut results {
+        if let delivery::MailState::Retry(delay) = r.outcome.state {
+            r.outcome.state = delivery::MailState::Retry(delay.mul_f64(scale));
+        }
+    }
     in_transaction("recording results", move || {
         store::queue::record(worker, &results);
         store::queue::record_server_health(successes, errors);

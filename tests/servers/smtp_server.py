@@ -11,12 +11,15 @@ It records every message it accepts, byte for byte with its envelope, as one JSO
 --xoauth2 USER:TOKEN also accepts AUTH XOAUTH2 with that access token; --client-ca FILE
 requires a client certificate signed by FILE (its CN is recorded as "peer").
 --hang accepts connections and never answers (timeout tests).
+--flaky P answers 4xx at random (RCPT with probability P, DATA P/2), drops the line at MAIL
+(P/4) and answers slowly (P/4): a server having a bad day (fault tests).
 Prints READY once it listens.
 """
 import argparse
 import asyncio
 import base64
 import json
+import random
 import socket
 import ssl
 import sys
@@ -44,6 +47,11 @@ class Recorder:
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if FLAKY and random.random() < FLAKY / 4:
+            server.transport.close()  # the line drops
+            return "421 4.3.0 closing"
+        if FLAKY and random.random() < FLAKY / 4:
+            await asyncio.sleep(0.3)  # a slow answer
         if address.lower().startswith("refuse-sender"):
             return "553 5.7.1 <%s>: sender address rejected" % address
         envelope.mail_from = address
@@ -54,12 +62,14 @@ class Recorder:
         local = address.split("@")[0].lower()
         if local.startswith("reject"):
             return "550 5.1.1 <%s>: recipient address rejected: user unknown" % address
-        if local.startswith("tempfail"):
+        if local.startswith("tempfail") or (FLAKY and random.random() < FLAKY):
             return "451 4.2.0 <%s>: mailbox busy, try again later" % address
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if FLAKY and random.random() < FLAKY / 2:
+            return "451 4.3.0 temporary failure, try again"
         data = envelope.original_content
         if b"\r\nX-Test-Reject: yes\r\n" in data or data.startswith(b"X-Test-Reject: yes\r\n"):
             return "554 5.6.0 message refused by content policy"
@@ -96,6 +106,9 @@ def authenticator(user, password):
     return check
 
 
+FLAKY = 0.0
+
+
 def hang(port):
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -119,7 +132,10 @@ def main():
     p.add_argument("--xoauth2")
     p.add_argument("--client-ca")
     p.add_argument("--hang", action="store_true")
+    p.add_argument("--flaky", type=float, default=0.0, help="probability of a 4xx answer (and of drops and delays)")
     a = p.parse_args()
+    global FLAKY
+    FLAKY = a.flaky
     if a.hang:
         hang(a.port)
         return

@@ -84,6 +84,8 @@ pub struct SmtpOptions<'a> {
     pub client_ca: Option<&'a SelfSigned>,
     /// Accept connections and never answer.
     pub hang: bool,
+    /// Answer 4xx at random with this probability (and drop or delay some sessions).
+    pub flaky: f64,
 }
 
 /// One message as the server received it.
@@ -149,6 +151,9 @@ impl SmtpServer {
         }
         if let Some(ca) = options.client_ca {
             cmd.arg("--client-ca").arg(&ca.cert);
+        }
+        if options.flaky > 0.0 {
+            cmd.arg("--flaky").arg(options.flaky.to_string());
         }
         if options.hang {
             cmd.arg("--hang");

@@ -428,3 +428,46 @@ fn repeated_kills_at_random_moments_while_sending_and_fetching() {
         "the worker and the fetcher are alive afterwards"
     );
 }
+
+#[test]
+fn a_server_having_a_bad_day_delays_mail_but_loses_and_doubles_none() {
+    // 4xx to 20 % of the recipients and 10 % of the messages, the line dropped or a slow answer
+    // now and then; retries after 100 ms doubling (to 6 s) instead of 1 min doubling to 1 h.
+    let smtp = SmtpServer::start(SmtpOptions {
+        flaky: 0.2,
+        ..Default::default()
+    });
+    let cluster = Cluster::start(&[
+        ("mail_gateway.poll_interval", "200ms"),
+        ("mail_gateway.send_batch_size", "50"),
+        ("mail_gateway.retry_delay", "100ms"),
+        ("mail_gateway.smtp_timeout", "5s"),
+    ]);
+    let mut db = cluster.connect("postgres");
+    exec(
+        &mut db,
+        &format!(
+            "CREATE EXTENSION mail_gateway;
+             SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
+             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
+             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
+                 VALUES ('relay', '127.0.0.1', {}, 'none');",
+            smtp.port
+        ),
+    );
+    queue(&mut db, 200);
+    wait_all_sent(&cluster, 200);
+    let (queued, seen) = arrivals(&mut db, &smtp);
+    assert_nothing_lost(&queued, &seen, 0);
+    let retried: i64 = db
+        .query_one(
+            "SELECT count(*) FROM mail_gateway.mail WHERE attempts > 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        retried > 30,
+        "the server really failed often ({retried} mails retried)"
+    );
+}
