@@ -63,6 +63,20 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// A fresh directory that the `postgres` user owns (a cluster's home).
+fn postgres_dir(prefix: &str) -> PathBuf {
+    let dir = temp_dir(prefix);
+    if is_root() {
+        check(
+            "chown",
+            Command::new("chown")
+                .args(["postgres:", dir.to_str().unwrap()])
+                .output(),
+        );
+    }
+    dir
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -83,15 +97,7 @@ impl Cluster {
     }
 
     fn start_with(preload: bool, settings: &[(&str, &str)]) -> Cluster {
-        let dir = temp_dir("mgtest");
-        if is_root() {
-            check(
-                "chown",
-                Command::new("chown")
-                    .args(["postgres:", dir.to_str().unwrap()])
-                    .output(),
-            );
-        }
+        let dir = postgres_dir("mgtest");
         let data = dir.join("data");
         check(
             "initdb",
@@ -198,15 +204,7 @@ impl Cluster {
     /// Starts the cluster again after its processes were killed (crash recovery runs).
     /// A hot standby of this cluster (pg_basebackup, streaming), started.
     pub fn standby(&self) -> Cluster {
-        let dir = temp_dir("mgstandby");
-        if is_root() {
-            check(
-                "chown",
-                Command::new("chown")
-                    .args(["postgres:", dir.to_str().unwrap()])
-                    .output(),
-            );
-        }
+        let dir = postgres_dir("mgstandby");
         let data = dir.join("data");
         check(
             "pg_basebackup",
