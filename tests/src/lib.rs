@@ -346,6 +346,21 @@ impl Drop for Cluster {
     }
 }
 
+/// Creates the extension for sending: catchall domain `mycompany.com`, no daily limit, and one
+/// outgoing server `relay` at 127.0.0.1:`smtp_port` without encryption.
+pub fn install_with_relay(db: &mut Client, smtp_port: u16) {
+    exec(
+        db,
+        &format!(
+            "CREATE EXTENSION mail_gateway;
+             SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
+             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
+             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
+                 VALUES ('relay', '127.0.0.1', {smtp_port}, 'none');"
+        ),
+    );
+}
+
 /// Runs SQL, panicking with the server's own words (`postgres::Error` alone says "db error").
 pub fn exec(client: &mut Client, sql: &str) {
     if let Err(e) = client.batch_execute(sql) {

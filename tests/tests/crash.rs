@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, exec, wait_for, wait_for_worker};
+use mail_gateway_tests::{Client, Cluster, exec, install_with_relay, wait_for, wait_for_worker};
 
 const MAILS: i64 = 2000;
 const BATCH: usize = 100;
@@ -21,17 +21,7 @@ fn gateway(senders: &str) -> (Cluster, Client, SmtpServer) {
         ("mail_gateway.senders", senders),
     ]);
     let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        &format!(
-            "CREATE EXTENSION mail_gateway;
-             SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
-             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
-                 VALUES ('relay', '127.0.0.1', {}, 'none');",
-            smtp.port
-        ),
-    );
+    install_with_relay(&mut db, smtp.port);
     (cluster, db, smtp)
 }
 
@@ -444,17 +434,7 @@ fn a_server_having_a_bad_day_delays_mail_but_loses_and_doubles_none() {
         ("mail_gateway.smtp_timeout", "5s"),
     ]);
     let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        &format!(
-            "CREATE EXTENSION mail_gateway;
-             SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
-             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
-                 VALUES ('relay', '127.0.0.1', {}, 'none');",
-            smtp.port
-        ),
-    );
+    install_with_relay(&mut db, smtp.port);
     queue(&mut db, 200);
     wait_all_sent(&cluster, 200);
     let (queued, seen) = arrivals(&mut db, &smtp);

@@ -119,17 +119,7 @@ fn on_a_standby_the_workers_wait_and_start_when_it_is_promoted() {
     let smtp = mail_gateway_tests::smtp::SmtpServer::start(Default::default());
     let primary = Cluster::start(&[("mail_gateway.poll_interval", "200ms")]);
     let mut db = primary.connect("postgres");
-    mail_gateway_tests::exec(
-        &mut db,
-        &format!(
-            "CREATE EXTENSION mail_gateway;
-             SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
-             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
-                 VALUES ('relay', '127.0.0.1', {}, 'none');",
-            smtp.port
-        ),
-    );
+    mail_gateway_tests::install_with_relay(&mut db, smtp.port);
     let standby = primary.standby();
     let mut replica = standby.connect("postgres");
     let in_recovery: bool = replica
