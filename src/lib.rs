@@ -8,22 +8,17 @@ use pgrx::prelude::*;
 
 pub mod api;
 mod chatter;
-pub mod deliverability;
-pub mod delivery;
-pub mod dkim;
-pub mod dns;
 mod error;
 mod gucs;
-pub mod imap;
-pub mod mailbox;
-pub mod mime;
-pub mod net;
-pub mod pop3;
 mod router;
-pub mod routing;
-pub mod smtp;
 mod store;
 mod worker;
+
+// The mail logic that needs no PostgreSQL lives in its own crate (core/); `crate::mime` and
+// friends keep their names here.
+pub use mail_gateway_core::{
+    deliverability, delivery, dkim, dns, imap, mailbox, mime, net, pop3, routing, smtp,
+};
 
 pg_module_magic!();
 

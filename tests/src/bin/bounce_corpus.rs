@@ -1,11 +1,9 @@
-//! Prints how the bounce analyser (src/mime/bounce.rs, compiled in here unchanged) does on the
+//! Prints how the bounce analyser (core/src/mime/bounce.rs) does on the
 //! shared corpus of real bounces, complaints and auto-replies. The same figures are asserted by
 //! the unit test `the_shared_bounce_corpus_is_read_by_general_rules`.
 //! Usage: bounce_corpus [CORPORA_DIR]   (default ../shared/corpora)
 
-#[path = "../../../src/mime/bounce.rs"]
-#[allow(dead_code)]
-mod bounce;
+use mail_gateway_core::mime::bounce;
 
 fn main() {
     let dir = std::env::args()

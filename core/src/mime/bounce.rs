@@ -990,7 +990,7 @@ A message that you sent could not be delivered to one or more of its\r\nrecipien
 
     #[test]
     fn the_shared_bounce_corpus_is_read_by_general_rules() {
-        let corpora = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora");
+        let corpora = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora");
         let s = score_corpus(&corpora.join("bounces"), &corpora.join("not-bounces")).unwrap();
         let pct = |n: usize, of: usize| 100.0 * n as f64 / of.max(1) as f64;
         println!("{s:?}");

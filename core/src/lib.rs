@@ -1,0 +1,17 @@
+//! mail_gateway_core: everything mail_gateway knows about mail that does not need PostgreSQL.
+//!
+//! Pure decisions (`mime`, `routing`, `deliverability`), and the network clients the worker
+//! drives (`smtp` + `delivery`, `imap` and `pop3` behind `mailbox`, `net`, `dns`). The
+//! extension crate (`mail_gateway`) re-exports these modules; none of them speaks SQL.
+
+pub mod deliverability;
+pub mod delivery;
+pub mod dkim;
+pub mod dns;
+pub mod imap;
+pub mod mailbox;
+pub mod mime;
+pub mod net;
+pub mod pop3;
+pub mod routing;
+pub mod smtp;
