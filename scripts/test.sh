@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: formatting, clippy (warnings are errors), the pure crate's unit tests, SQL tests
-# inside PostgreSQL (`cargo pgrx test`), then the integration harness against real clusters with the worker.
+# Every test: formatting, clippy (warnings are errors), the pure crate's unit tests, a short
+# run of each fuzz target, SQL tests inside PostgreSQL (`cargo pgrx test`), then the
+# integration harness against real clusters with the worker.
 # Installs what it needs first (scripts/setup.sh). Runs as root or as a sudoer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +14,16 @@ bash scripts/setup.sh
 
 step "cargo fmt --check"
 cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --features mail_gateway/pg_test -- -D warnings
 
 step "unit tests of the pure crate (cargo test -p mail_gateway_core)"
 cargo test -p mail_gateway_core
+
+step "fuzz targets, a short run each (scripts/fuzz.sh; longer runs: docs/OPERATIONS.md)"
+bash scripts/fuzz.sh 15
 
 step "unit and SQL tests (cargo pgrx test)"
 # PostgreSQL refuses root: the test cluster runs as `postgres`, in a fresh data directory.

@@ -3,19 +3,16 @@
 //! writes through `store`, decides with `routing` and `mime`; the result is recorded on the
 //! `inbound` row (state, route, reason, model, res_id, message).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use mail_parser::{Message, MessageParser, MimeHeaders};
+use mail_parser::MessageParser;
 use serde_json::json;
 
 use crate::chatter::{self, Post};
 use crate::mime::bounce::{self, Kind};
-use crate::mime::summary::{Summary, summarise_parsed};
+use crate::mime::summary::{Content, Summary, content};
 use crate::routing::RoutingSettings;
 use crate::routing::address::Sender;
-use crate::routing::thread::{
-    answers_a_loop_notice, bounce_check, parse_tagged_bounce, reply_candidates,
-};
+use crate::routing::incoming;
+use crate::routing::thread::bounce_check;
 use crate::store::{self, routing::Route};
 
 /// States a message may be routed again from (`reprocess`): the others created something
@@ -55,69 +52,6 @@ fn record(id: i64, state: &str, route: Option<&str>, reason: impl AsRef<str>) {
     );
 }
 
-/// What a received message brings to the chatter.
-struct Content {
-    body_text: Option<String>,
-    body_html: Option<String>,
-    attachments: Option<serde_json::Value>,
-}
-
-fn content(
-    parsed: Option<&Message<'_>>,
-    raw: &[u8],
-    keep_attachments: bool,
-    keep_original: bool,
-) -> Content {
-    let body_text = parsed
-        .as_ref()
-        .and_then(|m| m.body_text(0))
-        .map(|t| t.into_owned());
-    let body_html = parsed
-        .as_ref()
-        .and_then(|m| m.body_html(0))
-        .map(|t| t.into_owned());
-    let mut attachments = Vec::new();
-    if keep_attachments && let Some(m) = parsed {
-        for part in m.attachments() {
-            let content_type = part
-                .content_type()
-                .map(|ct| match ct.subtype() {
-                    Some(sub) => format!("{}/{sub}", ct.ctype()),
-                    None => ct.ctype().to_string(),
-                })
-                .unwrap_or_else(|| "application/octet-stream".into());
-            attachments.push(json!({
-                "filename": part.attachment_name().unwrap_or("attachment"),
-                "content_type": content_type.to_lowercase(),
-                "content_base64": B64.encode(part.contents()),
-            }));
-        }
-    }
-    if keep_original {
-        attachments.push(json!({
-            "filename": "original.eml",
-            "content_type": "message/rfc822",
-            "content_base64": B64.encode(raw),
-        }));
-    }
-    Content {
-        body_text,
-        body_html,
-        attachments: (!attachments.is_empty()).then(|| json!(attachments)),
-    }
-}
-
-/// The addresses a message was delivered to: To, Cc, Delivered-To.
-fn recipients(s: &Summary) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for a in s.to.iter().chain(&s.cc).chain(&s.delivered_to) {
-        if !out.contains(a) {
-            out.push(a.clone());
-        }
-    }
-    out
-}
-
 /// Routes a stored message (see the module doc). Errors propagate: `route_stored` records them.
 pub fn route(id: i64) {
     let Some(pending) = store::routing::pending(id) else {
@@ -131,8 +65,9 @@ pub fn route(id: i64) {
     let raw = &pending.raw;
     // Parsed once for everything below.
     let parsed = MessageParser::default().parse(raw.as_slice());
-    let s = parsed.as_ref().map(summarise_parsed).unwrap_or_default();
-    let to = recipients(&s);
+    let reading = incoming::read(parsed.as_ref(), raw, &settings);
+    let s = &reading.summary;
+    let to = &reading.recipients;
 
     // 1. Our own Message-ID coming back.
     if let Some(mid) = &s.message_id
@@ -146,7 +81,7 @@ pub fn route(id: i64) {
         );
     }
     // 2. An answer to one of our automatic notices.
-    if answers_a_loop_notice(&s.in_reply_to, &s.references) {
+    if reading.answers_loop_notice {
         return record(
             id,
             "loop",
@@ -155,17 +90,7 @@ pub fn route(id: i64) {
         );
     }
     // 3. Bounces and complaints.
-    let report = match &parsed {
-        Some(message) => bounce::analyse_parsed(message),
-        None => bounce::analyse(raw),
-    };
-    let tagged = to
-        .iter()
-        .filter(|a| settings.is_local(a, &settings.bounce_alias))
-        .find_map(|a| parse_tagged_bounce(a, &settings.bounce_alias));
-    let to_bounce_address = to
-        .iter()
-        .any(|a| settings.is_local(a, &settings.bounce_alias));
+    let report = &reading.report;
     if report.kind == Kind::Complaint {
         return record(
             id,
@@ -177,25 +102,21 @@ pub fn route(id: i64) {
             ),
         );
     }
-    if report.kind == Kind::Bounce || to_bounce_address {
-        return route_bounce(id, &report, tagged, &settings);
+    if report.kind == Kind::Bounce || reading.to_bounce_address {
+        return route_bounce(id, report, reading.tagged_bounce.clone(), &settings);
     }
-    let auto_submitted = report.auto_submitted || report.kind == Kind::AutoReply;
-    let Some(sender_address) = s.from_address.clone() else {
+    let auto_submitted = reading.auto_submitted;
+    let Some(sender) = reading.sender.clone() else {
         return record(id, "unroutable", None, "no sender (From) to route by");
     };
-    let sender = Sender {
-        name: s.from_name.clone(),
-        address: sender_address.clone(),
-    };
+    let sender_address = sender.address.clone();
     let keep = store::inbound::server_keeps(pending.server_id);
 
     // 4. A reply in a thread.
-    if let Some((model, res_id, _)) =
-        store::chatter::find_thread(reply_candidates(&s.in_reply_to, &s.references))
+    if let Some((model, res_id, _)) = store::chatter::find_thread(reading.reply_candidates.clone())
     {
         let c = content(parsed.as_ref(), raw, keep.attachments, keep.original);
-        let posted = post_received(&model, res_id, &sender, &s, c, id, &settings);
+        let posted = post_received(&model, res_id, &sender, s, c, id, &settings);
         store::routing::reset_bounces(&sender_address);
         return store::routing::record_route(
             id,
@@ -213,15 +134,12 @@ pub fn route(id: i64) {
         );
     }
     // 5. An alias.
-    if let Some(alias) = store::routing::find_alias(&to, None) {
+    if let Some(alias) = store::routing::find_alias(to, None) {
         let c = content(parsed.as_ref(), raw, keep.attachments, keep.original);
-        return route_alias(id, c, &s, &sender, &alias, auto_submitted, &settings);
+        return route_alias(id, c, s, &sender, &alias, auto_submitted, &settings);
     }
     // 6. Written straight to the catchall: answered, no record.
-    if to
-        .iter()
-        .any(|a| settings.is_local(a, &settings.catchall_alias))
-    {
+    if reading.to_catchall {
         if store::routing::catchall_repeat(
             id,
             &sender_address,
@@ -262,7 +180,7 @@ pub fn route(id: i64) {
         && let Some(alias) = store::routing::find_alias(&[], Some(name))
     {
         let c = content(parsed.as_ref(), raw, keep.attachments, keep.original);
-        return route_alias(id, c, &s, &sender, &alias, auto_submitted, &settings);
+        return route_alias(id, c, s, &sender, &alias, auto_submitted, &settings);
     }
     record(
         id,

@@ -1,6 +1,8 @@
 //! The parsed summary of a received message (mail-parser 0.11): what routing needs, stored as
 //! jsonb next to the raw bytes. Malformed input never fails: what cannot be read is left out.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
 use serde_json::{Value, json};
 
@@ -147,6 +149,60 @@ impl Summary {
                 "filename": a.filename, "content_type": a.content_type, "size": a.size
             })).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// What a received message brings to the chatter: its text and HTML bodies and, as the
+/// server keeps them, its attachments and the original (base64 in jsonb).
+#[derive(Debug, Default)]
+pub struct Content {
+    pub body_text: Option<String>,
+    pub body_html: Option<String>,
+    pub attachments: Option<Value>,
+}
+
+pub fn content(
+    parsed: Option<&Message<'_>>,
+    raw: &[u8],
+    keep_attachments: bool,
+    keep_original: bool,
+) -> Content {
+    let body_text = parsed
+        .as_ref()
+        .and_then(|m| m.body_text(0))
+        .map(|t| t.into_owned());
+    let body_html = parsed
+        .as_ref()
+        .and_then(|m| m.body_html(0))
+        .map(|t| t.into_owned());
+    let mut attachments = Vec::new();
+    if keep_attachments && let Some(m) = parsed {
+        for part in m.attachments() {
+            let content_type = part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{sub}", ct.ctype()),
+                    None => ct.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into());
+            attachments.push(json!({
+                "filename": part.attachment_name().unwrap_or("attachment"),
+                "content_type": content_type.to_lowercase(),
+                "content_base64": B64.encode(part.contents()),
+            }));
+        }
+    }
+    if keep_original {
+        attachments.push(json!({
+            "filename": "original.eml",
+            "content_type": "message/rfc822",
+            "content_base64": B64.encode(raw),
+        }));
+    }
+    Content {
+        body_text,
+        body_html,
+        attachments: (!attachments.is_empty()).then(|| json!(attachments)),
     }
 }
 

@@ -30,10 +30,16 @@ pub enum Reply {
     Continue(String),
 }
 
+/// The server's text ends up in `last_error` and the log: control characters (a stray CR
+/// could hide what precedes it on a terminal) become spaces.
 pub fn parse_reply(line: &[u8]) -> Option<Reply> {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\r', '\n']);
-    let rest = |prefix: &str| text[prefix.len()..].trim_start().to_string();
+    let rest = |prefix: &str| {
+        text[prefix.len()..]
+            .trim_start()
+            .replace(char::is_control, " ")
+    };
     if text.starts_with("+OK") {
         Some(Reply::Ok(rest("+OK")))
     } else if text.starts_with("-ERR") {
@@ -361,6 +367,19 @@ mod tests {
         );
         assert_eq!(parse_reply(b"* OK imap\r\n"), None);
         assert_eq!(parse_reply(b""), None);
+    }
+
+    /// Found by the `pop3_reply` fuzz target: a CR inside the text reached `last_error`.
+    #[test]
+    fn control_characters_in_a_reply_become_spaces() {
+        assert_eq!(
+            parse_reply(b"+OK\xb7 8\r+\0\0\xc2\r\r"),
+            Some(Reply::Ok("\u{fffd} 8 +  \u{fffd}".into()))
+        );
+        assert_eq!(
+            parse_reply(b"-ERR bad\x1b[2Jpassword\r\n"),
+            Some(Reply::Err("bad [2Jpassword".into()))
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! message's route depends on (SPEC §2.8).
 
 pub mod address;
+pub mod incoming;
 pub mod server;
 pub mod thread;
 

@@ -30,11 +30,16 @@ pub fn thread_headers(thread: &[String]) -> Option<(String, String)> {
     Some((last.clone(), references))
 }
 
-/// The Message-IDs a received message may answer, in the order they are tried.
+/// The Message-IDs a received message may answer, in the order they are tried: In-Reply-To,
+/// then References newest first; at most `REFERENCES_LOOKED_AT + 1`, however many a hostile
+/// message lists (each one is a lookup).
 pub fn reply_candidates(in_reply_to: &[String], references: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let newest_first = references.iter().rev().take(REFERENCES_LOOKED_AT);
+    let newest_first = references.iter().rev();
     for id in in_reply_to.iter().chain(newest_first) {
+        if out.len() > REFERENCES_LOOKED_AT {
+            break;
+        }
         if !out.contains(id) {
             out.push(id.clone());
         }
@@ -150,6 +155,13 @@ mod tests {
             !c.contains(&"<8@x>".to_string()),
             "older references are not looked at"
         );
+    }
+
+    #[test]
+    fn a_hostile_in_reply_to_cannot_make_thousands_of_lookups() {
+        let c = reply_candidates(&ids(5000), &ids(5000));
+        assert_eq!(c.len(), 1 + REFERENCES_LOOKED_AT);
+        assert_eq!(c[0], "<1@x>");
     }
 
     #[test]

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every cargo fuzz target of fuzz/ for SECONDS each (default 20; CI's short run).
+# Longer runs: `bash scripts/fuzz.sh 3600`, or one target: `bash scripts/fuzz.sh 600 pop3_reply`.
+#
+# Each run starts from fuzz/regressions/<target> (inputs that once failed: they must pass
+# first), the shared corpus of real messages for the mail targets, and the working corpus
+# fuzz/corpus/<target> (kept between runs, not committed). A failure leaves its input in
+# fuzz/artifacts/<target>/ and fails the script; minimise it (`cargo fuzz tmin`), fix the
+# code, add the input to fuzz/regressions/<target>/ and a unit test next to the fix.
+#
+# cargo fuzz passes -Z flags (sanitizer coverage, AddressSanitizer), which the stable
+# toolchain accepts with RUSTC_BOOTSTRAP=1: no nightly toolchain to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-20}
+only=${2:-}
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+fi
+export RUSTC_BOOTSTRAP=1
+shared=../shared/corpora
+
+cd fuzz
+targets=$(cargo fuzz list)
+[ -n "$only" ] && targets=$only
+cargo fuzz build -O 2>&1 | tail -n 1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+for target in $targets; do
+  mkdir -p "corpus/$target" "regressions/$target"
+  seeds=("regressions/$target")
+  case $target in
+    mime_summary | bounce_report | router_headers)
+      [ -d "$shared" ] && seeds+=("$shared/bounces" "$shared/not-bounces") ;;
+  esac
+  printf '\n==> fuzz %s for %ss\n' "$target" "$seconds"
+  # -timeout: an input taking over 10 s is a hang; -rss_limit_mb: a leak or blow-up.
+  status=0
+  cargo fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 ||
+    status=$?
+  # libFuzzer's progress lines are noise; its summary and any failure are shown.
+  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|panicked|ERROR|SUMMARY|Test unit written' "$log" || true
+  if [ "$status" -ne 0 ]; then
+    tail -n 40 "$log"
+    echo "fuzz target $target failed (exit $status; input in fuzz/artifacts/$target)"
+    exit 1
+  fi
+done
