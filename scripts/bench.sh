@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Benchmarks, printed as numbers (never timed tests). Builds a release, starts its own cluster
+# Every benchmark, as one table (never timed tests). Builds a release, starts its own cluster
 # and Postfix's smtp-sink on 127.0.0.1, and measures:
 #   1. mails/s from the queue into smtp-sink, without DKIM, with RSA and with Ed25519 DKIM,
 #      next to smtp-source sending to the same sink in the same run;
-#   2. the cost of send_mail() in a transaction next to a plain INSERT of the same row;
-#   3. inbound: process_message() msgs/s (5 KB, 1 MB), IMAP fetch msgs/s from Dovecot, and the
-#      fetcher's peak memory for a 50 MB message (tests/src/bin/bench_inbound.rs).
-# Usage: scripts/bench.sh [MAILS]   (default 20000)
+#   2. commit-to-delivery latency (p50, p99) of single mails on an idle queue;
+#   3. the cost of send_mail() in a transaction next to a plain INSERT of the same row;
+#   4. inbound: process_message() msgs/s (5 KB, 1 MB), routed replies and alias creations,
+#      IMAP fetch msgs/s from Dovecot, the fetcher's peak memory for a 50 MB message
+#      (tests/src/bin/bench_inbound.rs), and the bounce corpus score (bounce_corpus).
+# Progress and details go to stderr; the table (Markdown, as in docs/BENCHMARKS.md) to stdout.
+# Usage: scripts/bench.sh [MAILS]   (default 20000; LATENCY_MAILS=200, FETCH=5000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+exec 3>&1 1>&2
 
 MAILS=${1:-20000}
 SENDERS=${SENDERS:-2}
@@ -24,6 +28,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 DIR=$(mktemp -d /tmp/mgbench.XXXXXX)
 [ "$(id -u)" -eq 0 ] && chown postgres: "$DIR"
+export BENCH_ROWS=$DIR/rows
+: >"$BENCH_ROWS"
+# One row of the table: what, figure, target.
+row() { printf '%s\t%s\t%s\n' "$1" "$2" "${3:-}" >>"$BENCH_ROWS"; }
 PGPORT=$(free_port)
 SINKPORT=$(free_port)
 cleanup() {
@@ -63,8 +71,8 @@ SQL
 
 # Queues MAILS mails in one transaction, then times until the last is sent.
 run_queue() {
-  local label=$1 domain=$2
-  psql -d postgres -c "TRUNCATE mail_gateway.mail" >/dev/null
+  local label=$1 domain=$2 target=${3:-}
+  psql -d postgres -c "TRUNCATE mail_gateway.mail CASCADE" >/dev/null
   local start end
   start=$(date +%s.%N)
   psql -d postgres -c "SELECT count(mail_gateway.send_mail('\"Sales\" <sales@$domain>', ARRAY['customer' || i || '@customer.example'],
@@ -80,23 +88,66 @@ run_queue() {
     sleep 0.05
   done
   end=$(date +%s.%N)
-  printf '%-34s %8.0f mails/s   (%d mails in %.2f s, %d senders)\n' "$label" \
-    "$(echo "$MAILS / ($end - $start)" | bc -l)" "$MAILS" "$(echo "$end - $start" | bc -l)" "$SENDERS"
+  local rate
+  rate=$(printf '%.0f' "$(echo "$MAILS / ($end - $start)" | bc -l)")
+  printf '%-34s %8d mails/s   (%d mails in %.2f s, %d senders)\n' "$label" \
+    "$rate" "$MAILS" "$(echo "$end - $start" | bc -l)" "$SENDERS"
+  row "queue → SMTP (smtp-sink), $label, $SENDERS senders" "$rate mails/s" "$target"
 }
 
 echo
 echo "== Queue → SMTP (smtp-sink), one mail per recipient, ~2 KB each"
-run_queue "mail_gateway, no DKIM" mycompany.com
+run_queue "no DKIM" mycompany.com "≥ 3,000"
 psql -d postgres -c "SELECT mail_gateway.create_dkim_key('signed.example', 'mail', 'rsa')" >/dev/null
-run_queue "mail_gateway, DKIM RSA-2048" signed.example
+run_queue "DKIM RSA-2048" signed.example
 psql -d postgres -c "SELECT mail_gateway.create_dkim_key('ed.example', 'mail', 'ed25519')" >/dev/null
-run_queue "mail_gateway, DKIM Ed25519" ed.example
+run_queue "DKIM Ed25519" ed.example
 
 start=$(date +%s.%N)
 /usr/sbin/smtp-source -s "$SENDERS" -m "$MAILS" -l 2048 -f sales@mycompany.com -t customer@customer.example 127.0.0.1:"$SINKPORT"
 end=$(date +%s.%N)
-printf '%-34s %8.0f mails/s   (%d mails in %.2f s, %d sessions)\n' "smtp-source (Postfix), same sink" \
-  "$(echo "$MAILS / ($end - $start)" | bc -l)" "$MAILS" "$(echo "$end - $start" | bc -l)" "$SENDERS"
+rate=$(printf '%.0f' "$(echo "$MAILS / ($end - $start)" | bc -l)")
+printf '%-34s %8d mails/s   (%d mails in %.2f s, %d sessions)\n' "smtp-source (Postfix), same sink" \
+  "$rate" "$MAILS" "$(echo "$end - $start" | bc -l)" "$SENDERS"
+row "Postfix smtp-source to the same sink, $SENDERS sessions (reference)" "$rate mails/s"
+
+echo
+LATENCY_MAILS=${LATENCY_MAILS:-200}
+echo "== Commit-to-delivery latency on an idle queue ($LATENCY_MAILS single mails, 20–100 ms apart)"
+# From just before COMMIT (clock_timestamp() in the transaction that queues the mail) to the
+# worker's record of the 250 answer (sent_at, the start of the recording transaction, which
+# begins after the SMTP exchange): wake-up on commit, claim, build, SMTP, record.
+psql -d postgres <<'SQL' >/dev/null
+TRUNCATE mail_gateway.mail CASCADE;
+CREATE TABLE bench_latency (mail_id bigint PRIMARY KEY, committed_at timestamptz NOT NULL);
+SQL
+for i in $(seq 1 "$LATENCY_MAILS"); do
+  id=$(psql -d postgres -tA <<SQL
+BEGIN;
+INSERT INTO bench_latency
+SELECT id, clock_timestamp()
+  FROM mail_gateway.send_mail('"Sales" <sales@mycompany.com>', ARRAY['customer$i@customer.example'],
+                              'Order $i', body_text => 'Thank you for your order.') AS id
+RETURNING mail_id;
+COMMIT;
+SQL
+  )
+  id=${id%%$'\n'*}
+  for _ in $(seq 1 500); do
+    [ "$(psql -d postgres -tAc "SELECT state FROM mail_gateway.mail WHERE id = $id")" = sent ] && break
+    sleep 0.01
+  done
+  sleep "0.0$(( RANDOM % 8 + 2 ))"
+done
+read -r p50 p99 sent < <(psql -d postgres -tA -F ' ' -c "
+  SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+         round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), count(*)
+    FROM (SELECT extract(epoch FROM m.sent_at - l.committed_at) * 1000 AS ms
+            FROM bench_latency l JOIN mail_gateway.mail m ON m.id = l.mail_id
+           WHERE m.state = 'sent') t")
+[ "$sent" = "$LATENCY_MAILS" ] || { echo "only $sent of $LATENCY_MAILS latency mails were sent" >&2; exit 1; }
+printf '%-34s p50 %s ms, p99 %s ms (%d mails)\n' "commit → delivered" "$p50" "$p99" "$sent"
+row "commit-to-delivery latency, idle queue (p50 / p99)" "$p50 ms / $p99 ms"
 
 echo
 echo "== send_mail() in a transaction vs a plain INSERT of the same row (pgbench, 1 client, 10 s each)"
@@ -121,7 +172,10 @@ t_send=$(tps "$DIR/send_mail.sql")
 t_insert=$(tps "$DIR/insert.sql")
 printf '%-34s %8.0f tx/s   %.3f ms each\n' "send_mail()" "$t_send" "$(echo "1000 / $t_send" | bc -l)"
 printf '%-34s %8.0f tx/s   %.3f ms each\n' "plain INSERT" "$t_insert" "$(echo "1000 / $t_insert" | bc -l)"
-printf '%-34s %8.2f×\n' "send_mail / INSERT cost" "$(echo "$t_insert / $t_send" | bc -l)"
+ratio=$(printf '%.2f' "$(echo "$t_insert / $t_send" | bc -l)")
+printf '%-34s %8s×\n' "send_mail / INSERT cost" "$ratio"
+row "\`send_mail()\` vs a plain INSERT of the same row" \
+  "$(printf '%.3f ms vs %.3f ms = %s×' "$(echo "1000 / $t_send" | bc -l)" "$(echo "1000 / $t_insert" | bc -l)" "$ratio")" "≤ 2×"
 
 echo
 echo "== Inbound: process_message(), IMAP fetch from Dovecot, fetcher memory (own cluster)"
@@ -132,3 +186,15 @@ echo
 echo "== Bounce analysis on the shared corpus (real bounces from many MTAs; no timing)"
 cargo build --release -q -p mail_gateway_tests --bin bounce_corpus
 ./target/release/bounce_corpus
+
+# The table.
+{
+  echo
+  echo "| what | figure | target |"
+  echo "|---|---|---|"
+  while IFS=$'\t' read -r what figure target; do
+    echo "| $what | $figure | $target |"
+  done <"$BENCH_ROWS"
+  echo
+  echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(. /etc/os-release && echo "$PRETTY_NAME"), $("$B/postgres" --version), $(date -u +%F)"
+} >&3

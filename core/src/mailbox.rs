@@ -76,6 +76,9 @@ pub enum Stage {
     Login,
     Mailbox,
     Fetch,
+    /// Storing in PostgreSQL failed for a whole batch (a full disk, say): the messages stay
+    /// on the server, unflagged.
+    Store,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +108,9 @@ impl FetchError {
                 "Check the mailbox name (IMAP folder names are case-sensitive except INBOX)."
             }
             Stage::Fetch => "The server failed while sending mail; the next fetch tries again.",
+            Stage::Store => {
+                "The messages stay on the server, unflagged; see PostgreSQL's message (disk space, a quota) — the next fetch tries again."
+            }
         }
     }
 }

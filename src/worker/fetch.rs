@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pgrx::prelude::*;
 
-use super::{in_transaction, shutting_down};
+use super::{in_transaction, shutting_down, try_transaction};
 use crate::mailbox::{self, FetchError, Fetched, Listed, Stage};
 use crate::net::Limits;
 use crate::store::inbound::IncomingServer;
@@ -130,9 +130,19 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
             break;
         }
         let mut committed = Vec::new();
+        let mut failure = None;
         mailbox.fetch(batch, max_size, &mut |fetched| {
-            committed = store_batch(server.id, fetched);
+            (committed, failure) = store_batch(server.id, fetched);
         })?;
+        if let (true, Some(e)) = (committed.is_empty(), failure) {
+            // Not one message of the batch could be stored: not a bad message but the
+            // database (a full disk, say). Stop here, say so; all stays on the server.
+            let _ = mailbox.close();
+            return Err(FetchError::new(
+                Stage::Store,
+                format!("storing fetched mail failed: {e}"),
+            ));
+        }
         count += committed.len();
         let committed: Vec<Listed> = committed.iter().filter(finished).cloned().collect();
         mailbox.done(&committed)?;
@@ -145,8 +155,8 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
 /// Stores a batch in one transaction; if that fails, message by message, so that one bad
 /// message costs only itself (it stays on the server and is tried again next time). A batch
 /// of one (every big message) hands its bytes over, to be freed as soon as PostgreSQL has
-/// its copy.
-fn store_batch(server_id: i64, mut fetched: Vec<Fetched<'_>>) -> Vec<Listed> {
+/// its copy. Returns what was stored and the last error, if any.
+fn store_batch(server_id: i64, mut fetched: Vec<Fetched<'_>>) -> (Vec<Listed>, Option<String>) {
     let receive = |raw: Cow<'_, [u8]>, listed: &Listed, header_only: bool| {
         let size = if header_only {
             listed.size
@@ -161,28 +171,32 @@ fn store_batch(server_id: i64, mut fetched: Vec<Fetched<'_>>) -> Vec<Listed> {
             raw,
             header_only,
         } = fetched.remove(0);
-        return in_transaction("storing a fetched message", || {
+        return match try_transaction("storing a fetched message", || {
             receive(Cow::Owned(raw), listed, header_only)
-        })
-        .map(|_| vec![listed.clone()])
-        .unwrap_or_default();
+        }) {
+            Ok(()) => (vec![listed.clone()], None),
+            Err(e) => (vec![], Some(e)),
+        };
     }
-    let all = in_transaction("storing fetched mail", || {
+    let all = try_transaction("storing fetched mail", || {
         for f in &fetched {
             receive(Cow::Borrowed(&f.raw), f.listed, f.header_only);
         }
     });
-    if all.is_some() {
-        return fetched.iter().map(|f| f.listed.clone()).collect();
+    if all.is_ok() {
+        return (fetched.iter().map(|f| f.listed.clone()).collect(), None);
     }
-    fetched
+    let mut failure = all.err();
+    let stored = fetched
         .iter()
         .filter(|f| {
-            in_transaction("storing a fetched message", || {
+            try_transaction("storing a fetched message", || {
                 receive(Cow::Borrowed(&f.raw), f.listed, f.header_only)
             })
-            .is_some()
+            .map_err(|e| failure = Some(e))
+            .is_ok()
         })
         .map(|f| f.listed.clone())
-        .collect()
+        .collect();
+    (stored, failure)
 }

@@ -72,8 +72,18 @@ pub(crate) fn shutting_down() -> bool {
 /// Runs `f` in its own transaction. An ERROR inside is logged and rolled back and the worker
 /// goes on: a bad row must never stop the gateway.
 pub(crate) fn in_transaction<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    try_transaction(what, f).ok()
+}
+
+thread_local! {
+    /// Whether a transaction of this worker failed since `serve` last looked.
+    static FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `in_transaction`, handing PostgreSQL's message back to the caller.
+pub(crate) fn try_transaction<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, String> {
     let f = AssertUnwindSafe(f);
-    PgTryBuilder::new(AssertUnwindSafe(|| Some(BackgroundWorker::transaction(f))))
+    PgTryBuilder::new(AssertUnwindSafe(|| Ok(BackgroundWorker::transaction(f))))
         .catch_others(|e| {
             unsafe { pg_sys::AbortCurrentTransaction() };
             let message = match &e {
@@ -84,9 +94,20 @@ pub(crate) fn in_transaction<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> 
                 }
             };
             warning!("mail_gateway: {what} failed: {message}");
-            None
+            FAILED.set(true);
+            Err(message)
         })
         .execute()
+}
+
+/// How long to wait after `failures` rounds in a row had an ERROR (a full disk, a lost
+/// table): the poll interval, doubling up to 30 s (or the poll interval, if longer), so that a
+/// lasting problem costs a WARNING now and then, not a busy loop and a flooded log.
+fn backoff(failures: u32) -> Duration {
+    let poll = gucs::poll_interval();
+    let cap = poll.max(Duration::from_secs(30));
+    poll.saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(cap)
 }
 
 #[pg_guard]
@@ -165,6 +186,7 @@ fn serve(
     wake::publish(slot, std::process::id() as i32);
 
     let mut installed = None;
+    let mut failures = 0;
     loop {
         let now_installed =
             in_transaction("checking the extension", store::config::extension_installed)
@@ -179,11 +201,19 @@ fn serve(
             }
             installed = Some(now_installed);
         }
-        let wait = if now_installed {
+        let mut wait = if now_installed {
             work().min(gucs::poll_interval())
         } else {
             gucs::poll_interval()
         };
+        failures = if FAILED.replace(false) {
+            failures + 1
+        } else {
+            0
+        };
+        if failures > 0 {
+            wait = wait.max(backoff(failures));
+        }
         if shutting_down() || !BackgroundWorker::wait_latch(Some(wait)) {
             break;
         }

@@ -362,6 +362,20 @@ pub fn install_with_relay(db: &mut Client, smtp_port: u16) {
 }
 
 /// Runs SQL, panicking with the server's own words (`postgres::Error` alone says "db error").
+/// One row of `scripts/bench.sh`'s table (what, figure, target), appended to the file named by
+/// `BENCH_ROWS` when the script runs the program; nothing otherwise.
+pub fn bench_row(what: &str, figure: &str, target: &str) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("BENCH_ROWS") {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .expect("BENCH_ROWS is writable");
+        writeln!(file, "{what}\t{figure}\t{target}").expect("BENCH_ROWS is writable");
+    }
+}
+
 pub fn exec(client: &mut Client, sql: &str) {
     if let Err(e) = client.batch_execute(sql) {
         panic!("{sql}\n-> {}", error_text(&e));

@@ -451,3 +451,190 @@ fn a_server_having_a_bad_day_delays_mail_but_loses_and_doubles_none() {
         "the server really failed often ({retried} mails retried)"
     );
 }
+
+// --- A full disk: nothing stored half, nothing flagged that was not stored, nothing lost. ---
+
+/// A tmpfs of `megabytes` the `postgres` user owns, for a tablespace that fills up; resized
+/// with `grow`, unmounted on drop. Needs root (as CI runs); refuses to pretend otherwise.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> SmallDisk {
+        let dir = mail_gateway_tests::temp_dir("mg-small-disk");
+        let id = |flag: &str| {
+            let out = Command::new("id")
+                .args([flag, "postgres"])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!(
+                "size={megabytes}m,mode=0700,uid={},gid={}",
+                id("-u"),
+                id("-g")
+            ))
+            .args(["tmpfs", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "the full-disk test mounts a small tmpfs and needs root to do so"
+        );
+        SmallDisk { dir }
+    }
+
+    fn grow(&self, megabytes: u32) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={megabytes}m")])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// About 200 KB that pglz cannot shrink (pseudo-random base64 lines).
+fn incompressible_message(n: usize) -> Vec<u8> {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut raw = format!(
+        "From: c{n}@customer.example\r\nTo: someone@customer.example\r\n\
+         Message-ID: <big{n}@customer.example>\r\nSubject: scan {n}\r\n\r\n"
+    )
+    .into_bytes();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ n as u64;
+    for _ in 0..2700 {
+        for _ in 0..76 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            raw.push(B64[(state % 64) as usize]);
+        }
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw
+}
+
+#[test]
+fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_nothing() {
+    let disk = SmallDisk::mount(6);
+    let dovecot = Dovecot::start();
+    let n = 40; // 8 MB of messages for a 6 MB tablespace
+    dovecot.deliver_many((0..n).map(incompressible_message));
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let cluster = Cluster::start(&[
+        ("mail_gateway.poll_interval", "200ms"),
+        ("mail_gateway.fetch_batch_size", "5"),
+    ]);
+    let mut db = cluster.connect("postgres");
+    install_with_relay(&mut db, smtp.port);
+    exec(
+        &mut db,
+        &format!("CREATE TABLESPACE small LOCATION '{}'", disk.dir.display()),
+    );
+    exec(
+        &mut db,
+        "ALTER TABLE mail_gateway.inbound SET TABLESPACE small;
+         ALTER TABLE mail_gateway.mail SET TABLESPACE small;",
+    );
+    // Mail queued for a moment when the disk will be full.
+    exec(
+        &mut db,
+        "SELECT mail_gateway.send_mail('a@mycompany.com', ARRAY['r' || i || '@customer.example'],
+                'mail ' || i, scheduled_at => now() + interval '3 seconds')
+           FROM generate_series(1, 20) AS i",
+    );
+    let fetcher = fetcher_pid(&cluster, None);
+    let sender = wait_for_worker(&cluster, None);
+    db.execute(
+        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password)
+         VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3)",
+        &[&(dovecot.imap as i32), &USER, &PASSWORD],
+    )
+    .unwrap();
+    exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
+
+    // The disk fills: the fetch fails with PostgreSQL's own words, recorded on the server.
+    let error: String = wait_for("the disk to be full", Duration::from_secs(120), || {
+        let mut db = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
+        db.query_one(
+            "SELECT last_error FROM mail_gateway.incoming_server WHERE last_error IS NOT NULL",
+            &[],
+        )
+        .ok()
+        .map(|r| r.get(0))
+    });
+    assert!(
+        error.contains("No space left on device"),
+        "a clear error: {error}"
+    );
+    std::thread::sleep(Duration::from_secs(4)); // the queued mail is due; sending meets the full disk
+    let stored = stored_count(&cluster).unwrap();
+    let (all, seen) = dovecot.counts();
+    assert!(
+        stored < n as i64,
+        "the disk really filled ({stored} stored)"
+    );
+    assert_eq!(all, n);
+    assert_eq!(
+        seen as i64, stored,
+        "only committed messages are flagged \\Seen"
+    );
+    let log = cluster.log();
+    assert!(
+        log.contains("claiming mail failed: could not extend file"),
+        "the due mail met the full disk"
+    );
+    // An ERROR in every round, yet the workers wait between rounds instead of spinning.
+    let warnings = log.matches("WARNING").count();
+    assert!(warnings < 300, "{warnings} warnings: a busy loop");
+    // The ERP's own transaction gets the same clear error, with its SQLSTATE (disk_full).
+    let queued = db.execute(
+        "SELECT mail_gateway.send_mail('a@mycompany.com', ARRAY['late@customer.example'], 'late',
+                body_text => (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 4000)))",
+        &[],
+    );
+    let e = queued.expect_err("no room for a new mail");
+    assert_eq!(e.code().map(|c| c.code()), Some("53100"));
+
+    // Room again: everything is fetched once, every queued mail delivered once.
+    disk.grow(64);
+    exec(&mut db, "SELECT mail_gateway.fetch_now('box')");
+    wait_for("every message stored", Duration::from_secs(120), || {
+        (stored_count(&cluster)? >= n as i64).then_some(())
+    });
+    wait_all_sent(&cluster, 20);
+    std::thread::sleep(Duration::from_secs(2));
+    let ids: Vec<String> = db
+        .query(
+            "SELECT message_id FROM mail_gateway.inbound ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut expected: Vec<String> = (0..n)
+        .map(|i| format!("<big{i}@customer.example>"))
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected, "each message stored once");
+    assert_eq!(dovecot.counts(), (n, n), "all flagged once stored");
+    let (queued, seen) = arrivals(&mut db, &smtp);
+    assert_nothing_lost(&queued, &seen, 0);
+    assert_eq!(
+        (fetcher_pid(&cluster, None), wait_for_worker(&cluster, None)),
+        (fetcher, sender),
+        "neither worker died of the full disk"
+    );
+}

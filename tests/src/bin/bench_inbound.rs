@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
-use mail_gateway_tests::{Client, Cluster, exec, wait_for};
+use mail_gateway_tests::{Client, Cluster, bench_row, exec, wait_for};
 
 /// A realistic message of about `size` bytes: text and HTML parts and a base64 attachment.
 fn message(n: usize, size: usize, with_id: &str) -> Vec<u8> {
@@ -31,12 +31,14 @@ fn message(n: usize, size: usize, with_id: &str) -> Vec<u8> {
     raw.into_bytes()
 }
 
-fn rate(label: &str, n: usize, took: Duration, extra: &str) {
+/// Prints a rate and adds it to the benchmark table with its `target` ("" when none).
+fn rate(label: &str, n: usize, took: Duration, extra: &str, row: &str, target: &str) {
+    let per_second = n as f64 / took.as_secs_f64();
     println!(
-        "{label:<40} {:>8.0} msgs/s   ({n} in {:.2} s{extra})",
-        n as f64 / took.as_secs_f64(),
+        "{label:<40} {per_second:>8.0} msgs/s   ({n} in {:.2} s{extra})",
         took.as_secs_f64()
     );
+    bench_row(row, &format!("{per_second:.0} msgs/s"), target);
 }
 
 /// process_message from `clients` connections at once, `n` messages of `size` bytes.
@@ -61,6 +63,8 @@ fn process_message(cluster: &Cluster, label: &str, n: usize, size: usize, client
         n,
         started.elapsed(),
         &format!(", {clients} clients"),
+        &format!("`process_message()`, {label}, {clients} client(s)"),
+        if size <= 5 * 1024 { "≥ 2,000" } else { "" },
     );
 }
 
@@ -155,6 +159,8 @@ fn routing(cluster: &Cluster) {
                 ", {} relayed mails queued, {clients} client(s)",
                 after - before
             ),
+            &format!("routed replies into a 10-follower thread, {clients} client(s)"),
+            "≥ 1,000",
         );
     }
     for clients in [1, 2] {
@@ -170,6 +176,8 @@ fn routing(cluster: &Cluster) {
             n,
             took,
             &format!(", {clients} client(s)"),
+            &format!("alias creations (sales@ → a lead), {clients} client(s)"),
+            "",
         );
     }
     let leads: i64 = db
@@ -257,6 +265,8 @@ fn main() {
         fetch_n,
         started.elapsed(),
         "",
+        "IMAP fetch from Dovecot → committed rows, 5 KB",
+        "",
     );
 
     println!("== Fetcher memory for one 50 MB message");
@@ -289,6 +299,11 @@ fn main() {
         "fetcher peak anonymous memory",
         baseline as f64 / 1024.0,
         grown_mb / size_mb
+    );
+    bench_row(
+        "fetcher peak memory for one 50 MB message",
+        &format!("{grown_mb:.0} MB = {:.1}×", grown_mb / size_mb),
+        "≤ 3×",
     );
     let stored: i32 = db
         .query_one(

@@ -4,6 +4,7 @@
 //! Usage: bounce_corpus [CORPORA_DIR]   (default ../shared/corpora)
 
 use mail_gateway_core::mime::bounce;
+use mail_gateway_tests::bench_row;
 
 fn main() {
     let dir = std::env::args()
@@ -51,6 +52,16 @@ fn main() {
     println!(
         "{:<52} {:>4} of {:<4}",
         "complaints and auto-replies recognised", s.reports_recognised, s.reports
+    );
+    bench_row(
+        "bounce corpus: recognised / right recipients / right status class",
+        &format!(
+            "{:.1} % / {:.1} % / {:.1} %",
+            pct(s.recognised, s.bounces),
+            pct(s.right_count, s.with_recipients),
+            pct(s.right_class, s.with_recipients)
+        ),
+        "98 % / 95 % / 95 %",
     );
     println!(
         "{:<52} {:>4}  {:?}",
