@@ -20,7 +20,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 export RUSTC_BOOTSTRAP=1
-shared=../shared/corpora
+shared=$PWD/../shared/corpora
 
 cd fuzz
 targets=$(cargo fuzz list)

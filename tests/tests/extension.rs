@@ -307,3 +307,48 @@ fn create_extension_keeps_the_callers_search_path() {
     let path: String = db.query_one("SHOW search_path", &[]).unwrap().get(0);
     assert_eq!(path, "public");
 }
+
+/// The monitoring queries of docs/OPERATIONS.md run as written (docs true to the schema), on a
+/// database with mail in every state they look at.
+#[test]
+fn the_documented_monitoring_queries_run() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/OPERATIONS.md"
+    ))
+    .unwrap();
+    let section = doc
+        .split("\n## Monitoring")
+        .nth(1)
+        .expect("a Monitoring section");
+    let block = section
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its SQL block");
+    let statements: Vec<&str> = block
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert!(statements.len() >= 6, "{statements:?}");
+
+    let cluster = Cluster::start(&[]);
+    // A database the worker does not serve: the waiting mail stays waiting.
+    exec(&mut cluster.connect("postgres"), "CREATE DATABASE erp");
+    let mut db = cluster.connect("erp");
+    exec(&mut db, "CREATE EXTENSION mail_gateway");
+    exec(
+        &mut db,
+        "SELECT mail_gateway.send_mail('a@mycompany.com', ARRAY['b@customer.example'], 'waiting');
+         SELECT mail_gateway.process_message(convert_to('From: c@customer.example\r\nTo: x@y.example\r\nSubject: s\r\n\r\nhi\r\n', 'UTF8'))",
+    );
+    for statement in statements {
+        let rows = db
+            .query(statement, &[])
+            .unwrap_or_else(|e| panic!("{statement}\n-> {}", error_text(&e)));
+        if statement.contains("state IN ('outgoing', 'sending')") {
+            assert_eq!(rows[0].get::<_, i64>(0), 1, "the waiting mail is counted");
+        }
+    }
+}
