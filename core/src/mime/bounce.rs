@@ -564,7 +564,8 @@ fn ses_notification(body: &str) -> Option<Vec<Failed>> {
     (!failed.is_empty()).then_some(failed)
 }
 
-/// The addresses of header fields, lower-case.
+/// The addresses of header fields, lower-case; what is not an address (`To: k(S`, a bare
+/// group name) is left out.
 fn addresses_of(fields: [Option<&mail_parser::Address<'_>>; 2]) -> Vec<String> {
     fields
         .into_iter()
@@ -572,7 +573,7 @@ fn addresses_of(fields: [Option<&mail_parser::Address<'_>>; 2]) -> Vec<String> {
         .flat_map(|a| {
             a.iter()
                 .filter_map(|a| a.address())
-                .map(lower)
+                .filter_map(address_of)
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -891,6 +892,19 @@ pub fn score_corpus(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `bounce_report` fuzz target: the returned original's `To: k(S` made "k" a
+    /// failed recipient.
+    #[test]
+    fn a_returned_original_without_an_address_names_no_recipient() {
+        let raw = b"Subject:Delivery failed0\nContent-type:multipart/\n boundary=Bo\n\n\
+--Bocontent-type:message/rfc822\n\nTo:k(S\n\n";
+        assert!(analyse(raw).failed.iter().all(|f| f.email.contains('@')));
+        let raw = b"Subject: Delivery failed\nContent-Type: multipart/report; boundary=b\n\n\
+--b\nContent-Type: message/rfc822\n\nTo: K@Example.COM\n\nhi\n--b--\n";
+        let emails: Vec<String> = analyse(raw).failed.into_iter().map(|f| f.email).collect();
+        assert_eq!(emails, ["k@example.com"]);
+    }
 
     #[test]
     fn status_codes_are_found_in_words() {
