@@ -14,7 +14,8 @@ as_root() {
 }
 
 # Debian packages: PostgreSQL 15 server and headers, libclang for bindgen, sudo/runuser for
-# running the cluster as `postgres`, OpenSSL headers for native-tls, and the test servers.
+# running the cluster as `postgres`, OpenSSL headers for native-tls, the test servers, and a
+# C++ compiler for the fuzzer. (cargo-fuzz itself is installed by scripts/fuzz.sh.)
 APT_PACKAGES=(
   postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
   sudo pkg-config libssl-dev ca-certificates openssl
@@ -24,6 +25,8 @@ APT_PACKAGES=(
   dovecot-core dovecot-imapd dovecot-pop3d
   # A DNS server for check_domain tests.
   python3-dnslib
+  # libFuzzer (built by libfuzzer-sys for scripts/fuzz.sh) is C++; the tmpfs of the full-disk test.
+  g++ util-linux
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

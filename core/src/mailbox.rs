@@ -88,10 +88,11 @@ pub struct FetchError {
 }
 
 impl FetchError {
+    /// `message` often carries the server's own words: kept printable (`net::printable`).
     pub fn new(stage: Stage, message: impl Into<String>) -> FetchError {
         FetchError {
             stage,
-            message: message.into(),
+            message: net::printable(message.into()),
         }
     }
 

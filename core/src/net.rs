@@ -205,6 +205,17 @@ pub fn secure(stream: TimedStream, tls: &Tls<'_>) -> Result<Stream, NetError> {
     }
 }
 
+/// A server's words made fit for `last_error`, `failure_reason` and the log: control
+/// characters (CR, LF, ESC …) become spaces, so a hostile or broken server cannot forge log
+/// lines or hide text on a terminal.
+pub fn printable(text: String) -> String {
+    if text.contains(char::is_control) {
+        text.replace(char::is_control, " ")
+    } else {
+        text
+    }
+}
+
 /// `text` followed by the causes of `e` that it does not already say (OpenSSL's reason is
 /// often only in a cause).
 pub fn with_causes(mut text: String, e: &dyn std::error::Error) -> String {
@@ -254,6 +265,15 @@ pub fn read_line_unbuffered(stream: &mut impl Read, max: usize) -> io::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_words_lose_their_control_characters() {
+        assert_eq!(
+            printable("550 no\r\nX-Forged: yes\x1b[2J".into()),
+            "550 no  X-Forged: yes [2J"
+        );
+        assert_eq!(printable("250 fine".into()), "250 fine");
+    }
     use std::net::TcpListener;
 
     #[test]

@@ -30,16 +30,11 @@ pub enum Reply {
     Continue(String),
 }
 
-/// The server's text ends up in `last_error` and the log: control characters (a stray CR
-/// could hide what precedes it on a terminal) become spaces.
+/// The server's text ends up in `last_error` and the log: kept printable (`net::printable`).
 pub fn parse_reply(line: &[u8]) -> Option<Reply> {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\r', '\n']);
-    let rest = |prefix: &str| {
-        text[prefix.len()..]
-            .trim_start()
-            .replace(char::is_control, " ")
-    };
+    let rest = |prefix: &str| net::printable(text[prefix.len()..].trim_start().to_string());
     if text.starts_with("+OK") {
         Some(Reply::Ok(rest("+OK")))
     } else if text.starts_with("-ERR") {

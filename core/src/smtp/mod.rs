@@ -105,13 +105,13 @@ fn describe(e: &lettre::transport::smtp::Error) -> String {
     if let Some(code) = e.status()
         && let Some(at) = text.find("): ")
     {
-        return format!("{} {}", u16::from(code), &text[at + 3..]);
+        return crate::net::printable(format!("{} {}", u16::from(code), &text[at + 3..]));
     }
     let mut text = crate::net::with_causes(text, e);
     if is_timeout(e) && !text.contains("timed out") {
         text.push_str(" (timed out)");
     }
-    text
+    crate::net::printable(text)
 }
 
 /// lettre reports a socket timeout as a plain network error (EAGAIN on Linux).
