@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every cargo fuzz target of fuzz/ for SECONDS each (default 20; CI's short run).
+# Runs every cargo fuzz target of fuzz/ for SECONDS each (default 20).
 # Longer runs: `bash scripts/fuzz.sh 3600`, or one target: `bash scripts/fuzz.sh 600 pop3_reply`.
+# FUZZ_RUNS=N runs N inputs per target with a fixed seed instead: what CI does, so that a
+# commit's fuzz step passes or fails the same way every time (new finds come from long runs).
 #
 # Each run starts from fuzz/regressions/<target> (inputs that once failed: they must pass
 # first), the shared corpus of real messages for the mail targets, and the working corpus
@@ -35,12 +37,22 @@ for target in $targets; do
     mime_summary | bounce_report | router_headers)
       [ -d "$shared" ] && seeds+=("$shared/bounces" "$shared/not-bounces") ;;
   esac
-  printf '\n==> fuzz %s for %ss\n' "$target" "$seconds"
   # -timeout: an input taking over 10 s is a hang; -rss_limit_mb: a leak or blow-up.
+  corpus=corpus/$target
+  if [ -n "${FUZZ_RUNS:-}" ]; then
+    # An empty working corpus: only committed inputs and the fixed seed decide the run.
+    corpus=$(mktemp -d)
+    budget=(-runs="$FUZZ_RUNS" -seed=1)
+    printf '\n==> fuzz %s: %s inputs, seed 1\n' "$target" "$FUZZ_RUNS"
+  else
+    budget=(-max_total_time="$seconds")
+    printf '\n==> fuzz %s for %ss\n' "$target" "$seconds"
+  fi
   status=0
-  cargo fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 ||
+  cargo fuzz run -O "$target" "$corpus" "${seeds[@]}" -- \
+    "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 ||
     status=$?
+  [ "$corpus" = "corpus/$target" ] || rm -rf "$corpus"
   # libFuzzer's progress lines are noise; its summary and any failure are shown.
   grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|panicked|ERROR|SUMMARY|Test unit written' "$log" || true
   if [ "$status" -ne 0 ]; then

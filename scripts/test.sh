@@ -22,8 +22,8 @@ cargo clippy --workspace --all-targets --features mail_gateway/pg_test -- -D war
 step "unit tests of the pure crate (cargo test -p mail_gateway_core)"
 cargo test -p mail_gateway_core
 
-step "fuzz targets, a short run each (scripts/fuzz.sh; longer runs: docs/OPERATIONS.md)"
-bash scripts/fuzz.sh 15
+step "fuzz targets, a short reproducible run each (scripts/fuzz.sh; longer runs: docs/BENCHMARKS.md)"
+FUZZ_RUNS=30000 bash scripts/fuzz.sh
 
 step "unit and SQL tests (cargo pgrx test)"
 # PostgreSQL refuses root: the test cluster runs as `postgres`, in a fresh data directory.

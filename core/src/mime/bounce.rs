@@ -543,7 +543,7 @@ fn ses_notification(body: &str) -> Option<Vec<Failed>> {
         .as_array()?
         .iter()
         .filter_map(|r| {
-            let email = lower(r.get("emailAddress")?.as_str()?);
+            let email = address_of(r.get("emailAddress")?.as_str()?)?;
             let diagnostic = r
                 .get("diagnosticCode")
                 .and_then(|d| d.as_str())
@@ -904,6 +904,25 @@ mod tests {
 --b\nContent-Type: message/rfc822\n\nTo: K@Example.COM\n\nhi\n--b--\n";
         let emails: Vec<String> = analyse(raw).failed.into_iter().map(|f| f.email).collect();
         assert_eq!(emails, ["k@example.com"]);
+    }
+
+    /// Found by the `bounce_report` fuzz target: an SES notification with an empty
+    /// `emailAddress` made "" a failed recipient.
+    #[test]
+    fn an_ses_recipient_without_an_address_is_left_out() {
+        let raw = br#"
+{"Message":"{\"bounce\":{\"bouncedRecipients\":[{\"emailAddress\":\"\"}]}}"}
+"#;
+        assert!(analyse(raw).failed.is_empty());
+        let raw = br#"
+{"Message":"{\"bounce\":{\"bounceType\":\"Permanent\",\"bouncedRecipients\":[{\"emailAddress\":\"Bob@Example.com\"}]}}"}
+"#;
+        let failed = analyse(raw).failed;
+        assert_eq!(failed.len(), 1);
+        assert_eq!(
+            (failed[0].email.as_str(), failed[0].status.as_str()),
+            ("bob@example.com", "5.0.0")
+        );
     }
 
     #[test]
