@@ -124,6 +124,8 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
 
     let mut count = 0;
     let mut complete = true;
+    // Messages of the batches just before that could not be stored at all.
+    let mut failed_in_a_row = 0;
     for batch in mailbox::batches(&todo, gucs::fetch_batch_size(), BATCH_BYTES) {
         if shutting_down() {
             complete = false;
@@ -135,13 +137,19 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
             (committed, failure) = store_batch(server.id, fetched);
         })?;
         if let (true, Some(e)) = (committed.is_empty(), failure) {
-            // Not one message of the batch could be stored: not a bad message but the
-            // database (a full disk, say). Stop here, say so; all stays on the server.
-            let _ = mailbox.close();
-            return Err(FetchError::new(
-                Stage::Store,
-                format!("storing fetched mail failed: {e}"),
-            ));
+            // Nothing of the batch stored. Several messages (or two batches in a row of one
+            // big message each) failing alike is the database (a full disk, say), not a bad
+            // message: stop here and say so; all stays on the server, unflagged.
+            failed_in_a_row += batch.len();
+            if failed_in_a_row > 1 {
+                let _ = mailbox.close();
+                return Err(FetchError::new(
+                    Stage::Store,
+                    format!("storing fetched mail failed: {e}"),
+                ));
+            }
+        } else {
+            failed_in_a_row = 0;
         }
         count += committed.len();
         let committed: Vec<Listed> = committed.iter().filter(finished).cloned().collect();
