@@ -183,7 +183,7 @@ cargo build --release -q -p mail_gateway_tests --bin bench_inbound
 ./target/release/bench_inbound "${FETCH:-5000}"
 
 echo
-echo "== Bounce analysis on the shared corpus (real bounces from many MTAs; no timing)"
+echo "== Bounce analysis on the corpus (tests/corpora) (real bounces from many MTAs; no timing)"
 cargo build --release -q -p mail_gateway_tests --bin bounce_corpus
 ./target/release/bounce_corpus
 

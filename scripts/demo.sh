@@ -56,6 +56,13 @@ for _ in $(seq 1 50); do grep -q READY "$DIR/smtp.log" && break; sleep 0.1; done
 
 psql_erp -d postgres -qtc "SELECT 1 FROM pg_database WHERE datname = 'erp'" | grep -q 1 \
   || psql_erp -d postgres -qc "CREATE DATABASE erp"
+# The workers serve `erp`; on a first run they started before it existed. Wait until they are
+# connected to it, so the mail queued below is sent while we watch.
+for _ in $(seq 1 60); do
+  [ "$(psql_erp -d postgres -qtAc "SELECT count(*) FROM pg_stat_activity
+        WHERE datname = 'erp' AND backend_type IN ('mail_gateway worker', 'mail_gateway fetcher')")" = 2 ] && break
+  sleep 0.5
+done
 
 psql_erp -d erp -q <<'SQL'
 \pset footer off

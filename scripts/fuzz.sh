@@ -5,7 +5,7 @@
 # commit's fuzz step passes or fails the same way every time (new finds come from long runs).
 #
 # Each run starts from fuzz/regressions/<target> (inputs that once failed: they must pass
-# first), the shared corpus of real messages for the mail targets, and the working corpus
+# first), the corpus of real messages (tests/corpora) for the mail targets, and the working corpus
 # fuzz/corpus/<target> (kept between runs, not committed). A failure leaves its input in
 # fuzz/artifacts/<target>/ and fails the script; minimise it (`cargo fuzz tmin`), fix the
 # code, add the input to fuzz/regressions/<target>/ and a unit test next to the fix.
@@ -22,7 +22,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 export RUSTC_BOOTSTRAP=1
-shared=$PWD/../shared/corpora
+corpora=$PWD/tests/corpora
 
 cd fuzz
 targets=$(cargo fuzz list)
@@ -35,7 +35,7 @@ for target in $targets; do
   seeds=("regressions/$target")
   case $target in
     mime_summary | bounce_report | router_headers)
-      [ -d "$shared" ] && seeds+=("$shared/bounces" "$shared/not-bounces") ;;
+      seeds+=("$corpora/bounces" "$corpora/not-bounces") ;;
   esac
   # -timeout: an input taking over 10 s is a hang; -rss_limit_mb: a leak or blow-up.
   corpus=corpus/$target

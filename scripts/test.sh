@@ -9,6 +9,17 @@ cd "$(dirname "$0")/.."
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 step() { printf '\n==> %s\n' "$*"; }
 
+# A plain clone is all a user has: every test reads only the repository. As root, the suite
+# runs in a mount namespace where every sibling of the checkout (../shared, say) is an empty
+# read-only directory, so a test that reaches outside the repository fails here as it would in
+# a user's clone. Kept visible: the toolchain's and pgrx's homes when they live beside it.
+if [ -z "${MG_ISOLATED:-}" ] && [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
+  bash scripts/hide-siblings.sh --check
+  exec env MG_ISOLATED=1 unshare --mount --propagation private \
+    bash -c 'bash scripts/hide-siblings.sh && exec bash scripts/test.sh "$@"' test.sh "$@"
+fi
+[ -n "${MG_ISOLATED:-}" ] || echo "(not root: the checkout's siblings stay visible to the tests)"
+
 step "setup"
 bash scripts/setup.sh
 

@@ -1,28 +1,14 @@
 //! Received mail through process_message on a real cluster: every message of CPython's email
-//! test corpus and of ../shared/corpora is stored byte for byte, none stops anything.
+//! test corpus and of sisimai's bounces (tests/corpora) is stored byte for byte, none stops anything.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use mail_gateway_tests::{Cluster, exec};
 
-/// CPython's `Lib/test/test_email/data`, from the interpreter on PATH (pyenv's has its test
-/// suite; Debian's keeps it in a separate package), else Debian's.
-fn cpython_corpus() -> PathBuf {
-    let stdlib = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let candidates = [PathBuf::from(&stdlib), PathBuf::from("/usr/lib/python3.11")];
-    candidates
-        .iter()
-        .map(|p| p.join("test/test_email/data"))
-        .find(|p| p.is_dir())
-        .expect("CPython's email test corpus (Lib/test/test_email/data)")
+/// The repository's corpora (tests/corpora): CPython's email test messages, sisimai's bounces,
+/// complaints and auto-replies, ordinary messages.
+fn corpora() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpora")
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -46,7 +32,7 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_corpus_message_is_stored_byte_for_byte() {
     let mut paths = vec![];
-    let cpython = cpython_corpus();
+    let cpython = corpora().join("cpython-email");
     for entry in std::fs::read_dir(&cpython).unwrap() {
         let path = entry.unwrap().path();
         if path
@@ -63,12 +49,13 @@ fn every_corpus_message_is_stored_byte_for_byte() {
         "{cpython_count} CPython messages in {}",
         cpython.display()
     );
-    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora");
-    files(&shared, &mut paths);
+    for folder in ["bounces", "not-bounces"] {
+        files(&corpora().join(folder), &mut paths);
+    }
     assert!(
         paths.len() > cpython_count + 100,
-        "the shared corpora are there: {}",
-        shared.display()
+        "the corpora are there: {}",
+        corpora().display()
     );
 
     let cluster = Cluster::start_without_preload();

@@ -819,7 +819,7 @@ pub fn analyse_parsed(message: &Message<'_>) -> Report {
     report(Kind::Bounce, failed)
 }
 
-/// How the analyser does on a corpus laid out like `../shared/corpora/bounces` (an
+/// How the analyser does on a corpus laid out like `tests/corpora/bounces` (an
 /// `expected.json` of kinds and failed recipients) plus a directory of ordinary messages.
 #[derive(Debug, Default)]
 pub struct CorpusScore {
@@ -1023,7 +1023,7 @@ A message that you sent could not be delivered to one or more of its\r\nrecipien
 
     #[test]
     fn the_shared_bounce_corpus_is_read_by_general_rules() {
-        let corpora = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora");
+        let corpora = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpora");
         let s = score_corpus(&corpora.join("bounces"), &corpora.join("not-bounces")).unwrap();
         let pct = |n: usize, of: usize| 100.0 * n as f64 / of.max(1) as f64;
         println!("{s:?}");

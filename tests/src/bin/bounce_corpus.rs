@@ -1,7 +1,7 @@
 //! Prints how the bounce analyser (core/src/mime/bounce.rs) does on the
-//! shared corpus of real bounces, complaints and auto-replies. The same figures are asserted by
+//! corpus of real bounces, complaints and auto-replies. The same figures are asserted by
 //! the unit test `the_shared_bounce_corpus_is_read_by_general_rules`.
-//! Usage: bounce_corpus [CORPORA_DIR]   (default ../shared/corpora)
+//! Usage: bounce_corpus [CORPORA_DIR]   (default tests/corpora)
 
 use mail_gateway_core::mime::bounce;
 use mail_gateway_tests::bench_row;
@@ -9,7 +9,7 @@ use mail_gateway_tests::bench_row;
 fn main() {
     let dir = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpora").into());
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/corpora").into());
     let dir = std::path::Path::new(&dir);
     let s =
         bounce::score_corpus(&dir.join("bounces"), &dir.join("not-bounces")).expect("the corpus");
