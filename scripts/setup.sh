@@ -5,7 +5,7 @@ set -euo pipefail
 
 PG_MAJOR=15
 PGRX_VERSION=0.18.1
-PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+PG_CONFIG=${MG_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}/pg_config
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# MG_PG_BIN: another PostgreSQL installation to build and test against (default Debian's 15).
+PG_CONFIG=${MG_PG_BIN:-/usr/lib/postgresql/15/bin}/pg_config
 step() { printf '\n==> %s\n' "$*"; }
 
 # A plain clone is all a user has: every test reads only the repository. As root, the suite

@@ -1,7 +1,8 @@
-//! Integration harness: a throw-away PostgreSQL 15 cluster with `mail_gateway` in
+//! Integration harness: a throw-away PostgreSQL cluster with `mail_gateway` in
 //! `shared_preload_libraries`, run as the `postgres` user, reached over a real TCP connection.
 //!
-//! The extension must be installed first (`cargo pgrx install`, done by `scripts/test.sh`).
+//! The extension must be installed first (`cargo pgrx install`, done by `scripts/test.sh`) into
+//! the PostgreSQL whose programs are in `MG_PG_BIN` (default: Debian's PostgreSQL 15).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,12 @@ pub mod smtp;
 pub use postgres::Client;
 use postgres::NoTls;
 
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where the PostgreSQL programs are: `MG_PG_BIN`, else Debian's PostgreSQL 15.
+pub fn pg_bin() -> PathBuf {
+    std::env::var_os("MG_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
 
 pub struct Cluster {
     pub dir: PathBuf,
@@ -33,10 +39,10 @@ fn is_root() -> bool {
 
 /// Runs a PostgreSQL program as `postgres` when we are root (PostgreSQL refuses root).
 fn pg_command(program: &str) -> Command {
-    let path = format!("{PG_BIN}/{program}");
+    let path = pg_bin().join(program);
     if is_root() {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &path]);
+        c.args(["-u", "postgres", "--"]).arg(&path);
         c
     } else {
         Command::new(path)
@@ -312,7 +318,7 @@ impl Cluster {
         let port = self.port.to_string();
         check(
             program,
-            Command::new(Path::new(PG_BIN).join(program))
+            Command::new(pg_bin().join(program))
                 .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
                 .args(args)
                 .output(),
