@@ -496,7 +496,7 @@ fn an_out_of_office_to_the_bounce_address_is_not_a_bounce() {
 fn forged_reports_blocklist_nobody_and_a_reset_counts() {
     let (_cluster, mut db) = gateway();
     // Five forged reports naming no mail of ours, spread over eight days.
-    for n in 0..5 {
+    for n in 0..5i32 {
         let id = process(
             &mut db,
             format!(
@@ -512,7 +512,7 @@ fn forged_reports_blocklist_nobody_and_a_reset_counts() {
         db.execute(
             "UPDATE mail_gateway.bounce SET created_at = now() - make_interval(days => 2 * $1)
              WHERE inbound_id = $2",
-            &[&(n as i32), &id],
+            &[&n, &id],
         )
         .unwrap();
     }
