@@ -19,6 +19,13 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'mail_gateway_admin') THEN
         CREATE ROLE mail_gateway_admin NOLOGIN;
     END IF;
+    -- The background workers connect as this role (mail_gateway.role): never a superuser, with
+    -- exactly the rights of finalize.sql. LOGIN because PostgreSQL before 17 refuses a worker a
+    -- role that cannot log in; it has no password, so no client can log in as it with one.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'mail_gateway_worker') THEN
+        CREATE ROLE mail_gateway_worker LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+            NOBYPASSRLS;
+    END IF;
     -- An administrator can do all that a user can.
     IF NOT pg_catalog.pg_has_role('mail_gateway_admin', 'mail_gateway_user', 'MEMBER') THEN
         GRANT mail_gateway_user TO mail_gateway_admin;
@@ -76,6 +83,8 @@ CREATE TABLE mail_gateway.outgoing_server (
     verify_tls  boolean NOT NULL DEFAULT true,
     ca_cert     text,          -- PEM of a CA to trust for this server (self-signed servers)
     created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Credentials over an unencrypted connection only when the administrator says so.
+    allow_plaintext_login boolean NOT NULL DEFAULT false,
     CONSTRAINT outgoing_server_name_key UNIQUE (name),
     CONSTRAINT outgoing_server_name_check CHECK (btrim(name) <> ''),
     CONSTRAINT outgoing_server_host_check CHECK (btrim(host) <> ''),
@@ -109,6 +118,7 @@ CREATE TABLE mail_gateway.incoming_server (
     last_fetch_at    timestamptz,
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),
+    allow_plaintext_login boolean NOT NULL DEFAULT false,
     CONSTRAINT incoming_server_name_key UNIQUE (name),
     CONSTRAINT incoming_server_name_check CHECK (btrim(name) <> ''),
     CONSTRAINT incoming_server_host_check CHECK (btrim(host) <> ''),
@@ -135,6 +145,8 @@ CREATE TABLE mail_gateway.alias (
     force_thread_id bigint,
     active          boolean NOT NULL DEFAULT true,
     created_at      timestamptz NOT NULL DEFAULT now(),
+    -- Whose rights the handler runs with: who created or last changed the alias (checked then).
+    owner           name NOT NULL DEFAULT current_user,
     CONSTRAINT alias_contact_policy_check CHECK (contact_policy IN ('everyone', 'partners', 'followers')),
     CONSTRAINT alias_defaults_check CHECK (jsonb_typeof(defaults) = 'object')
 );

@@ -94,44 +94,7 @@ CREATE TRIGGER contact_bounces_reset BEFORE UPDATE OF bounce_count ON mail_gatew
 -- §2.8 rule 7: where an incoming server's mail goes when nothing else claims it.
 ALTER TABLE mail_gateway.incoming_server ADD COLUMN fallback_alias text;
 
--- An alias without a handler creates its record itself (SPEC §2.6): the alias's defaults, the
--- subject in `name`, the sender in `email_from`, the text body in `description` — each only
--- where the table has such a column. Identifiers come from the catalog, values are bound.
--- Neither this nor the handler call pins search_path: both run as the caller (never SECURITY
--- DEFINER), and the ERP's triggers and handlers expect the ERP's own search_path.
-CREATE FUNCTION mail_gateway.alias_default_insert(model regclass, fields jsonb) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    columns text;
-    new_id  bigint;
-BEGIN
-    SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO columns
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = model AND a.attnum > 0 AND NOT a.attisdropped
-      AND fields ? a.attname::text;
-    IF columns IS NULL THEN
-        EXECUTE pg_catalog.format('INSERT INTO %s DEFAULT VALUES RETURNING id', model) INTO new_id;
-    ELSE
-        EXECUTE pg_catalog.format('INSERT INTO %s (%s) SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) RETURNING id',
-                       model, columns, columns, model)
-            INTO new_id USING fields;
-    END IF;
-    RETURN new_id;
-END
-$$;
-
--- An alias's handler: a function (message jsonb) returns bigint, named by regprocedure.
-CREATE FUNCTION mail_gateway.alias_call_handler(handler regprocedure, message jsonb) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    new_id bigint;
-BEGIN
-    EXECUTE pg_catalog.format('SELECT %s($1)', handler::pg_catalog.oid::pg_catalog.regproc) INTO new_id USING message;
-    IF new_id IS NULL THEN
-        RAISE EXCEPTION 'alias handler % returned NULL', handler
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'A handler creates the record and returns its id.';
-    END IF;
-    RETURN new_id;
-END
-$$;
+-- An alias creates its record (SPEC §2.6) with its handler, run with the rights of the alias's
+-- owner, or by inserting its defaults, the subject, sender and text body into the table (as the
+-- table's owner): both in store::routing::create_record, identifiers from the catalog, values
+-- bound, search_path pinned.

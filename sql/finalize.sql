@@ -1,15 +1,34 @@
 -- Runs last in the install script: privileges and pg_dump registration.
 
--- Nothing is PUBLIC: the two roles get exactly what they need.
+-- Nothing is PUBLIC: the three roles get exactly what they need (docs/SECURITY.md, "Roles").
 REVOKE ALL ON SCHEMA mail_gateway FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA mail_gateway FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mail_gateway FROM PUBLIC;
-GRANT USAGE ON SCHEMA mail_gateway TO mail_gateway_user, mail_gateway_admin;
+GRANT USAGE ON SCHEMA mail_gateway TO mail_gateway_user, mail_gateway_admin, mail_gateway_worker;
 
--- Administrators configure everything (they may write secrets; see docs/DECISIONS.md).
+-- Administrators configure everything (they may write secrets; see docs/DECISIONS.md). The
+-- queue and the chatter's messages are written only by the gateway (send_mail, post_message,
+-- routing: they write as mail_gateway_worker), so that no row is planted around the API;
+-- administrators may read them and delete old rows.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA mail_gateway TO mail_gateway_admin;
+REVOKE INSERT, UPDATE ON mail_gateway.mail, mail_gateway.message FROM mail_gateway_admin;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA mail_gateway TO mail_gateway_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mail_gateway TO mail_gateway_admin;
+
+-- The gateway itself (the workers, and the API's own writes): reads the configuration with its
+-- secrets, writes the queue, received mail, the chatter, bounces and contacts, and the health
+-- columns of the servers. It never changes configuration and never deletes.
+GRANT SELECT ON ALL TABLES IN SCHEMA mail_gateway TO mail_gateway_worker;
+GRANT INSERT, UPDATE ON mail_gateway.mail, mail_gateway.inbound, mail_gateway.follower,
+    mail_gateway.contact TO mail_gateway_worker;
+GRANT INSERT ON mail_gateway.message, mail_gateway.bounce, mail_gateway.blacklist
+    TO mail_gateway_worker;
+GRANT UPDATE (last_success_at, last_error_at, last_error) ON mail_gateway.outgoing_server
+    TO mail_gateway_worker;
+GRANT UPDATE (last_fetch_at, last_success_at, last_error_at, last_error, fetch_cursor)
+    ON mail_gateway.incoming_server TO mail_gateway_worker;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA mail_gateway TO mail_gateway_worker;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mail_gateway TO mail_gateway_worker;
 
 -- Users (ERP code) read the configuration but never a secret column.
 GRANT SELECT ON mail_gateway.parameter, mail_gateway.alias, mail_gateway.blacklist
@@ -21,17 +40,17 @@ GRANT SELECT (id, name, protocol, host, port, encryption, auth, username, verify
               priority, state, fetch_interval, keep_original, keep_attachments, active,
               last_fetch_at, last_error, created_at)
     ON mail_gateway.incoming_server TO mail_gateway_user;
--- ERP code queues mail (send_mail) and reads its state; retry and cancel are for administrators.
-GRANT SELECT, INSERT ON mail_gateway.mail TO mail_gateway_user;
-GRANT USAGE ON SEQUENCE mail_gateway.mail_id_seq TO mail_gateway_user;
+-- ERP code queues mail (send_mail, never a direct INSERT) and reads its state; retry and
+-- cancel are for administrators.
+GRANT SELECT ON mail_gateway.mail TO mail_gateway_user;
 GRANT SELECT (id, domain, selector, algorithm, public_key, active, created_at)
     ON mail_gateway.dkim_key TO mail_gateway_user;
 GRANT SELECT ON mail_gateway.queue_status, mail_gateway.server_status TO mail_gateway_user;
 -- The chatter: ERP code posts, follows and reads threads (post_message, follow, unfollow).
-GRANT SELECT, INSERT ON mail_gateway.message TO mail_gateway_user;
+GRANT SELECT ON mail_gateway.message TO mail_gateway_user;
 -- (UPDATE: following again renames the follower.)
 GRANT SELECT, INSERT, UPDATE, DELETE ON mail_gateway.follower TO mail_gateway_user;
-GRANT USAGE ON SEQUENCE mail_gateway.message_id_seq, mail_gateway.follower_id_seq TO mail_gateway_user;
+GRANT USAGE ON SEQUENCE mail_gateway.follower_id_seq TO mail_gateway_user;
 GRANT SELECT ON mail_gateway.bounce TO mail_gateway_user;
 -- The ERP fills the contacts.
 GRANT SELECT, INSERT, UPDATE ON mail_gateway.contact TO mail_gateway_user;

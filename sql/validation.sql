@@ -104,6 +104,16 @@ BEGIN
             USING ERRCODE = 'check_violation',
                   HINT = 'Give a host name or IP address only, e.g. smtp.example.com, without scheme or port.';
     END IF;
+    -- Credentials never cross a network unencrypted unless the administrator says so: an
+    -- outgoing server that logs in, and every incoming server (IMAP and POP3 always log in).
+    -- The loopback is not a network (a local tunnel such as stunnel encrypts beyond it).
+    IF NEW.encryption = 'none' AND NOT NEW.allow_plaintext_login
+       AND (TG_TABLE_NAME = 'incoming_server' OR coalesce(NEW.auth, CASE WHEN NEW.username IS NULL THEN 'none' ELSE 'login' END) <> 'none')
+       AND NOT (lower(NEW.host) IN ('localhost', '::1') OR NEW.host ~ '^127\.[0-9]+\.[0-9]+\.[0-9]+$') THEN
+        RAISE EXCEPTION 'server "%" would send its credentials without encryption', NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Use encryption starttls or ssl (or auth ''none'' for a relay that trusts this host); if the network between them is yours, set allow_plaintext_login = true.';
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -130,11 +140,6 @@ BEGIN
     IF NEW.auth = 'certificate' AND (NEW.client_cert IS NULL OR NEW.client_key IS NULL) THEN
         RAISE EXCEPTION 'server "%" uses certificate authentication but has no client_cert or client_key', NEW.name
             USING ERRCODE = 'check_violation', HINT = 'Set both, as PEM text.';
-    END IF;
-    IF NEW.encryption = 'none' AND NEW.auth <> 'none' THEN
-        RAISE EXCEPTION 'server "%" would send its credentials without encryption', NEW.name
-            USING ERRCODE = 'check_violation',
-                  HINT = 'Use encryption starttls or ssl, or auth ''none'' for a relay that trusts this host.';
     END IF;
     NEW.from_filter := nullif(mail_gateway.normalize_from_filter(NEW.from_filter), '');
     RETURN NEW;
@@ -214,6 +219,31 @@ BEGIN
         RAISE EXCEPTION 'handler % of alias "%" has the wrong signature', NEW.handler, NEW.name
             USING ERRCODE = 'invalid_function_definition',
                   HINT = 'A handler takes (message jsonb) and returns bigint, the id of the record it made.';
+    END IF;
+    -- The owner: whose rights the handler runs with. Who creates or changes an alias owns it;
+    -- another owner may be named only by a member of that role (so a pg_dump restore, run by a
+    -- superuser, keeps the owners it dumped).
+    IF TG_OP = 'UPDATE' AND NEW.owner = OLD.owner
+       AND (NEW.model, NEW.handler, NEW.defaults) IS DISTINCT FROM (OLD.model, OLD.handler, OLD.defaults) THEN
+        NEW.owner := current_user;
+    END IF;
+    NEW.owner := coalesce(NEW.owner, current_user);
+    IF NOT pg_catalog.pg_has_role(current_user, NEW.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'alias "%" cannot be owned by "%"', NEW.name, NEW.owner
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'An alias is owned by the role that creates or changes it, or by a role it is a member of.';
+    END IF;
+    IF NEW.handler IS NOT NULL
+       AND NOT pg_catalog.has_function_privilege(NEW.owner, NEW.handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role "%" may not execute handler % of alias "%"', NEW.owner, NEW.handler, NEW.name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'The handler runs with the rights of the alias''s owner: grant it EXECUTE on the function.';
+    END IF;
+    IF NEW.handler IS NULL
+       AND NOT pg_catalog.has_table_privilege(NEW.owner, model_table::pg_catalog.regclass, 'INSERT') THEN
+        RAISE EXCEPTION 'role "%" may not insert into % (alias "%")', NEW.owner, model_table, NEW.name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Grant the alias''s owner INSERT on the table, or give the alias a handler.';
     END IF;
     RETURN NEW;
 END

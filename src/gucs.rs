@@ -6,6 +6,8 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static ROLE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"mail_gateway_worker"));
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static SENDERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static SEND_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(200);
@@ -26,6 +28,14 @@ pub fn init() {
         &DATABASE,
         // Not Postmaster: the library may also be loaded after startup (without preloading),
         // and PostgreSQL refuses to define postmaster-level settings then.
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"mail_gateway.role",
+        c"Role the background workers connect as.",
+        c"CREATE EXTENSION creates mail_gateway_worker with exactly the rights the workers need; another role must be a member of it. Never a superuser.",
+        &ROLE,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -147,6 +157,15 @@ pub fn database() -> String {
         .get()
         .and_then(|s| s.into_string().ok())
         .unwrap_or_else(|| "postgres".to_string())
+}
+
+/// `mail_gateway.role`: whom the workers connect as.
+pub fn role() -> String {
+    ROLE.get()
+        .and_then(|s| s.into_string().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "mail_gateway_worker".to_string())
 }
 
 pub fn poll_interval() -> std::time::Duration {

@@ -16,10 +16,13 @@ use crate::store;
 
 /// Routes one stored message inside a subtransaction: a failing alias handler or a bad
 /// message leaves the message stored, in state `error` with the reason.
+/// Routing writes as the gateway, whoever calls (`process_message`, `reprocess`, the fetcher).
 pub fn route_stored(id: i64) {
-    if let Err(error) = store::subtransaction(|| route(id)) {
-        record_failure(id, &format!("routing failed: {error}"));
-    }
+    store::as_gateway(|| {
+        if let Err(error) = store::subtransaction(|| route(id)) {
+            record_failure(id, &format!("routing failed: {error}"));
+        }
+    })
 }
 
 pub fn record_failure(id: i64, reason: &str) {

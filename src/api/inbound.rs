@@ -16,6 +16,11 @@ use crate::{authentication, gucs, mailbox, router, store};
 /// recorded without its bytes, in state `error` with the reason.
 #[pg_extern]
 pub fn process_message(raw: &[u8], server: default!(Option<&str>, "NULL")) -> i64 {
+    // Everything below writes as the gateway: a caller (an MTA's role) needs only EXECUTE.
+    store::as_gateway(|| receive_and_route(raw, server))
+}
+
+fn receive_and_route(raw: &[u8], server: Option<&str>) -> i64 {
     let server_id = server.map(|name| {
         store::inbound::server_id(name).unwrap_or_else(|| {
             raise(

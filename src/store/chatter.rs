@@ -108,7 +108,8 @@ pub struct NewMessage<'a> {
 }
 
 pub fn insert_message(m: NewMessage<'_>) -> i64 {
-    super::first_text(
+    // Written as the gateway: a planted Message-ID would steer replies into another thread.
+    super::as_gateway(|| super::first_text(
         "INSERT INTO mail_gateway.message (model, res_id, message_id, parent_id, author_email, author_name,
              subject, body_text, body_html, attachments, kind, inbound_id)
          VALUES ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $10, $11, $12) RETURNING id::text",
@@ -126,7 +127,7 @@ pub fn insert_message(m: NewMessage<'_>) -> i64 {
             m.kind.into(),
             m.inbound_id.into(),
         ],
-    )
+    ))
     .and_then(|id| id.parse().ok())
     .unwrap_or_default()
 }

@@ -150,3 +150,64 @@ pub(crate) fn subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, crate::error
     })
     .execute()
 }
+
+/// The role the gateway itself writes as: the workers connect as it, and the API's own writes
+/// to the queue, the chatter and received mail run as it (like a SECURITY DEFINER function, but
+/// with the gateway's rights only, never a superuser's: docs/SECURITY.md, "Roles").
+pub(crate) const GATEWAY_ROLE: &str = "mail_gateway_worker";
+
+/// The search_path statements run with under `as_role`: the catalog first, temporary objects
+/// never before the named schemas.
+const PINNED_SEARCH_PATH: &str = "pg_catalog, \"$user\", public, pg_temp";
+
+/// A role's oid by name; an ERROR naming it when there is none.
+pub(crate) fn role_oid(name: &str) -> pgrx::pg_sys::Oid {
+    let name = std::ffi::CString::new(name).unwrap_or_default();
+    // SAFETY: a NUL-terminated name; with missing_ok false, PostgreSQL raises for an unknown role.
+    unsafe { pgrx::pg_sys::get_role_oid(name.as_ptr(), false) }
+}
+
+/// Runs `f` with the rights of `role` and a pinned search_path, as PostgreSQL runs a SECURITY
+/// DEFINER function: `SET ROLE` is refused inside (SECURITY_LOCAL_USERID_CHANGE), and the
+/// caller's role and search_path come back when `f` returns. When `f` raises, the
+/// (sub)transaction's abort restores both, as it does for SECURITY DEFINER functions.
+pub(crate) fn as_role<R>(role: pgrx::pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    use pgrx::pg_sys;
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context: std::os::raw::c_int = 0;
+    // SAFETY: plain reads of the backend's current user and security context.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
+    // SAFETY: a new GUC nest level, closed below (or by the abort of the transaction).
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    let value = std::ffi::CString::new(PINNED_SEARCH_PATH).unwrap_or_default();
+    // SAFETY: a valid setting and value; GUC_ACTION_SAVE undoes it at AtEOXact_GUC.
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        pg_sys::SetUserIdAndSecContext(
+            role,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::os::raw::c_int,
+        );
+    }
+    let result = f();
+    // SAFETY: restores what was saved above, in the reverse order.
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        pg_sys::AtEOXact_GUC(true, nest);
+    }
+    result
+}
+
+/// Runs `f` as the gateway (`GATEWAY_ROLE`): for the API's writes to tables its callers may
+/// only read.
+pub(crate) fn as_gateway<R>(f: impl FnOnce() -> R) -> R {
+    as_role(role_oid(GATEWAY_ROLE), f)
+}

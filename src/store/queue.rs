@@ -95,13 +95,16 @@ pub fn enqueue(mail: NewMail<'_>) -> i64 {
         mail.from_domain.into(),
         mail.message_ref.into(),
     ];
-    spi(ENQUEUE_PLAN.with(|plan| {
-        Spi::connect_mut(|client| {
-            if plan.get().is_none() {
-                let _ = plan.set(client.prepare(ENQUEUE, &types)?.keep());
-            }
-            let stmt = plan.get().expect("prepared above");
-            client.update(stmt, None, &args)?.first().get_one::<i64>()
+    // Written as the gateway: callers may read the queue, never write it directly.
+    spi(super::as_gateway(|| {
+        ENQUEUE_PLAN.with(|plan| {
+            Spi::connect_mut(|client| {
+                if plan.get().is_none() {
+                    let _ = plan.set(client.prepare(ENQUEUE, &types)?.keep());
+                }
+                let stmt = plan.get().expect("prepared above");
+                client.update(stmt, None, &args)?.first().get_one::<i64>()
+            })
         })
     }))
     .expect("INSERT … RETURNING gives a row")
@@ -128,7 +131,8 @@ pub struct Notification<'a> {
 pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> usize {
     let count = recipients.len();
     let tokens: Vec<String> = (0..count).map(|_| super::random_token()).collect();
-    super::execute(
+    super::as_gateway(|| {
+        super::execute(
         "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, reply_to, subject, body_text,
              body_html, headers, attachments, kind, model, res_id, message_ref, priority)
          SELECT '<' || t.token || '@' || coalesce((SELECT value FROM mail_gateway.parameter
@@ -151,7 +155,8 @@ pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> us
             n.message_ref.into(),
             n.priority.into(),
         ],
-    );
+    )
+    });
     count
 }
 
@@ -532,7 +537,9 @@ pub fn next_due() -> Option<Duration> {
 /// `retry_mail`: an exception or cancelled mail goes back to the queue, due now. Returns the
 /// state it was in, or `None` when there is no such mail.
 pub fn retry(id: i64) -> Option<String> {
-    first_text(
+    // Administrators change the queue only through these functions: written as the gateway.
+    super::as_gateway(|| {
+        first_text(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('exception', 'cancel', 'outgoing') THEN 'outgoing' ELSE m.state END,
@@ -547,11 +554,14 @@ pub fn retry(id: i64) -> Option<String> {
          RETURNING old.state",
         &[id.into()],
     )
+    })
 }
 
 /// `cancel_mail`: a mail not sent yet is cancelled. Returns the state it was in.
 pub fn cancel(id: i64) -> Option<String> {
-    first_text(
+    // Administrators change the queue only through these functions: written as the gateway.
+    super::as_gateway(|| {
+        first_text(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('outgoing', 'sending', 'exception') THEN 'cancel' ELSE m.state END,
@@ -560,4 +570,5 @@ pub fn cancel(id: i64) -> Option<String> {
          RETURNING old.state",
         &[id.into()],
     )
+    })
 }

@@ -122,24 +122,89 @@ pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> 
     }))
 }
 
-/// Creates the alias's record: its handler with the message, or the default insert. (Run
-/// read-write: a handler writes.)
+/// Creates the alias's record and returns its id. A handler runs with the rights of the
+/// alias's owner; the default insert runs with the rights of the table's owner, so that the
+/// table's triggers run as the one who wrote them, never as anyone more privileged (the alias's
+/// owner was checked, when the alias was saved, to be allowed to insert there). Either way the
+/// search_path is pinned. Identifiers come from the catalog, values are bound.
 pub fn create_record(alias: &Alias, message: serde_json::Value, fields: serde_json::Value) -> i64 {
-    spi(Spi::connect_mut(|client| {
-        let rows = super::update(
+    let target = spi(Spi::connect(|client| {
+        let row = super::select(
             client,
-            "SELECT CASE WHEN a.handler IS NOT NULL
-                         THEN mail_gateway.alias_call_handler(a.handler, $2)
-                         ELSE mail_gateway.alias_default_insert(a.model::regclass, $3) END
-             FROM mail_gateway.alias a WHERE a.id = $1",
+            "SELECT a.owner::text,
+                    (SELECT pg_catalog.format('%I.%I', n.nspname, p.proname)
+                     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                     WHERE p.oid = a.handler),
+                    (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.oid = c_oid.oid),
+                    (SELECT c.relowner::text FROM pg_catalog.pg_class c WHERE c.oid = c_oid.oid),
+                    (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(t.attname), ', ' ORDER BY t.attnum)
+                     FROM pg_catalog.pg_attribute t
+                     WHERE t.attrelid = c_oid.oid AND t.attnum > 0 AND NOT t.attisdropped
+                       AND $2 ? t.attname::text)
+             FROM mail_gateway.alias a
+             CROSS JOIN LATERAL (SELECT pg_catalog.to_regclass(a.model)::oid AS oid) c_oid
+             WHERE a.id = $1",
             None,
-            &[alias.id.into(), JsonB(message).into(), JsonB(fields).into()],
-        )?;
-        match rows.into_iter().next() {
-            Some(row) => Ok(row.get::<i64>(1)?.unwrap_or_default()),
-            None => Ok(0),
+            &[alias.id.into(), JsonB(fields.clone()).into()],
+        )?
+        .first();
+        Ok::<_, pgrx::spi::SpiError>((
+            row.get::<String>(1)?,
+            row.get::<String>(2)?,
+            row.get::<String>(3)?,
+            row.get::<String>(4)?,
+            row.get::<String>(5)?,
+        ))
+    }));
+    let (owner, handler, table, table_owner, columns) = target;
+    let run = |sql: String, argument: serde_json::Value| {
+        spi(Spi::connect_mut(|client| {
+            super::update(client, &sql, None, &[JsonB(argument).into()])?
+                .first()
+                .get_one::<i64>()
+        }))
+    };
+    let id = match (handler, table) {
+        (Some(handler), _) => {
+            let owner = super::role_oid(&owner.unwrap_or_default());
+            super::as_role(owner, || run(format!("SELECT {handler}($1)"), message))
         }
-    }))
+        (None, Some(table)) => {
+            let owner = pgrx::pg_sys::Oid::from(
+                table_owner
+                    .and_then(|o| o.parse::<u32>().ok())
+                    .unwrap_or_default(),
+            );
+            let sql = match columns {
+                Some(columns) => format!(
+                    "INSERT INTO {table} ({columns}) SELECT {columns}
+                     FROM pg_catalog.jsonb_populate_record(NULL::{table}, $1) RETURNING id"
+                ),
+                None => format!("INSERT INTO {table} DEFAULT VALUES RETURNING id /* $1 */"),
+            };
+            super::as_role(owner, || run(sql, fields))
+        }
+        (None, None) => crate::error::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!(
+                "table {} of alias \"{}\" no longer exists",
+                alias.model, alias.name
+            ),
+            Some("Create the table again, or give the alias a handler."),
+        ),
+    };
+    id.unwrap_or_else(|| {
+        crate::error::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!(
+                "alias \"{}\" created no record (its handler returned NULL)",
+                alias.name
+            ),
+            Some("A handler creates the record and returns its id."),
+        )
+    })
 }
 
 pub fn is_contact(email: &str) -> bool {

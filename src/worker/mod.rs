@@ -173,23 +173,34 @@ fn serve(
 ) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::database();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // As mail_gateway.role, never as a superuser: the worker runs nothing with more rights
+    // than the gateway needs (alias handlers run as their owners). Until CREATE EXTENSION has
+    // created the role, connecting fails and the postmaster tries again after the restart delay.
+    let login = gucs::role();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), Some(&login));
     log!(
-        "mail_gateway {role} started: database \"{database}\", pid {}",
+        "mail_gateway {role} started: database \"{database}\", role \"{login}\", pid {}",
         std::process::id()
     );
+    // SAFETY: reads the session user of this connected backend.
+    let superuser = unsafe { pg_sys::superuser_arg(pg_sys::GetUserId()) };
+    if superuser {
+        warning!(
+            "mail_gateway {role}: mail_gateway.role \"{login}\" is a superuser; the workers never run as one and wait. Set mail_gateway.role to a role that is a member of mail_gateway_worker and not a superuser, and reload."
+        );
+    }
     wake::publish(slot, std::process::id() as i32);
 
     let mut installed = None;
     let mut failures = 0;
     loop {
-        let now_installed =
-            in_transaction("checking the extension", store::config::extension_installed)
+        let now_installed = !superuser
+            && in_transaction("checking the extension", store::config::extension_installed)
                 .unwrap_or(false);
         if installed != Some(now_installed) {
             if now_installed {
                 on_install();
-            } else {
+            } else if !superuser {
                 log!(
                     "mail_gateway {role}: extension not created in database \"{database}\"; waiting for CREATE EXTENSION mail_gateway"
                 );
@@ -214,11 +225,13 @@ fn serve(
         }
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            if gucs::database() != database {
-                // A worker cannot switch databases: exit, and the postmaster starts a new one.
+            if gucs::database() != database || gucs::role() != login {
+                // A worker cannot switch databases or roles: exit, and the postmaster starts a
+                // new one.
                 log!(
-                    "mail_gateway {role}: mail_gateway.database changed to \"{}\"; restarting",
-                    gucs::database()
+                    "mail_gateway {role}: mail_gateway.database or mail_gateway.role changed (now \"{}\", \"{}\"); restarting",
+                    gucs::database(),
+                    gucs::role()
                 );
                 break;
             }
