@@ -1,4 +1,9 @@
--- Runs last in the install script: privileges and pg_dump registration.
+-- Runs last in the install script: the workers' view, privileges and pg_dump registration.
+
+-- What the workers of every database are doing (docs/OPERATIONS.md, "Workers").
+CREATE VIEW mail_gateway.worker_status AS SELECT * FROM mail_gateway.workers();
+COMMENT ON VIEW mail_gateway.worker_status IS
+    'Per database: serving, starting, no extension or no worker slot, and the workers'' pids';
 
 -- Nothing is PUBLIC: the three roles get exactly what they need (docs/SECURITY.md, "Roles").
 REVOKE ALL ON SCHEMA mail_gateway FROM PUBLIC;
@@ -45,7 +50,8 @@ GRANT SELECT (id, name, protocol, host, port, encryption, auth, username, verify
 GRANT SELECT ON mail_gateway.mail TO mail_gateway_user;
 GRANT SELECT (id, domain, selector, algorithm, public_key, active, created_at)
     ON mail_gateway.dkim_key TO mail_gateway_user;
-GRANT SELECT ON mail_gateway.queue_status, mail_gateway.server_status TO mail_gateway_user;
+GRANT SELECT ON mail_gateway.queue_status, mail_gateway.server_status, mail_gateway.worker_status
+    TO mail_gateway_user;
 -- The chatter: ERP code posts, follows and reads threads (post_message, follow, unfollow).
 GRANT SELECT ON mail_gateway.message TO mail_gateway_user;
 -- (UPDATE: following again renames the follower.)

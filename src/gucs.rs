@@ -23,8 +23,8 @@ static BLOCKED_PORTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 pub fn init() {
     GucRegistry::define_string_guc(
         c"mail_gateway.database",
-        c"Database whose mail the background worker serves.",
-        c"On reload, a worker serving another database restarts to connect to this one.",
+        c"Database whose mail the background workers serve; * (or empty) for every database with the extension.",
+        c"The launcher starts and stops the workers of each database; a reload takes effect at once.",
         &DATABASE,
         // Not Postmaster: the library may also be loaded after startup (without preloading),
         // and PostgreSQL refuses to define postmaster-level settings then.
@@ -143,7 +143,7 @@ pub fn init() {
             c"More senders send in parallel; claims never give one mail to two of them.",
             &SENDERS,
             1,
-            crate::worker::wake::MAX_WORKERS as i32,
+            crate::worker::registry::MAX_SENDERS as i32,
             GucContext::Postmaster,
             GucFlags::default(),
         );
@@ -175,7 +175,7 @@ pub fn poll_interval() -> std::time::Duration {
 pub fn senders() -> usize {
     SENDERS
         .get()
-        .clamp(1, crate::worker::wake::MAX_WORKERS as i32) as usize
+        .clamp(1, crate::worker::registry::MAX_SENDERS as i32) as usize
 }
 
 pub fn send_batch_size() -> i64 {

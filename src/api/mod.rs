@@ -8,6 +8,7 @@ pub mod domain;
 pub mod inbound;
 pub mod queue;
 pub mod servers;
+pub mod workers;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod chatter_tests;

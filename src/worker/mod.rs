@@ -1,11 +1,16 @@
-//! The background workers: registered at `shared_preload_libraries` time, connected to the
-//! database named by `mail_gateway.database`. Worker 0 ("mail_gateway worker") and the extra
-//! senders ("mail_gateway sender N", `mail_gateway.senders`) send due mail in rounds
-//! (claim → deliver → record); the fetcher ("mail_gateway fetcher") fetches due mailboxes
-//! (list → fetch → store and commit → flag). Each sleeps on its latch between rounds and
-//! never holds a transaction open across network I/O.
+//! The background workers. At `shared_preload_libraries` time one launcher is registered
+//! (`launcher`, connected to no database); it starts, per database the gateway serves, worker 0
+//! ("mail_gateway worker") and the extra senders ("mail_gateway sender N",
+//! `mail_gateway.senders`), which send due mail in rounds (claim → deliver → record), and the
+//! fetcher ("mail_gateway fetcher"), which fetches due mailboxes (list → fetch → store and
+//! commit → flag). They connect as `mail_gateway.role`, sleep on their latch between rounds
+//! and never hold a transaction open across network I/O. `registry` is their shared memory,
+//! `wake` wakes them at commit, `hooks` keeps them out of the way of DROP/RENAME DATABASE.
 
 mod fetch;
+pub mod hooks;
+pub mod launcher;
+pub mod registry;
 mod send;
 pub mod wake;
 
@@ -17,9 +22,8 @@ use pgrx::prelude::*;
 
 use crate::error::Caught;
 use crate::{gucs, store};
-
-/// The postmaster restarts a worker that died this long after it died.
-const RESTART_DELAY: Duration = Duration::from_secs(5);
+use launcher::WorkerId;
+use registry::DatabaseState;
 
 pub fn register() {
     // A library loaded by a plain backend (LOAD, or the first call of one of its functions)
@@ -27,41 +31,14 @@ pub fn register() {
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
-    wake::init();
-    for index in 0..gucs::senders() as i32 {
-        if index == 0 {
-            start(
-                "mail_gateway worker",
-                "mail_gateway worker",
-                "mail_gateway_worker_main",
-                0,
-            );
-        } else {
-            let name = format!("mail_gateway sender {index}");
-            start(
-                &name,
-                "mail_gateway sender",
-                "mail_gateway_worker_main",
-                index,
-            );
-        }
-    }
-    start(
-        "mail_gateway fetcher",
-        "mail_gateway fetcher",
-        "mail_gateway_fetcher_main",
-        0,
-    );
-}
-
-fn start(name: &str, kind: &str, function: &str, argument: i32) {
-    BackgroundWorkerBuilder::new(name)
-        .set_type(kind)
+    registry::init();
+    hooks::install();
+    BackgroundWorkerBuilder::new("mail_gateway launcher")
+        .set_type("mail_gateway launcher")
         .set_library("mail_gateway")
-        .set_function(function)
-        .set_argument(argument.into_datum())
+        .set_function("mail_gateway_launcher_main")
         .enable_spi_access()
-        .set_restart_time(Some(RESTART_DELAY))
+        .set_restart_time(Some(launcher::RESTART_DELAY))
         .load();
 }
 
@@ -105,10 +82,22 @@ fn backoff(failures: u32) -> Duration {
         .min(cap)
 }
 
+/// This worker's database and index, from the launcher's arguments.
+fn this_worker() -> (WorkerId, pg_sys::Oid) {
+    WorkerId::parse(BackgroundWorker::get_extra()).unwrap_or((
+        WorkerId {
+            database: 0,
+            index: 0,
+        },
+        pg_sys::InvalidOid,
+    ))
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
-    let index = unsafe { i32::from_polymorphic_datum(arg, false, pg_sys::INT4OID) }.unwrap_or(0);
+pub extern "C-unwind" fn mail_gateway_worker_main(_arg: pg_sys::Datum) {
+    let (id, login) = this_worker();
+    let index = id.index as i32;
     let role = if index == 0 {
         "worker".to_string()
     } else {
@@ -117,7 +106,8 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
     let mut leases_checked = Instant::now();
     serve(
         &role,
-        index as usize,
+        id,
+        login,
         // Mail this sender held when it last died goes back to the queue.
         || {
             in_transaction("releasing abandoned mail", || {
@@ -148,9 +138,11 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
+    let (id, login) = this_worker();
     serve(
         "fetcher",
-        wake::FETCHER,
+        id,
+        login,
         || {},
         || {
             fetch::round();
@@ -162,56 +154,63 @@ pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
     );
 }
 
-/// The life of a worker: connect, then wait for the extension, then do `work` (which returns
-/// how long to sleep, at most the poll interval) on every wake-up until SIGTERM; on a change of
-/// `mail_gateway.database`, exit so that the postmaster starts a worker for the new one.
+/// The life of a worker: connect to its database as the gateway's role, check that the
+/// extension is there (worker 0 tells the launcher either way), then do `work` (which returns
+/// how long to sleep, at most the poll interval) on every wake-up until SIGTERM or until the
+/// extension is dropped. The launcher starts it again if it should run.
 fn serve(
     role: &str,
-    slot: usize,
+    id: WorkerId,
+    login: pg_sys::Oid,
     mut on_install: impl FnMut(),
     mut work: impl FnMut() -> Duration,
 ) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = gucs::database();
     // As mail_gateway.role, never as a superuser: the worker runs nothing with more rights
-    // than the gateway needs (alias handlers run as their owners). Until CREATE EXTENSION has
-    // created the role, connecting fails and the postmaster tries again after the restart delay.
-    let login = gucs::role();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), Some(&login));
+    // than the gateway needs (alias handlers run as their owners).
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(id.database)),
+        Some(login),
+    );
+    let database = in_transaction("naming the database", || unsafe {
+        let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+        if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    })
+    .unwrap_or_default();
+    // SAFETY: reads the session user of this connected backend.
+    if unsafe { pg_sys::superuser_arg(pg_sys::GetUserId()) } {
+        warning!(
+            "mail_gateway {role}: mail_gateway.role \"{}\" is a superuser; the workers never run as one. Set mail_gateway.role to a member of mail_gateway_worker that is not a superuser, and reload.",
+            gucs::role()
+        );
+        registry::set_state(DatabaseState::NoExtension);
+        unsafe { pg_sys::proc_exit(0) };
+    }
+    let installed = in_transaction("checking the extension", store::config::extension_installed)
+        .unwrap_or(false);
+    if !installed {
+        // Worker 0 was started to find out: the launcher looks again after CREATE EXTENSION.
+        registry::set_state(DatabaseState::NoExtension);
+        unsafe { pg_sys::proc_exit(0) };
+    }
+    registry::publish(id.index, std::process::id() as i32);
+    if id.index == 0 {
+        registry::set_state(DatabaseState::Serving);
+        registry::wake_launcher(false);
+    }
     log!(
-        "mail_gateway {role} started: database \"{database}\", role \"{login}\", pid {}",
+        "mail_gateway {role} started: database \"{database}\", role \"{}\", pid {}",
+        gucs::role(),
         std::process::id()
     );
-    // SAFETY: reads the session user of this connected backend.
-    let superuser = unsafe { pg_sys::superuser_arg(pg_sys::GetUserId()) };
-    if superuser {
-        warning!(
-            "mail_gateway {role}: mail_gateway.role \"{login}\" is a superuser; the workers never run as one and wait. Set mail_gateway.role to a role that is a member of mail_gateway_worker and not a superuser, and reload."
-        );
-    }
-    wake::publish(slot, std::process::id() as i32);
-
-    let mut installed = None;
+    on_install();
     let mut failures = 0;
     loop {
-        let now_installed = !superuser
-            && in_transaction("checking the extension", store::config::extension_installed)
-                .unwrap_or(false);
-        if installed != Some(now_installed) {
-            if now_installed {
-                on_install();
-            } else if !superuser {
-                log!(
-                    "mail_gateway {role}: extension not created in database \"{database}\"; waiting for CREATE EXTENSION mail_gateway"
-                );
-            }
-            installed = Some(now_installed);
-        }
-        let mut wait = if now_installed {
-            work().min(gucs::poll_interval())
-        } else {
-            gucs::poll_interval()
-        };
+        let mut wait = work().min(gucs::poll_interval());
         failures = if FAILED.replace(false) {
             failures + 1
         } else {
@@ -225,21 +224,18 @@ fn serve(
         }
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            if gucs::database() != database || gucs::role() != login {
-                // A worker cannot switch databases or roles: exit, and the postmaster starts a
-                // new one.
-                log!(
-                    "mail_gateway {role}: mail_gateway.database or mail_gateway.role changed (now \"{}\", \"{}\"); restarting",
-                    gucs::database(),
-                    gucs::role()
-                );
-                break;
-            }
+        }
+        let still = in_transaction("checking the extension", store::config::extension_installed)
+            .unwrap_or(true);
+        if !still {
+            log!(
+                "mail_gateway {role}: extension dropped from database \"{database}\"; stopping"
+            );
+            registry::set_state(DatabaseState::NoExtension);
+            break;
         }
     }
-    wake::publish(slot, 0);
+    registry::publish(id.index, 0);
     log!("mail_gateway {role} stopped");
-    // Exit code 1: the postmaster restarts a worker that was terminated on its own
-    // (pg_terminate_backend); at shutdown it restarts nothing.
-    unsafe { pg_sys::proc_exit(1) };
+    unsafe { pg_sys::proc_exit(0) };
 }
