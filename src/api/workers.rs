@@ -36,17 +36,19 @@ pub fn workers() -> TableIterator<
                 (!n.is_null()).then(|| std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned())
             };
             let since = (s.since > 0).then(|| {
-                pgrx::datum::TimestampWithTimeZone::try_from(
-                    (s.since - 946_684_800_000) * 1000,
-                )
-                .ok()
+                pgrx::datum::TimestampWithTimeZone::try_from((s.since - 946_684_800_000) * 1000)
+                    .ok()
             });
             (
                 name,
                 s.state.as_str().to_string(),
                 since.flatten(),
                 s.paused(now),
-                s.pids[..FETCHER].iter().copied().filter(|p| *p != 0).collect(),
+                s.pids[..FETCHER]
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != 0)
+                    .collect(),
                 Some(s.pids[FETCHER]).filter(|p| *p != 0),
             )
         })

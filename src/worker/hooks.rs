@@ -71,7 +71,8 @@ unsafe fn effect(stmt: *mut pg_sys::Node) -> Effect {
     unsafe {
         match (*stmt).type_ {
             pg_sys::NodeTag::T_DropdbStmt => {
-                e.pause.extend(database_oid((*(stmt as *mut pg_sys::DropdbStmt)).dbname));
+                e.pause
+                    .extend(database_oid((*(stmt as *mut pg_sys::DropdbStmt)).dbname));
             }
             pg_sys::NodeTag::T_RenameStmt => {
                 let r = stmt as *mut pg_sys::RenameStmt;
@@ -88,8 +89,7 @@ unsafe fn effect(stmt: *mut pg_sys::Node) -> Effect {
             pg_sys::NodeTag::T_CreatedbStmt => {
                 let c = stmt as *mut pg_sys::CreatedbStmt;
                 if let Some(template) = option((*c).options, "template") {
-                    e.pause
-                        .extend(database_oid(pg_sys::defGetString(template)));
+                    e.pause.extend(database_oid(pg_sys::defGetString(template)));
                 }
                 e.rescan = true;
             }
@@ -157,9 +157,18 @@ unsafe extern "C-unwind" fn process_utility(
     let run = || unsafe {
         // SAFETY: as above.
         match PREVIOUS {
-            Some(previous) => previous(pstmt, query, read_only_tree, context, params, env, dest, qc),
+            Some(previous) => {
+                previous(pstmt, query, read_only_tree, context, params, env, dest, qc)
+            }
             None => pg_sys::standard_ProcessUtility(
-                pstmt, query, read_only_tree, context, params, env, dest, qc,
+                pstmt,
+                query,
+                read_only_tree,
+                context,
+                params,
+                env,
+                dest,
+                qc,
             ),
         }
     };

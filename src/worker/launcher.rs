@@ -98,7 +98,8 @@ fn databases() -> Vec<Database> {
                 if tuple.is_null() {
                     break;
                 }
-                let form = pgrx::pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+                let form =
+                    pgrx::pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
                 let name = std::ffi::CStr::from_ptr((*form).datname.data.as_ptr())
                     .to_string_lossy()
                     .into_owned();
@@ -120,9 +121,8 @@ fn databases() -> Vec<Database> {
 fn role() -> Option<pg_sys::Oid> {
     let name = std::ffi::CString::new(gucs::role()).ok()?;
     // SAFETY: a syscache lookup of the shared catalog pg_authid, inside a transaction.
-    let oid = BackgroundWorker::transaction(move || unsafe {
-        pg_sys::get_role_oid(name.as_ptr(), true)
-    });
+    let oid =
+        BackgroundWorker::transaction(move || unsafe { pg_sys::get_role_oid(name.as_ptr(), true) });
     (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
@@ -248,9 +248,7 @@ impl Launcher {
                 })
                 .collect(),
             DatabaseState::NoExtension if !rescan && age < RECHECK => return false,
-            DatabaseState::Checking
-                if self.running(first, &slot.pids) || age < CHECK_TIMEOUT =>
-            {
+            DatabaseState::Checking if self.running(first, &slot.pids) || age < CHECK_TIMEOUT => {
                 return true;
             }
             _ => vec![first],

@@ -177,7 +177,9 @@ fn serve(
         if name.is_null() {
             String::new()
         } else {
-            std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
         }
     })
     .unwrap_or_default();
@@ -228,9 +230,7 @@ fn serve(
         let still = in_transaction("checking the extension", store::config::extension_installed)
             .unwrap_or(true);
         if !still {
-            log!(
-                "mail_gateway {role}: extension dropped from database \"{database}\"; stopping"
-            );
+            log!("mail_gateway {role}: extension dropped from database \"{database}\"; stopping");
             registry::set_state(DatabaseState::NoExtension);
             break;
         }

@@ -5,25 +5,14 @@ use std::time::Duration;
 use mail_gateway_tests::{Cluster, exec, wait_for, wait_for_worker};
 
 #[test]
-fn worker_starts_logs_once_and_waits_for_the_extension() {
+fn the_launcher_waits_for_the_extension_and_starts_the_workers_at_once() {
     let cluster = Cluster::start(&[
         ("mail_gateway.database", "erp"),
-        ("mail_gateway.poll_interval", "200ms"),
+        ("mail_gateway.poll_interval", "1h"),
     ]);
-    // The database does not exist yet: the worker cannot connect and is restarted until it does.
-    let mut admin = cluster.connect("postgres");
-    exec(&mut admin, "CREATE DATABASE erp");
-    let pid = wait_for_worker(&cluster, None);
-
-    let log = cluster.log();
-    let started = format!("mail_gateway worker started: database \"erp\", pid {pid}");
-    assert_eq!(
-        log.matches(&started).count(),
-        1,
-        "one start line for pid {pid}:\n{log}"
-    );
+    // No database erp, no role yet: the launcher waits, saying why once.
     wait_for(
-        "the worker to notice the missing extension",
+        "the launcher to say it waits",
         Duration::from_secs(10),
         || {
             cluster
@@ -32,13 +21,41 @@ fn worker_starts_logs_once_and_waits_for_the_extension() {
                 .then_some(())
         },
     );
-
-    // Many poll intervals later, the same worker is still there.
-    std::thread::sleep(Duration::from_secs(2));
+    let mut admin = cluster.connect("postgres");
+    exec(&mut admin, "CREATE DATABASE erp");
     let mut erp = cluster.connect("erp");
+    // With a poll interval of an hour, only CREATE EXTENSION's commit can wake the launcher.
     exec(&mut erp, "CREATE EXTENSION mail_gateway");
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(wait_for_worker(&cluster, None), pid);
+    let started = std::time::Instant::now();
+    let pid = wait_for_worker(&cluster, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the workers start when CREATE EXTENSION commits, not at the next poll"
+    );
+    wait_for("the fetcher", Duration::from_secs(10), || {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE backend_type = 'mail_gateway fetcher' AND datname = 'erp' AND usename = 'mail_gateway_worker'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 1).then_some(())
+    });
+    let log = cluster.log();
+    let line = format!(
+        "mail_gateway worker started: database \"erp\", role \"mail_gateway_worker\", pid {pid}"
+    );
+    assert_eq!(log.matches(&line).count(), 1, "one start line:\n{log}");
+    let user: String = admin
+        .query_one(
+            "SELECT usename::text FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(user, "mail_gateway_worker", "never a superuser");
     assert!(!cluster.log().contains("PANIC"));
 }
 
@@ -47,6 +64,7 @@ fn worker_stops_promptly_and_is_restarted() {
     // A poll interval of an hour: only the latch can make it stop quickly.
     let cluster = Cluster::start(&[("mail_gateway.poll_interval", "1h")]);
     let mut client = cluster.connect("postgres");
+    exec(&mut client, "CREATE EXTENSION mail_gateway");
     let pid = wait_for_worker(&cluster, None);
 
     let terminated: bool = client
@@ -71,6 +89,10 @@ fn worker_stops_promptly_and_is_restarted() {
 #[test]
 fn worker_killed_with_sigkill_comes_back() {
     let cluster = Cluster::start(&[]);
+    exec(
+        &mut cluster.connect("postgres"),
+        "CREATE EXTENSION mail_gateway",
+    );
     let pid = wait_for_worker(&cluster, None);
     let status = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
@@ -84,6 +106,10 @@ fn worker_killed_with_sigkill_comes_back() {
 #[test]
 fn fast_shutdown_does_not_wait_for_the_worker() {
     let mut cluster = Cluster::start(&[("mail_gateway.poll_interval", "1h")]);
+    exec(
+        &mut cluster.connect("postgres"),
+        "CREATE EXTENSION mail_gateway",
+    );
     wait_for_worker(&cluster, None);
     // pg_ctl fails after its 60 s timeout if the worker ignores SIGTERM.
     cluster.stop("fast");
@@ -94,8 +120,10 @@ fn fast_shutdown_does_not_wait_for_the_worker() {
 fn worker_follows_a_changed_database_on_reload() {
     let cluster = Cluster::start(&[]);
     let mut admin = cluster.connect("postgres");
+    exec(&mut admin, "CREATE EXTENSION mail_gateway");
     let pid = wait_for_worker(&cluster, None);
     exec(&mut admin, "CREATE DATABASE erp");
+    exec(&mut cluster.connect("erp"), "CREATE EXTENSION mail_gateway");
     exec(&mut admin, "ALTER SYSTEM SET mail_gateway.database = 'erp'");
     exec(&mut admin, "SELECT pg_reload_conf()");
     let restarted = wait_for_worker(&cluster, Some(pid));
@@ -107,11 +135,16 @@ fn worker_follows_a_changed_database_on_reload() {
         .unwrap()
         .get(0);
     assert_eq!(database, "erp");
-    assert!(
-        cluster
-            .log()
-            .contains("mail_gateway.database changed to \"erp\"; restarting")
-    );
+    wait_for("postgres's workers gone", Duration::from_secs(10), || {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%' AND datname = 'postgres'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 0).then_some(())
+    });
 }
 
 #[test]
