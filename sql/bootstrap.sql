@@ -39,30 +39,10 @@ CREATE TABLE mail_gateway.parameter (
     value text
 );
 COMMENT ON TABLE mail_gateway.parameter IS
-    'System parameters of the mail gateway (SPEC §2.1); change them with set_parameter()';
+    'System parameters of the mail gateway; change them with set_parameter(); a deleted row reads as its default';
 
-INSERT INTO mail_gateway.parameter (key, value) VALUES
-    ('mail.catchall.domain', NULL),
-    ('mail.catchall.alias', 'catchall'),
-    ('mail.bounce.alias', 'bounce'),
-    ('mail.default.from', 'notifications'),
-    ('mail.default.from_filter', NULL),
-    ('mail.incoming.limit.period', '60'),
-    ('mail.incoming.limit.alias', '5'),
-    ('mail.send.daily_limit', '200'),
-    ('mail.bounce.limit', '5'),
-    ('mail.bounce.period', '30 days'),
-    ('mail.bounce.spread', '7 days'),
-    ('mail.fetch.interval', '5 minutes'),
-    ('mass_mailing.outgoing_mail_server', NULL),
-    -- What strangers can make us send (docs/SECURITY.md): relays per thread and per sender
-    -- within mail.incoming.limit.period, automatic answers per recipient within it and per day.
-    ('mail.relay.limit.thread', '20'),
-    ('mail.relay.limit.sender', '10'),
-    ('mail.auto_reply.limit.recipient', '1'),
-    ('mail.auto_reply.daily_share', '10'),
-    -- The authserv-ids whose Authentication-Results headers are believed (comma-separated).
-    ('mail.authentication.trusted_servers', NULL);
+-- Seeded with their defaults by parameters.sql, from the one list (core/src/parameters.rs).
+
 
 -- §2.2 Outgoing (SMTP) servers. `port` and `auth` left NULL are filled from `encryption` and
 -- `username` by the validation trigger.

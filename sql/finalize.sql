@@ -48,6 +48,9 @@ GRANT SELECT (id, name, protocol, host, port, encryption, auth, username, verify
 -- ERP code queues mail (send_mail, never a direct INSERT) and reads its state; retry and
 -- cancel are for administrators.
 GRANT SELECT ON mail_gateway.mail TO mail_gateway_user;
+-- … and mass mailing through the outbox view (each row goes through send_mail).
+-- (SELECT: INSERT … RETURNING reads the new rows back; the view itself shows nothing.)
+GRANT SELECT, INSERT ON mail_gateway.outbox TO mail_gateway_user;
 GRANT SELECT (id, domain, selector, algorithm, public_key, active, created_at)
     ON mail_gateway.dkim_key TO mail_gateway_user;
 GRANT SELECT ON mail_gateway.queue_status, mail_gateway.server_status, mail_gateway.worker_status

@@ -80,8 +80,7 @@ COMMENT ON VIEW mail_gateway.server_status IS
 CREATE VIEW mail_gateway.incoming_status AS
 SELECT s.name, s.protocol, s.host, s.port, s.mailbox, s.state, s.active,
        coalesce(s.fetch_interval,
-                (SELECT p.value::interval FROM mail_gateway.parameter p
-                 WHERE p.key = 'mail.fetch.interval')) AS fetch_interval,
+                mail_gateway.parameter_value('mail.fetch.interval')::interval) AS fetch_interval,
        s.last_fetch_at, s.last_success_at, s.last_error_at, s.last_error,
        count(i.id) AS fetched,
        count(i.id) FILTER (WHERE i.received_at >= now() - interval '1 day') AS fetched_last_day,

@@ -95,3 +95,14 @@ END
 $$;
 CREATE TRIGGER dkim_key_validate BEFORE INSERT OR UPDATE ON mail_gateway.dkim_key
     FOR EACH ROW EXECUTE FUNCTION mail_gateway.dkim_key_validate();
+
+-- Mass mailing at volume (docs/OPERATIONS.md): INSERT … SELECT into this view queues one mail
+-- per row through send_mail's checks; the queue itself takes no direct writes.
+CREATE VIEW mail_gateway.outbox AS
+SELECT id, email_from, email_to, cc, bcc, reply_to, subject, body_text, body_html, headers,
+       attachments, scheduled_at, kind, model, res_id
+FROM mail_gateway.mail WHERE false;
+COMMENT ON VIEW mail_gateway.outbox IS
+    'Insert here to queue many mails in one statement (each row goes through send_mail)';
+CREATE TRIGGER outbox_insert INSTEAD OF INSERT ON mail_gateway.outbox
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.outbox_insert();

@@ -14,41 +14,36 @@ BEGIN
         RETURN NULL;
     END IF;
     IF v IS NULL THEN
-        IF NEW.key IN ('mail.catchall.alias', 'mail.bounce.alias', 'mail.default.from',
-                       'mail.incoming.limit.period', 'mail.incoming.limit.alias',
-                       'mail.send.daily_limit', 'mail.bounce.limit', 'mail.bounce.period',
-                       'mail.bounce.spread', 'mail.fetch.interval', 'mail.relay.limit.thread',
-                       'mail.relay.limit.sender', 'mail.auto_reply.limit.recipient',
-                       'mail.auto_reply.daily_share') THEN
+        IF mail_gateway.parameter_default(NEW.key) IS NOT NULL THEN
             RAISE EXCEPTION 'parameter "%" cannot be NULL', NEW.key
                 USING ERRCODE = 'not_null_violation',
-                      HINT = 'Give it a value; see the defaults in the documentation (SPEC §2.1).';
+                      HINT = format('Give it a value, or delete its row to use the default (%s).',
+                                    mail_gateway.parameter_default(NEW.key));
         END IF;
         RETURN NEW;
     END IF;
-    CASE NEW.key
-    WHEN 'mail.catchall.domain' THEN
+    -- The kinds of values come with the defaults, from one list (core/src/parameters.rs).
+    CASE mail_gateway.parameter_kind(NEW.key)
+    WHEN 'domain' THEN
         NEW.value := mail_gateway.normalize_domain(v);
-    WHEN 'mail.catchall.alias', 'mail.bounce.alias' THEN
+    WHEN 'local_part' THEN
         NEW.value := mail_gateway.normalize_local_part(v);
-    WHEN 'mail.default.from' THEN
+    WHEN 'sender' THEN
         NEW.value := CASE WHEN strpos(v, '@') > 0 THEN mail_gateway.normalize_email(v)
                           ELSE mail_gateway.normalize_local_part(v) END;
-    WHEN 'mail.default.from_filter' THEN
+    WHEN 'from_filter' THEN
         NEW.value := nullif(mail_gateway.normalize_from_filter(v), '');
-    WHEN 'mail.incoming.limit.period', 'mail.incoming.limit.alias', 'mail.send.daily_limit',
-         'mail.bounce.limit', 'mail.relay.limit.thread', 'mail.relay.limit.sender',
-         'mail.auto_reply.limit.recipient', 'mail.auto_reply.daily_share' THEN
+    WHEN 'count', 'percent' THEN
         IF btrim(v) !~ '^[0-9]{1,9}$'
-           OR (NEW.key = 'mail.auto_reply.daily_share' AND btrim(v)::integer > 100) THEN
+           OR (mail_gateway.parameter_kind(NEW.key) = 'percent' AND btrim(v)::integer > 100) THEN
             RAISE EXCEPTION 'invalid value "%" for parameter "%"', v, NEW.key
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = CASE NEW.key WHEN 'mail.auto_reply.daily_share'
+                      HINT = CASE mail_gateway.parameter_kind(NEW.key) WHEN 'percent'
                                  THEN 'Expected a percentage from 0 to 100.'
                                  ELSE 'Expected a whole number, 0 or more.' END;
         END IF;
         NEW.value := btrim(v)::integer::text;
-    WHEN 'mail.authentication.trusted_servers' THEN
+    WHEN 'authserv_ids' THEN
         -- authserv-ids are host names: lower-case, comma-separated, no empty entries.
         NEW.value := nullif(array_to_string(ARRAY(
             SELECT DISTINCT lower(btrim(id)) FROM unnest(string_to_array(v, ',')) AS id
@@ -58,7 +53,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Expected the authserv-ids of your own mail servers, comma-separated (the first word of their Authentication-Results headers, e.g. mx.mycompany.com).';
         END IF;
-    WHEN 'mail.bounce.period', 'mail.bounce.spread', 'mail.fetch.interval' THEN
+    WHEN 'interval' THEN
         BEGIN
             IF v::interval < interval '0' OR (NEW.key = 'mail.fetch.interval' AND v::interval < interval '1 second') THEN
                 RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value';
@@ -68,7 +63,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Expected a positive PostgreSQL interval such as ''7 days'' or ''5 minutes''.';
         END;
-    WHEN 'mass_mailing.outgoing_mail_server' THEN
+    WHEN 'server_name' THEN
         IF NOT EXISTS (SELECT FROM mail_gateway.outgoing_server s WHERE s.name = v) THEN
             RAISE EXCEPTION 'no outgoing server named "%"', v
                 USING ERRCODE = 'foreign_key_violation',
@@ -188,8 +183,8 @@ CREATE FUNCTION mail_gateway.alias_validate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     reserved text[] := ARRAY['catchall', 'bounce',
-        (SELECT p.value FROM mail_gateway.parameter p WHERE p.key = 'mail.catchall.alias'),
-        (SELECT p.value FROM mail_gateway.parameter p WHERE p.key = 'mail.bounce.alias')];
+        mail_gateway.parameter_value('mail.catchall.alias'),
+        mail_gateway.parameter_value('mail.bounce.alias')];
     model_table text;
 BEGIN
     NEW.name := mail_gateway.normalize_local_part(NEW.name);

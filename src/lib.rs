@@ -17,8 +17,8 @@ mod worker;
 // The mail logic that needs no PostgreSQL lives in its own crate (core/); `crate::mime` and
 // friends keep their names here.
 pub use mail_gateway_core::{
-    authentication, deliverability, delivery, dkim, dns, imap, mailbox, mime, net, pop3, routing,
-    smtp,
+    authentication, deliverability, delivery, dkim, dns, imap, mailbox, mime, net, parameters,
+    pop3, routing, smtp,
 };
 
 pg_module_magic!();
@@ -31,13 +31,25 @@ extension_sql_file!(
         api::config::normalize_email,
         api::config::normalize_domain,
         api::config::normalize_local_part,
-        api::config::normalize_from_filter
+        api::config::normalize_from_filter,
+        api::config::parameter_default,
+        api::config::parameter_kind
+    ]
+);
+extension_sql_file!(
+    "../sql/parameters.sql",
+    name = "parameters",
+    requires = [
+        "validation",
+        api::config::parameter_default,
+        api::config::parameter_kind,
+        api::config::parameter_defaults
     ]
 );
 extension_sql_file!(
     "../sql/queue.sql",
     name = "queue",
-    requires = ["validation"]
+    requires = ["parameters", api::outbox::outbox_insert]
 );
 extension_sql_file!("../sql/inbound.sql", name = "inbound", requires = ["queue"]);
 extension_sql_file!(

@@ -5,9 +5,34 @@ use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;
 use pgrx::prelude::*;
 
 use crate::error::raise;
+use crate::parameters;
 use crate::routing::address::{Sender, format_from_filter, parse_from_filter};
 use crate::routing::server::choose;
 use crate::store;
+
+/// The default of a system parameter (NULL for one without, or a key the gateway does not
+/// read): the one list of defaults, `parameters::PARAMETERS`.
+#[pg_extern(immutable, strict, parallel_safe)]
+pub fn parameter_default(key: &str) -> Option<&'static str> {
+    parameters::default_of(key)
+}
+
+/// What a system parameter's value is (`count`, `interval`, `domain` …), for its validation.
+#[pg_extern(immutable, strict, parallel_safe)]
+pub fn parameter_kind(key: &str) -> Option<&'static str> {
+    parameters::find(key).map(|p| p.kind.as_str())
+}
+
+/// Every system parameter with its default: what CREATE EXTENSION seeds.
+#[pg_extern(immutable, parallel_safe)]
+pub fn parameter_defaults()
+-> TableIterator<'static, (name!(key, String), name!(value, Option<String>))> {
+    TableIterator::new(
+        parameters::PARAMETERS
+            .iter()
+            .map(|p| (p.key.to_string(), p.default.map(str::to_string))),
+    )
+}
 
 /// The bare address of a mailbox, lower-cased: `"Ann" <Ann@X.com>` → `ann@x.com`.
 #[pg_extern(immutable, strict, parallel_safe)]
@@ -65,7 +90,8 @@ pub fn normalize_from_filter(filter: &str) -> String {
     }
 }
 
-/// The value of a system parameter, NULL when unset or unknown.
+/// The value of a system parameter — its default when its row was deleted — NULL when unset
+/// or unknown.
 #[pg_extern(stable, strict, parallel_safe)]
 pub fn get_parameter(key: &str) -> Option<String> {
     store::config::get_parameter(key)
@@ -74,7 +100,8 @@ pub fn get_parameter(key: &str) -> Option<String> {
 /// Sets a system parameter (NULL unsets it). Values are checked: see SPEC §2.1.
 #[pg_extern]
 pub fn set_parameter(key: &str, value: Option<&str>) {
-    if !store::config::set_parameter(key, value) {
+    store::config::set_parameter(key, value);
+    if parameters::find(key).is_none() {
         notice!("parameter \"{key}\" is not one that mail_gateway reads; it was stored as given");
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dkim;
 pub mod domain;
 pub mod inbound;
+pub mod outbox;
 pub mod queue;
 pub mod servers;
 pub mod workers;

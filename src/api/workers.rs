@@ -41,7 +41,11 @@ pub fn workers() -> TableIterator<
             });
             (
                 name,
-                s.state.as_str().to_string(),
+                if s.starved {
+                    "no worker slot".to_string()
+                } else {
+                    s.state.as_str().to_string()
+                },
                 since.flatten(),
                 s.paused(now),
                 s.pids[..FETCHER]

@@ -7,37 +7,32 @@ use crate::routing::RoutingSettings;
 use crate::routing::address::parse_from_filter;
 use crate::routing::server::{SenderSettings, Server};
 
+/// A parameter as the gateway reads it: its value, or its default when the row is missing.
 pub fn get_parameter(key: &str) -> Option<String> {
-    first_text(
-        "SELECT value FROM mail_gateway.parameter WHERE key = $1",
-        &[key.into()],
+    first_text("SELECT mail_gateway.parameter_value($1)", &[key.into()])
+}
+
+/// Stores a parameter (the table's trigger validates and normalises it).
+pub fn set_parameter(key: &str, value: Option<&str>) {
+    super::execute(
+        "INSERT INTO mail_gateway.parameter (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        &[key.into(), value.into()],
     )
 }
 
-/// Stores a parameter (the table's trigger validates and normalises it). Returns whether the
-/// key existed before, i.e. whether it is one the gateway knows.
-pub fn set_parameter(key: &str, value: Option<&str>) -> bool {
-    spi(Spi::connect_mut(|client| {
-        let known = !super::select(
-            client,
-            "SELECT 1 FROM mail_gateway.parameter WHERE key = $1",
-            Some(1),
-            &[key.into()],
-        )?
-        .is_empty();
-        super::update(
-            client,
-            "INSERT INTO mail_gateway.parameter (key, value) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            None,
-            &[key.into(), value.into()],
-        )?;
-        Ok(known)
-    }))
+/// Every system parameter, in one query; a missing row reads as its default.
+fn parameters() -> Vec<(String, Option<String>)> {
+    let mut rows = stored_parameters();
+    for p in &crate::parameters::PARAMETERS {
+        if !rows.iter().any(|(k, _)| k == p.key) {
+            rows.push((p.key.to_string(), p.default.map(str::to_string)));
+        }
+    }
+    rows
 }
 
-/// Every system parameter, in one query.
-fn parameters() -> Vec<(String, Option<String>)> {
+fn stored_parameters() -> Vec<(String, Option<String>)> {
     spi(Spi::connect(|client| {
         super::select(
             client,
@@ -87,27 +82,24 @@ pub fn routing_settings() -> RoutingSettings {
             .find(|(k, _)| k == key)
             .and_then(|(_, v)| v.clone())
     };
-    let minutes = |key: &str, default: i64| {
-        get(key)
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(default)
-    };
+    let number = |key: &str| crate::parameters::number(key, get(key).as_deref());
+    let text = |key: &str| get(key).unwrap_or_default();
     RoutingSettings {
         catchall_domain: get("mail.catchall.domain"),
-        catchall_alias: get("mail.catchall.alias").unwrap_or_else(|| "catchall".into()),
-        bounce_alias: get("mail.bounce.alias").unwrap_or_else(|| "bounce".into()),
-        loop_period_minutes: minutes("mail.incoming.limit.period", 60),
-        loop_limit: minutes("mail.incoming.limit.alias", 5),
-        bounce_limit: minutes("mail.bounce.limit", 5),
-        bounce_period: get("mail.bounce.period").unwrap_or_else(|| "30 days".into()),
-        bounce_spread: get("mail.bounce.spread").unwrap_or_else(|| "7 days".into()),
+        catchall_alias: text("mail.catchall.alias"),
+        bounce_alias: text("mail.bounce.alias"),
+        loop_period_minutes: number("mail.incoming.limit.period"),
+        loop_limit: number("mail.incoming.limit.alias"),
+        bounce_limit: number("mail.bounce.limit"),
+        bounce_period: text("mail.bounce.period"),
+        bounce_spread: text("mail.bounce.spread"),
         sender: sender_settings_from(&rows),
         own_domains: own_domains(),
-        relay_limit_thread: minutes("mail.relay.limit.thread", 20),
-        relay_limit_sender: minutes("mail.relay.limit.sender", 10),
-        auto_reply_limit_recipient: minutes("mail.auto_reply.limit.recipient", 1),
-        auto_reply_daily_share: minutes("mail.auto_reply.daily_share", 10),
-        daily_limit: minutes("mail.send.daily_limit", 200),
+        relay_limit_thread: number("mail.relay.limit.thread"),
+        relay_limit_sender: number("mail.relay.limit.sender"),
+        auto_reply_limit_recipient: number("mail.auto_reply.limit.recipient"),
+        auto_reply_daily_share: number("mail.auto_reply.daily_share"),
+        daily_limit: number("mail.send.daily_limit"),
     }
 }
 

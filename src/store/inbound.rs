@@ -283,8 +283,7 @@ pub fn incoming_server(name: &str, limits: Limits) -> Option<IncomingServer> {
 
 /// When a server is next due: `last_fetch_at` plus its interval (or `mail.fetch.interval`).
 const NEXT_FETCH: &str = "s.last_fetch_at + coalesce(s.fetch_interval,
-    (SELECT p.value::interval FROM mail_gateway.parameter p WHERE p.key = 'mail.fetch.interval'),
-    interval '5 minutes')";
+    mail_gateway.parameter_value('mail.fetch.interval')::interval)";
 
 /// Due at once: never fetched, asked for by fetch_now(), or a fetch that never finished (the
 /// fetcher was killed in the middle of it).

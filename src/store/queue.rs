@@ -239,13 +239,15 @@ pub fn release_expired() {
 fn daily_allowance(
     client: &mut pgrx::spi::SpiClient<'_>,
 ) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    let limit: i64 = super::select(client, "SELECT coalesce(value, '0')::bigint FROM mail_gateway.parameter WHERE key = 'mail.send.daily_limit'",
-            None,
-            &[],
-        )?
-        .first()
-        .get_one::<i64>()?
-        .unwrap_or(0);
+    let limit: i64 = super::select(
+        client,
+        "SELECT mail_gateway.parameter_value('mail.send.daily_limit')::bigint",
+        None,
+        &[],
+    )?
+    .first()
+    .get_one::<i64>()?
+    .unwrap_or(0);
     if limit <= 0 {
         return Ok(None);
     }

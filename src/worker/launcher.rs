@@ -234,6 +234,20 @@ impl Launcher {
         if slot.paused(now) {
             return true;
         }
+        let mut slot = slot;
+        if rescan && slot.state == DatabaseState::NoExtension {
+            // A CREATE EXTENSION or CREATE DATABASE committed: look again, now and until the
+            // first worker has looked (it may have to wait for its restart delay).
+            slot.state = DatabaseState::Unknown;
+            if let Some(s) = REGISTRY.exclusive().slot_mut(db.oid) {
+                s.state = DatabaseState::Unknown;
+            }
+            // Its first worker ended cleanly when it found nothing: no restart delay.
+            self.started.remove(&WorkerId {
+                database: db.oid,
+                index: 0,
+            });
+        }
         let age = Duration::from_millis(now.saturating_sub(slot.since).max(0) as u64);
         let first = WorkerId {
             database: db.oid,
@@ -254,6 +268,11 @@ impl Launcher {
             _ => vec![first],
         };
         let mut pending = false;
+        if slot.starved && wanted.iter().all(|id| self.running(*id, &slot.pids)) {
+            if let Some(s) = REGISTRY.exclusive().slot_mut(db.oid) {
+                s.starved = false;
+            }
+        }
         for id in wanted {
             if self.running(id, &slot.pids) {
                 continue;
@@ -268,14 +287,13 @@ impl Launcher {
                 break;
             };
             if !started {
-                if slot.state != DatabaseState::NoWorkerSlot {
+                if !slot.starved {
                     warning!(
                         "mail_gateway launcher: no free background worker for database \"{}\" (max_worker_processes is used up); its mail waits. Each database needs mail_gateway.senders + 1 = {} workers, plus one launcher: raise max_worker_processes.",
                         db.name,
                         gucs::senders() + 1
                     );
-                    slot.state = DatabaseState::NoWorkerSlot;
-                    slot.since = now;
+                    slot.starved = true;
                 }
                 break;
             }

@@ -29,10 +29,8 @@ pub enum DatabaseState {
     Checking = 1,
     /// It has the extension: its workers run.
     Serving = 2,
-    /// No `mail_gateway` extension there (looked at `checked_at`).
+    /// No `mail_gateway` extension there (looked at `since`).
     NoExtension = 3,
-    /// No free background worker slot (max_worker_processes): tried again every poll.
-    NoWorkerSlot = 4,
 }
 
 impl DatabaseState {
@@ -42,7 +40,6 @@ impl DatabaseState {
             DatabaseState::Checking => "starting",
             DatabaseState::Serving => "serving",
             DatabaseState::NoExtension => "no extension",
-            DatabaseState::NoWorkerSlot => "no worker slot",
         }
     }
 }
@@ -59,6 +56,8 @@ pub struct Slot {
     pub paused_until: i64,
     /// Pids of the senders (by index), then the fetcher; 0 = not running.
     pub pids: [i32; MAX_SENDERS + 1],
+    /// A worker it needs could not be started: no free background worker slot.
+    pub starved: bool,
 }
 
 impl Slot {
@@ -68,6 +67,7 @@ impl Slot {
         since: 0,
         paused_until: 0,
         pids: [0; MAX_SENDERS + 1],
+        starved: false,
     };
 
     pub fn paused(&self, now: i64) -> bool {

@@ -49,7 +49,11 @@ fn create_in_several_databases_and_drop_leaves_only_the_roles() {
     exec(&mut erp2, "CREATE EXTENSION mail_gateway");
     assert_eq!(
         roles(&mut admin),
-        ["mail_gateway_admin", "mail_gateway_user"]
+        [
+            "mail_gateway_admin",
+            "mail_gateway_user",
+            "mail_gateway_worker"
+        ]
     );
     for db in [&mut erp1, &mut erp2] {
         let elsewhere: i64 = db
@@ -89,7 +93,11 @@ fn create_in_several_databases_and_drop_leaves_only_the_roles() {
     // The roles stay (cluster-wide, still used by erp2), and erp2 is untouched.
     assert_eq!(
         roles(&mut admin),
-        ["mail_gateway_admin", "mail_gateway_user"]
+        [
+            "mail_gateway_admin",
+            "mail_gateway_user",
+            "mail_gateway_worker"
+        ]
     );
     let n: i64 = erp2
         .query_one("SELECT count(*) FROM mail_gateway.parameter", &[])
