@@ -268,10 +268,11 @@ impl Launcher {
             _ => vec![first],
         };
         let mut pending = false;
-        if slot.starved && wanted.iter().all(|id| self.running(*id, &slot.pids)) {
-            if let Some(s) = REGISTRY.exclusive().slot_mut(db.oid) {
-                s.starved = false;
-            }
+        if slot.starved
+            && wanted.iter().all(|id| self.running(*id, &slot.pids))
+            && let Some(s) = REGISTRY.exclusive().slot_mut(db.oid)
+        {
+            s.starved = false;
         }
         for id in wanted {
             if self.running(id, &slot.pids) {
