@@ -66,6 +66,10 @@ GRANT SELECT, INSERT, UPDATE ON mail_gateway.contact TO mail_gateway_user;
 GRANT USAGE ON SEQUENCE mail_gateway.contact_id_seq TO mail_gateway_user;
 GRANT EXECUTE ON FUNCTION
     mail_gateway.get_parameter(text),
+    mail_gateway.parameter_value(text),
+    mail_gateway.parameter_default(text),
+    mail_gateway.parameter_kind(text),
+    mail_gateway.workers(),
     mail_gateway.find_outgoing_server(text, text),
     mail_gateway.normalize_email(text),
     mail_gateway.normalize_domain(text),
