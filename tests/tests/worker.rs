@@ -15,8 +15,12 @@ fn worker_starts_logs_once_and_waits_for_the_extension() {
     exec(&mut admin, "CREATE DATABASE erp");
     let pid = wait_for_worker(&cluster, None);
 
-    let log = cluster.log();
+    // The worker shows in pg_stat_activity as soon as it has connected, a moment before it logs.
     let started = format!("mail_gateway worker started: database \"erp\", pid {pid}");
+    let log = wait_for("the worker's start line", Duration::from_secs(10), || {
+        let log = cluster.log();
+        log.contains(&started).then_some(log)
+    });
     assert_eq!(
         log.matches(&started).count(),
         1,
