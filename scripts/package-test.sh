@@ -3,26 +3,34 @@
 # cluster with mail_gateway preloaded, CREATE EXTENSION, the worker started, `dpkg -r`.
 #
 # It runs in a private mount namespace so that it neither needs a second machine nor disturbs
-# this one: Debian's PostgreSQL 15 directories and dpkg's database are overlays whose writes
+# this one: Debian's PostgreSQL directories and dpkg's database are overlays whose writes
 # vanish with the namespace (the suite's own `cargo pgrx install` there is untouched, and
 # removed from view first so that only the package can provide the extension), and the build
 # tree is hidden: the checkout (target/ included) and the cargo, rustup and pgrx homes are
 # empty. What this proves: the package alone, on this Debian 12 with Debian's postgresql-15,
-# installs, is found by PostgreSQL, creates the extension and starts the worker. Runs as root.
+# installs, is found by PostgreSQL, creates the extension and starts the worker. Runs as root
+# or as a sudoer.
+#   bash scripts/package-test.sh           the release package
+#   bash scripts/package-test.sh --debug   the same package unoptimised (scripts/test.sh: it
+#                                          reuses the suite's build instead of a 10-minute one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" -eq 0 ] || { echo "package-test.sh needs root (mount namespaces, dpkg -i)"; exit 1; }
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
 
 if [ "${1:-}" != --inside ]; then
-  bash scripts/package.sh 15
+  bash scripts/package.sh "$@" 15
+  dir=target/debian
+  [ "${1:-}" != --debug ] || dir=target/debian-debug
   version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
   work=$(mktemp -d /tmp/mg-package.XXXXXX)
-  trap 'rm -rf "$work"' EXIT
-  cp "target/debian/postgresql-15-mail-gateway_${version}_$(dpkg --print-architecture).deb" "$work/"
+  trap 'as_root rm -rf "$work"' EXIT
+  cp "$dir/postgresql-15-mail-gateway_${version}_$(dpkg --print-architecture).deb" "$work/"
   cp scripts/package-test.sh "$work/"
   chmod 755 "$work"
   before=$(sha256sum /usr/lib/postgresql/15/lib/mail_gateway.so 2>/dev/null || true)
-  unshare --mount --propagation private \
+  as_root unshare --mount --propagation private \
     env MG_HIDE="$PWD ${CARGO_HOME:-$HOME/.cargo} ${RUSTUP_HOME:-$HOME/.rustup} ${PGRX_HOME:-$HOME/.pgrx}" \
     MG_VERSION="$version" bash "$work/package-test.sh" --inside "$work"
   # Nothing of it is left outside the namespace.
@@ -35,13 +43,18 @@ fi
 # Inside the namespace, from a copy of this script in a directory of its own.
 work=$2
 cd "$work"
-for dir in /usr/lib/postgresql/15/lib /usr/share/postgresql/15 /var/lib/dpkg; do
+# What dpkg -i and -r write: the package's directories, dpkg's database, and what
+# postgresql-common's trigger (pg_updatedicts) rewrites.
+for dir in /usr/lib/postgresql/15/lib /usr/share/postgresql /var/lib/dpkg /var/cache/postgresql; do
+  [ -d "$dir" ] || continue
   layer=$(mktemp -d -p "$work")
   mount -t tmpfs layer "$layer" && mkdir "$layer/upper" "$layer/work"
   mount -t overlay overlay -o "lowerdir=$dir,upperdir=$layer/upper,workdir=$layer/work" "$dir"
 done
 for dir in $MG_HIDE; do
-  [ -d "$dir" ] && mount -t tmpfs -o ro,size=4k hidden "$dir"
+  [ -d "$dir" ] || continue
+  mount -t tmpfs -o ro,size=4k hidden "$dir"
+  [ -z "$(ls -A "$dir")" ]
 done
 rm -f /usr/lib/postgresql/15/lib/mail_gateway.so /usr/share/postgresql/15/extension/mail_gateway*
 

@@ -2,12 +2,16 @@
 # Debian packages of the extension, one per PostgreSQL major version, built with
 # `cargo pgrx package` (release) and laid out as Debian's and PGDG's PostgreSQL packages are:
 # /usr/lib/postgresql/NN/lib and /usr/share/postgresql/NN/extension.
-#   bash scripts/package.sh           15, 16, 17 and 18
-#   bash scripts/package.sh 15        one version
+#   bash scripts/package.sh              15, 16, 17 and 18
+#   bash scripts/package.sh 15           one version
+#   bash scripts/package.sh --debug 15   unoptimised, into target/debian-debug/ (the package
+#                                        test in scripts/test.sh: it reuses the suite's build)
 # Writes target/debian/postgresql-NN-mail-gateway_VERSION_ARCH.deb. Maintainer: DEBFULLNAME
 # and DEBEMAIL, as for Debian's own tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+profile=() out=$PWD/target/debian
+if [ "${1:-}" = --debug ]; then profile=(--debug) out=$PWD/target/debian-debug; shift; fi
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(15 16 17 18)
 
@@ -17,7 +21,6 @@ for major in "${versions[@]}"; do [ "$major" = 15 ] || { bash scripts/pg-version
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)
 maintainer="${DEBFULLNAME:-mail_gateway maintainers} <${DEBEMAIL:-maintainers@users.noreply.h-seed-3020b2e1.example}>"
-out=$PWD/target/debian
 mkdir -p "$out"
 
 for major in "${versions[@]}"; do
@@ -26,7 +29,7 @@ for major in "${versions[@]}"; do
   stage=$out/$name
   rm -rf "$stage"
   printf '\n==> %s %s (cargo pgrx package, %s)\n' "$name" "$version" "$("$pg_config" --version)"
-  cargo pgrx package --pg-config "$pg_config" --out-dir "$stage/pgrx"
+  cargo pgrx package "${profile[@]}" --pg-config "$pg_config" --out-dir "$stage/pgrx"
 
   # pgrx lays the files out where this pg_config's PostgreSQL keeps them; a package puts them
   # where Debian's postgresql-NN does.
@@ -34,6 +37,7 @@ for major in "${versions[@]}"; do
   ext=$stage/root/usr/share/postgresql/$major/extension
   mkdir -p "$lib" "$ext"
   install -m 0644 "$stage/pgrx$("$pg_config" --pkglibdir)/mail_gateway.so" "$lib/"
+  strip --strip-unneeded "$lib/mail_gateway.so"     # as Debian's dh_strip does
   install -m 0644 "$stage/pgrx$("$pg_config" --sharedir)/extension/"mail_gateway* "$ext/"
 
   # The libraries the .so links (libc, libssl …), as Debian's own packages compute them.

@@ -57,5 +57,8 @@ else
 fi
 cargo test -p mail_gateway_tests -- --test-threads=2
 
+step "the PostgreSQL 15 Debian package, installed with dpkg -i (scripts/package-test.sh)"
+bash scripts/package-test.sh --debug
+
 step "PostgreSQL 16, 17 and 18: SQL tests and an end-to-end subset on each (scripts/matrix.sh)"
 bash scripts/matrix.sh
