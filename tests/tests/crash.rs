@@ -547,11 +547,13 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
         "ALTER TABLE mail_gateway.inbound SET TABLESPACE small;
          ALTER TABLE mail_gateway.mail SET TABLESPACE small;",
     );
-    // Mail queued for a moment when the disk will be full.
+    // Mail queued for a moment when the disk will be full (it fills in a second or two; the
+    // margin is for a loaded machine, where the fetch is slower).
+    let due = std::time::Instant::now() + Duration::from_secs(15);
     exec(
         &mut db,
         "SELECT mail_gateway.send_mail('a@mycompany.com', ARRAY['r' || i || '@customer.example'],
-                'mail ' || i, scheduled_at => now() + interval '3 seconds')
+                'mail ' || i, scheduled_at => now() + interval '15 seconds')
            FROM generate_series(1, 20) AS i",
     );
     let fetcher = fetcher_pid(&cluster, None);
@@ -578,7 +580,12 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
         error.contains("No space left on device"),
         "a clear error: {error}"
     );
-    std::thread::sleep(Duration::from_secs(4)); // the queued mail is due; sending meets the full disk
+    assert!(
+        std::time::Instant::now() < due,
+        "the disk filled before the queued mail was due"
+    );
+    // The queued mail is due; sending meets the full disk.
+    std::thread::sleep(due - std::time::Instant::now() + Duration::from_secs(2));
     let stored = stored_count(&cluster).unwrap();
     let (all, seen) = dovecot.counts();
     assert!(
