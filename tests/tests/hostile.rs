@@ -725,3 +725,141 @@ fn a_message_over_the_size_limit_is_fetched_again_and_never_lost() {
         1
     );
 }
+
+/// An RSA key pair for DKIM: the private key's PEM file and the public key as DNS publishes it.
+fn dkim_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let key = dir.join(format!("{name}.pem"));
+    let status = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let der = std::process::Command::new("openssl")
+        .args(["rsa", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap()
+        .stdout;
+    use base64::Engine;
+    (key, base64::engine::general_purpose::STANDARD.encode(der))
+}
+
+/// Signs `raw` for `domain` with dkimpy (an independent signer).
+fn dkim_sign(raw: &[u8], domain: &str, key: &std::path::Path) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg(mail_gateway_tests::smtp::servers_dir().join("dkim_sign.py"))
+        .args([domain, "sel"])
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn the_fetcher_verifies_dkim_itself_and_believes_only_a_pass() {
+    let dir = mail_gateway_tests::temp_dir("mgdkim");
+    let (ours, ours_public) = dkim_key(&dir, "ours");
+    let (theirs, theirs_public) = dkim_key(&dir, "theirs");
+    let dns = mail_gateway_tests::dns::DnsServer::start(&serde_json::json!({
+        "sel._domainkey.mycompany.com": {"TXT": [format!("v=DKIM1; k=rsa; p={ours_public}")]},
+        "sel._domainkey.attacker.example": {"TXT": [format!("v=DKIM1; k=rsa; p={theirs_public}")]},
+    }));
+    let dovecot = Dovecot::start();
+    let cluster = Cluster::start(&[
+        ("mail_gateway.poll_interval", "200ms"),
+        ("mail_gateway.fetch_timeout", "5s"),
+        ("mail_gateway.dns_server", &dns.address()),
+    ]);
+    let mut db = cluster.connect("postgres");
+    exec(
+        &mut db,
+        "CREATE EXTENSION mail_gateway;
+         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
+         SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');",
+    );
+    let root = thread(&mut db);
+    let message = |n: usize, from: &str| {
+        format!(
+            "From: {from}\r\nTo: catchall@mycompany.com\r\nSubject: Re: SO042\r\n\
+             Message-ID: <dkim-{n}@mycompany.com>\r\nIn-Reply-To: {root}\r\n\
+             Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nSigned reply {n}.\r\n"
+        )
+        .into_bytes()
+    };
+    // A colleague's reply, signed by our domain's key: verified.
+    let genuine = dkim_sign(
+        &message(1, "\"Ann\" <ann@mycompany.com>"),
+        "mycompany.com",
+        &ours,
+    );
+    // The CEO's name, signed by the attacker's own domain: a valid signature, not aligned.
+    let unaligned = dkim_sign(
+        &message(2, "\"The CEO\" <ceo@mycompany.com>"),
+        "attacker.example",
+        &theirs,
+    );
+    // Signed by our key, then altered on the way: the signature fails.
+    let altered = String::from_utf8(dkim_sign(
+        &message(3, "\"The CEO\" <ceo@mycompany.com>"),
+        "mycompany.com",
+        &ours,
+    ))
+    .unwrap()
+    .replace("Signed reply 3.", "Pay the invoice to this account.")
+    .into_bytes();
+    dovecot.deliver_many([genuine, unaligned, altered]);
+    db.execute(
+        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, state)
+         VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3, 'confirmed')",
+        &[&(dovecot.imap as i32), &USER, &PASSWORD],
+    )
+    .unwrap();
+    exec(&mut db, "SELECT mail_gateway.fetch_now()");
+    wait_for("three messages routed", WAIT, || {
+        (count(
+            &mut db,
+            "SELECT count(*) FROM mail_gateway.inbound WHERE state = 'routed'",
+        ) == 3)
+            .then_some(())
+    });
+    let verdicts: Vec<(String, String, String)> = db
+        .query(
+            "SELECT i.message_id, i.auth_verdict || ': ' || i.auth_detail,
+                    (SELECT min(m.email_from) FROM mail_gateway.mail m WHERE m.message_ref = i.message_ref)
+             FROM mail_gateway.inbound i ORDER BY i.message_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        verdicts[0]
+            .1
+            .starts_with("pass: dkim=pass header.d=mycompany.com"),
+        "{verdicts:?}"
+    );
+    assert_eq!(
+        verdicts[0].2, "\"Ann\" <ann@mycompany.com>",
+        "a verified colleague keeps our From"
+    );
+    assert!(verdicts[1].1.starts_with("none:"), "{verdicts:?}");
+    assert!(verdicts[2].1.starts_with("fail: dkim=fail"), "{verdicts:?}");
+    for forged in &verdicts[1..] {
+        assert_eq!(
+            forged.2, "\"The CEO (unverified)\" <notifications@mycompany.com>",
+            "{verdicts:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
