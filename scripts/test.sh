@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting, clippy (warnings are errors), the pure crate's unit tests, a short
 # run of each fuzz target, SQL tests inside PostgreSQL (`cargo pgrx test`), then the
-# integration harness against real clusters with the worker.
+# integration harness against real clusters with the worker; then the same extension on
+# PostgreSQL 16, 17 and 18 (scripts/matrix.sh).
 # Installs what it needs first (scripts/setup.sh). Runs as root or as a sudoer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,3 +56,9 @@ else
   cargo pgrx install --sudo --pg-config "$PG_CONFIG"
 fi
 cargo test -p mail_gateway_tests -- --test-threads=2
+
+step "the PostgreSQL 15 Debian package, installed with dpkg -i (scripts/package-test.sh)"
+bash scripts/package-test.sh --debug
+
+step "PostgreSQL 16, 17 and 18: SQL tests and an end-to-end subset on each (scripts/matrix.sh)"
+bash scripts/matrix.sh

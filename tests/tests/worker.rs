@@ -43,10 +43,14 @@ fn the_launcher_waits_for_the_extension_and_starts_the_workers_at_once() {
             .get(0);
         (n == 1).then_some(())
     });
-    let log = cluster.log();
+    // A worker shows in pg_stat_activity as soon as it has connected, a moment before it logs.
     let line = format!(
         "mail_gateway worker started: database \"erp\", role \"mail_gateway_worker\", pid {pid}"
     );
+    let log = wait_for("the worker's start line", Duration::from_secs(10), || {
+        let log = cluster.log();
+        log.contains(&line).then_some(log)
+    });
     assert_eq!(log.matches(&line).count(), 1, "one start line:\n{log}");
     let user: String = admin
         .query_one(
