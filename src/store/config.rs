@@ -159,9 +159,9 @@ pub fn active_outgoing_servers() -> Vec<Server> {
 }
 
 /// Whether `CREATE EXTENSION mail_gateway` has run in the current database.
-pub fn extension_installed() -> bool {
-    spi(Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'mail_gateway')",
+/// The version of the extension created in this database, if it is.
+pub fn installed_version() -> Option<String> {
+    spi(Spi::get_one::<String>(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'mail_gateway'",
     ))
-    .unwrap_or(false)
 }

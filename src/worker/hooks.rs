@@ -2,8 +2,9 @@
 //! `ALTER DATABASE … RENAME` and `… SET TABLESPACE`, and `CREATE DATABASE … TEMPLATE` refuse to
 //! run while other sessions are connected to the database; before they run, the database's
 //! workers are paused (the launcher starts none) and asked to stop, and afterwards — whether the
-//! command succeeded or not — the pause ends. `CREATE EXTENSION mail_gateway` and `CREATE
-//! DATABASE` wake the launcher when they commit, so that the new database is served at once.
+//! command succeeded or not — the pause ends. `CREATE EXTENSION mail_gateway`, `ALTER EXTENSION
+//! mail_gateway UPDATE` and `CREATE DATABASE` wake the launcher when they commit, so that the
+//! database is served at once.
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,10 @@ unsafe fn effect(stmt: *mut pg_sys::Node) -> Effect {
             pg_sys::NodeTag::T_CreateExtensionStmt => {
                 let c = stmt as *mut pg_sys::CreateExtensionStmt;
                 e.rescan = std::ffi::CStr::from_ptr((*c).extname).to_bytes() == b"mail_gateway";
+            }
+            pg_sys::NodeTag::T_AlterExtensionStmt => {
+                let a = stmt as *mut pg_sys::AlterExtensionStmt;
+                e.rescan = std::ffi::CStr::from_ptr((*a).extname).to_bytes() == b"mail_gateway";
             }
             _ => {}
         }

@@ -82,6 +82,27 @@ fn backoff(failures: u32) -> Duration {
         .min(cap)
 }
 
+/// Whether this database has the extension at this library's version. A database still at
+/// an older version (the library was replaced, `ALTER EXTENSION mail_gateway UPDATE` not run
+/// yet) is not served: its tables are not what this code expects.
+fn extension_ready(role: &str, database: &str) -> bool {
+    let Some(installed) = in_transaction("checking the extension", store::config::installed_version)
+    else {
+        return true; // could not tell (logged): the next wake-up looks again
+    };
+    match installed {
+        None => false,
+        Some(v) if v == env!("CARGO_PKG_VERSION") => true,
+        Some(v) => {
+            log!(
+                "mail_gateway {role}: database \"{database}\" has mail_gateway {v}, this library is {}; waiting for ALTER EXTENSION mail_gateway UPDATE",
+                env!("CARGO_PKG_VERSION")
+            );
+            false
+        }
+    }
+}
+
 /// This worker's database and index, from the launcher's arguments.
 fn this_worker() -> (WorkerId, pg_sys::Oid) {
     WorkerId::parse(BackgroundWorker::get_extra()).unwrap_or((
@@ -192,10 +213,9 @@ fn serve(
         registry::set_state(DatabaseState::NoExtension);
         unsafe { pg_sys::proc_exit(0) };
     }
-    let installed = in_transaction("checking the extension", store::config::extension_installed)
-        .unwrap_or(false);
-    if !installed {
-        // Worker 0 was started to find out: the launcher looks again after CREATE EXTENSION.
+    if !extension_ready(role, &database) {
+        // Worker 0 was started to find out: the launcher looks again after CREATE (or ALTER)
+        // EXTENSION.
         registry::set_state(DatabaseState::NoExtension);
         unsafe { pg_sys::proc_exit(0) };
     }
@@ -227,10 +247,8 @@ fn serve(
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let still = in_transaction("checking the extension", store::config::extension_installed)
-            .unwrap_or(true);
-        if !still {
-            log!("mail_gateway {role}: extension dropped from database \"{database}\"; stopping");
+        if !extension_ready(role, &database) {
+            log!("mail_gateway {role}: extension dropped from database \"{database}\" (or changed); stopping");
             registry::set_state(DatabaseState::NoExtension);
             break;
         }
