@@ -86,7 +86,8 @@ fn backoff(failures: u32) -> Duration {
 /// an older version (the library was replaced, `ALTER EXTENSION mail_gateway UPDATE` not run
 /// yet) is not served: its tables are not what this code expects.
 fn extension_ready(role: &str, database: &str) -> bool {
-    let Some(installed) = in_transaction("checking the extension", store::config::installed_version)
+    let Some(installed) =
+        in_transaction("checking the extension", store::config::installed_version)
     else {
         return true; // could not tell (logged): the next wake-up looks again
     };
@@ -248,7 +249,9 @@ fn serve(
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         if !extension_ready(role, &database) {
-            log!("mail_gateway {role}: extension dropped from database \"{database}\" (or changed); stopping");
+            log!(
+                "mail_gateway {role}: extension dropped from database \"{database}\" (or changed); stopping"
+            );
             registry::set_state(DatabaseState::NoExtension);
             break;
         }

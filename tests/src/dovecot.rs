@@ -216,6 +216,22 @@ protocol pop3 {{
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Adds this Dovecot's INBOX to `db` as incoming server `name` (IMAP without TLS on the
+    /// loopback), confirmed: the fetcher takes it at once.
+    pub fn add_confirmed(&self, db: &mut crate::Client, name: &str, protocol: &str) {
+        let port = if protocol == "pop3" {
+            self.pop3
+        } else {
+            self.imap
+        };
+        db.execute(
+            "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, state)
+             VALUES ($1, $2, '127.0.0.1', $3, 'none', $4, $5, 'confirmed')",
+            &[&name, &protocol, &(port as i32), &USER, &PASSWORD],
+        )
+        .unwrap_or_else(|e| panic!("adding {name}: {}", crate::error_text(&e)));
+    }
+
     /// How many messages INBOX holds, and how many of them are \Seen.
     pub fn counts(&self) -> (usize, usize) {
         let all = self.doveadm(&["search", "-u", USER, "mailbox", "INBOX", "ALL"]);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
+use mail_gateway_tests::dovecot::Dovecot;
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
 use mail_gateway_tests::{Client, Cluster, exec, install_with_relay, wait_for};
 
@@ -32,12 +32,7 @@ fn wait_for_workers(admin: &mut Client, database: &str, n: i64) {
 fn gateway(cluster: &Cluster, database: &str, smtp: &SmtpServer, dovecot: &Dovecot) -> Client {
     let mut db = cluster.connect(database);
     install_with_relay(&mut db, smtp.port);
-    db.execute(
-        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, state)
-         VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3, 'confirmed')",
-        &[&(dovecot.imap as i32), &USER, &PASSWORD],
-    )
-    .unwrap();
+    dovecot.add_confirmed(&mut db, "box", "imap");
     db
 }
 

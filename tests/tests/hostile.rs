@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
+use mail_gateway_tests::dovecot::Dovecot;
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
 use mail_gateway_tests::{Client, Cluster, error_text, exec, install_with_relay, wait_for};
 
@@ -123,12 +123,7 @@ fn a_nul_or_an_absurd_header_never_blocks_a_mailbox() {
         })
         .collect();
     dovecot.deliver_many(hostile.iter().cloned().chain(ordinary.iter().cloned()));
-    db.execute(
-        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, state)
-         VALUES ('catchall', 'imap', '127.0.0.1', $1, 'none', $2, $3, 'confirmed')",
-        &[&(dovecot.imap as i32), &USER, &PASSWORD],
-    )
-    .unwrap();
+    dovecot.add_confirmed(&mut db, "catchall", "imap");
     exec(&mut db, "SELECT mail_gateway.fetch_now()");
     wait_for("every message stored", WAIT, || {
         (count(&mut db, "SELECT count(*) FROM mail_gateway.inbound") == 67).then_some(())
@@ -673,12 +668,7 @@ fn a_message_over_the_size_limit_is_fetched_again_and_never_lost() {
     )
     .into_bytes();
     dovecot.deliver(&big);
-    db.execute(
-        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, state)
-         VALUES ('pop', 'pop3', '127.0.0.1', $1, 'none', $2, $3, 'confirmed')",
-        &[&(dovecot.pop3 as i32), &USER, &PASSWORD],
-    )
-    .unwrap();
+    dovecot.add_confirmed(&mut db, "pop", "pop3");
     exec(&mut db, "SELECT mail_gateway.fetch_now()");
     wait_for("recorded without its bytes", WAIT, || {
         (count(
@@ -818,12 +808,7 @@ fn the_fetcher_verifies_dkim_itself_and_believes_only_a_pass() {
     .replace("Signed reply 3.", "Pay the invoice to this account.")
     .into_bytes();
     dovecot.deliver_many([genuine, unaligned, altered]);
-    db.execute(
-        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, state)
-         VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3, 'confirmed')",
-        &[&(dovecot.imap as i32), &USER, &PASSWORD],
-    )
-    .unwrap();
+    dovecot.add_confirmed(&mut db, "box", "imap");
     exec(&mut db, "SELECT mail_gateway.fetch_now()");
     wait_for("three messages routed", WAIT, || {
         (count(

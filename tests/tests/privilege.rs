@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
+use mail_gateway_tests::dovecot::Dovecot;
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
 use mail_gateway_tests::{Client, Cluster, error_text, exec, install_with_relay, wait_for};
 
@@ -96,12 +96,7 @@ fn an_administrator_cannot_become_superuser_through_a_handler_or_a_trigger() {
     let mut to_support = String::from_utf8(sales_mail(2)).unwrap();
     to_support = to_support.replace("sales@", "support@");
     dovecot.deliver_many([sales_mail(1), to_support.into_bytes()]);
-    db.execute(
-        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, state)
-         VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3, 'confirmed')",
-        &[&(dovecot.imap as i32), &USER, &PASSWORD],
-    )
-    .unwrap();
+    dovecot.add_confirmed(&mut db, "box", "imap");
     exec(&mut db, "SELECT mail_gateway.fetch_now()");
     let reasons: Vec<String> = wait_for("both messages routed", WAIT, || {
         let rows: Vec<String> = db
@@ -321,12 +316,7 @@ fn every_parameter_reads_as_its_default_when_its_row_is_deleted() {
         .query_one("SELECT message_id FROM mail_gateway.message", &[])
         .unwrap()
         .get(0);
-    db.execute(
-        "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, state)
-         VALUES ('box', 'imap', '127.0.0.1', $1, 'none', $2, $3, 'confirmed')",
-        &[&(dovecot.imap as i32), &USER, &PASSWORD],
-    )
-    .unwrap();
+    dovecot.add_confirmed(&mut db, "box", "imap");
     let keys: Vec<String> = db
         .query("SELECT key FROM mail_gateway.parameter ORDER BY key", &[])
         .unwrap()

@@ -113,7 +113,10 @@ fn release_0_1_0_upgrades_to_the_schema_of_a_fresh_install_with_its_data() {
     exec(&mut admin, "CREATE DATABASE erp");
     exec(&mut admin, "CREATE DATABASE fresh");
     let mut erp = cluster.connect("erp");
-    exec(&mut erp, &format!("CREATE EXTENSION mail_gateway VERSION '{OLD}'"));
+    exec(
+        &mut erp,
+        &format!("CREATE EXTENSION mail_gateway VERSION '{OLD}'"),
+    );
     // 0.1.0's tables, filled as 0.1.0 left them: configuration, a queue, a thread, received
     // mail, a bounce (plain INSERTs: 0.1.0's functions are this library's now).
     exec(
@@ -144,17 +147,24 @@ fn release_0_1_0_upgrades_to_the_schema_of_a_fresh_install_with_its_data() {
         ),
     );
     // The workers wait while the database is at 0.1.0: nothing is sent.
-    wait_for("the workers to notice the old version", Duration::from_secs(30), || {
-        cluster
+    wait_for(
+        "the workers to notice the old version",
+        Duration::from_secs(30),
+        || {
+            cluster
             .log()
             .contains("has mail_gateway 0.1.0, this library is 0.2.0; waiting for ALTER EXTENSION mail_gateway UPDATE")
             .then_some(())
-    });
+        },
+    );
     assert!(smtp.received().is_empty());
 
     exec(&mut erp, "ALTER EXTENSION mail_gateway UPDATE");
     let version: String = erp
-        .query_one("SELECT extversion FROM pg_extension WHERE extname = 'mail_gateway'", &[])
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'mail_gateway'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
@@ -200,7 +210,15 @@ fn release_0_1_0_upgrades_to_the_schema_of_a_fresh_install_with_its_data() {
         row.get(6),
     );
     assert_eq!(
-        (mails, parameters, owner.as_str(), trusted, verdict.as_str(), password.as_str(), followers),
+        (
+            mails,
+            parameters,
+            owner.as_str(),
+            trusted,
+            verdict.as_str(),
+            password.as_str(),
+            followers
+        ),
         (5, 18, "postgres", true, "none", "secret", 1)
     );
     // … and the workers send the old queue.
