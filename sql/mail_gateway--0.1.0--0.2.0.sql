@@ -372,13 +372,13 @@ COMMENT ON VIEW mail_gateway.worker_status IS
 REVOKE ALL ON mail_gateway.outbox, mail_gateway.worker_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION mail_gateway.parameter_default(text), mail_gateway.parameter_defaults(),
     mail_gateway.parameter_kind(text), mail_gateway.parameter_value(text), mail_gateway.workers(),
-    mail_gateway.outbox_insert() FROM PUBLIC;
+    mail_gateway.outbox_insert(), mail_gateway.contact_bounces_reset() FROM PUBLIC;
 GRANT USAGE ON SCHEMA mail_gateway TO mail_gateway_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mail_gateway.outbox, mail_gateway.worker_status
     TO mail_gateway_admin;
 GRANT EXECUTE ON FUNCTION mail_gateway.parameter_default(text), mail_gateway.parameter_defaults(),
     mail_gateway.parameter_kind(text), mail_gateway.parameter_value(text), mail_gateway.workers(),
-    mail_gateway.outbox_insert() TO mail_gateway_admin;
+    mail_gateway.outbox_insert(), mail_gateway.contact_bounces_reset() TO mail_gateway_admin;
 REVOKE INSERT, UPDATE ON mail_gateway.mail, mail_gateway.message FROM mail_gateway_admin;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA mail_gateway TO mail_gateway_worker;

@@ -161,7 +161,8 @@ pub fn active_outgoing_servers() -> Vec<Server> {
 /// Whether `CREATE EXTENSION mail_gateway` has run in the current database.
 /// The version of the extension created in this database, if it is.
 pub fn installed_version() -> Option<String> {
+    // A subquery: one row, NULL when the extension is not there.
     spi(Spi::get_one::<String>(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'mail_gateway'",
+        "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'mail_gateway')",
     ))
 }
