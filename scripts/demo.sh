@@ -56,8 +56,9 @@ for _ in $(seq 1 50); do grep -q READY "$DIR/smtp.log" && break; sleep 0.1; done
 
 psql_erp -d postgres -qtc "SELECT 1 FROM pg_database WHERE datname = 'erp'" | grep -q 1 \
   || psql_erp -d postgres -qc "CREATE DATABASE erp"
-# The workers serve `erp`; on a first run they started before it existed. Wait until they are
-# connected to it, so the mail queued below is sent while we watch.
+psql_erp -d erp -qc "SET client_min_messages = warning; DROP EXTENSION IF EXISTS mail_gateway; CREATE EXTENSION mail_gateway"
+# The launcher starts erp's workers when CREATE EXTENSION commits: wait until they are
+# connected, so the mail queued below is sent while we watch.
 for _ in $(seq 1 60); do
   [ "$(psql_erp -d postgres -qtAc "SELECT count(*) FROM pg_stat_activity
         WHERE datname = 'erp' AND backend_type IN ('mail_gateway worker', 'mail_gateway fetcher')")" = 2 ] && break
@@ -67,8 +68,6 @@ done
 psql_erp -d erp -q <<'SQL'
 \pset footer off
 SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS mail_gateway;
-CREATE EXTENSION mail_gateway;
 SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
 INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, from_filter, priority)
 VALUES ('company relay', '127.0.0.1', 2525, 'none', 'mycompany.com', 10),
@@ -122,14 +121,11 @@ echo "== The round trip: chatter → SMTP → a reply in a real IMAP mailbox →
 cargo build --release -q -p mail_gateway_tests --bin demo_roundtrip
 ./target/release/demo_roundtrip "$PORT" "$DIR/received.jsonl"
 echo
-echo "== The worker (pg_stat_activity)"
-for _ in $(seq 1 60); do
-  psql_erp -d erp -qtAc "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'mail_gateway worker'" | grep -q 1 && break
-  sleep 0.5
-done
-psql_erp -d erp -P footer=off -c "SELECT pid, backend_type, datname, backend_start FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%'"
+echo "== The workers (pg_stat_activity, worker_status): a launcher, and erp's, as mail_gateway_worker"
+psql_erp -d erp -P footer=off -c "SELECT pid, backend_type, datname, usename FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%' ORDER BY pid"
+psql_erp -d erp -P footer=off -c "SELECT database, state, senders, fetcher FROM mail_gateway.worker_status"
 echo "== Worker log"
-grep -E 'mail_gateway (worker|fetcher|sender [0-9]+) (started|stopped)|message\(s\) stored' "$DIR/server.log" | tail -n 4
+grep -E 'mail_gateway (launcher|worker|fetcher|sender [0-9]+) (started|stopped)|message\(s\) stored' "$DIR/server.log" | tail -n 5
 cat <<EOF
 
 The cluster keeps running. Connect:  $PG_BIN/psql -h 127.0.0.1 -p $PORT -U postgres erp
