@@ -12,6 +12,7 @@ pub mod imap;
 pub mod mailbox;
 pub mod mime;
 pub mod net;
+pub mod outbox;
 pub mod pop3;
 pub mod routing;
 pub mod smtp;
