@@ -17,7 +17,7 @@ mod worker;
 // The mail logic that needs no PostgreSQL lives in its own crate (core/); `crate::mime` and
 // friends keep their names here.
 pub use mail_gateway_core::{
-    deliverability, delivery, dkim, dns, imap, mailbox, mime, net, pop3, routing, smtp,
+    deliverability, delivery, dkim, dns, imap, mailbox, mime, net, outbox, pop3, routing, smtp,
 };
 
 pg_module_magic!();

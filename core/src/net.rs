@@ -165,7 +165,8 @@ impl Stream {
         if tcp.set_nonblocking(true).is_err() {
             return true;
         }
-        let pending = !matches!(tcp.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        let pending =
+            !matches!(tcp.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         pending || tcp.set_nonblocking(false).is_err()
     }
 }

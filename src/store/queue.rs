@@ -271,9 +271,44 @@ fn daily_allowance(
     Ok(Some(left))
 }
 
-/// Claims up to `batch` due mails for `worker`: they are `sending` when this transaction
-/// commits, with a lease of `lease`.
-pub fn claim(worker: i32, batch: i64, lease: Duration) -> Vec<QueuedMail> {
+/// The order in which due mail is claimed — the one place that decides which mail goes first:
+/// lower `priority` first, then the longest due, then the oldest. The index `mail_due_idx`
+/// follows it; it ends with `id`, which makes it total.
+const CLAIM_ORDER: &str = "priority, next_attempt_at, id";
+
+/// The claim: due mail in `CLAIM_ORDER`, at most `$1` mails and — counting the bodies and
+/// attachments as stored — no more than `$4` bytes after the first mail (a mail bigger than the
+/// budget is claimed alone).
+static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH candidate AS (
+             SELECT {CLAIM_ORDER},
+                    coalesce(octet_length(body_text), 0) + coalesce(octet_length(body_html), 0)
+                        + coalesce(pg_column_size(attachments), 0) AS bytes
+             FROM mail_gateway.mail
+             WHERE state = 'outgoing' AND next_attempt_at <= now()
+             ORDER BY {CLAIM_ORDER}
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED),
+         due AS (
+             SELECT id FROM (
+                 SELECT id, bytes, sum(bytes) OVER (ORDER BY {CLAIM_ORDER} ROWS UNBOUNDED PRECEDING) AS upto
+                 FROM candidate) c
+             WHERE upto - bytes < $4)
+         UPDATE mail_gateway.mail m
+         SET state = 'sending', attempts = m.attempts + 1, claimed_by = $2,
+             lease_until = now() + make_interval(secs => $3)
+         FROM due WHERE m.id = due.id
+         RETURNING m.id, m.message_id, m.kind, m.email_from, m.email_to, m.cc, m.bcc, m.reply_to,
+                   m.subject, m.body_text, m.body_html, m.headers, m.attachments, m.attempts,
+                   extract(epoch FROM now() - coalesce(m.scheduled_at, m.created_at))::float8,
+                   m.recipients"
+    )
+});
+
+/// Claims due mails for `worker`, at most `batch` of them and about `bytes` of content: they
+/// are `sending` when this transaction commits, with a lease of `lease`.
+pub fn claim(worker: i32, batch: i64, bytes: i64, lease: Duration) -> Vec<QueuedMail> {
     spi(Spi::connect_mut(|client| {
         let batch = match daily_allowance(client)? {
             Some(left) => batch.min(left),
@@ -282,22 +317,16 @@ pub fn claim(worker: i32, batch: i64, lease: Duration) -> Vec<QueuedMail> {
         if batch == 0 {
             return Ok(vec![]);
         }
-        let rows = super::update(client, "WITH due AS (
-                 SELECT id FROM mail_gateway.mail
-                 WHERE state = 'outgoing' AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at, id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
-             UPDATE mail_gateway.mail m
-             SET state = 'sending', attempts = m.attempts + 1, claimed_by = $2,
-                 lease_until = now() + make_interval(secs => $3)
-             FROM due WHERE m.id = due.id
-             RETURNING m.id, m.message_id, m.kind, m.email_from, m.email_to, m.cc, m.bcc, m.reply_to,
-                       m.subject, m.body_text, m.body_html, m.headers, m.attachments, m.attempts,
-                       extract(epoch FROM now() - coalesce(m.scheduled_at, m.created_at))::float8,
-                       m.recipients",
+        let rows = super::update(
+            client,
+            &CLAIM,
             None,
-            &[batch.into(), worker.into(), lease.as_secs_f64().into()],
+            &[
+                batch.into(),
+                worker.into(),
+                lease.as_secs_f64().into(),
+                bytes.into(),
+            ],
         )?;
         let mut mails = Vec::with_capacity(rows.len());
         for row in rows {
@@ -322,6 +351,7 @@ pub fn claim(worker: i32, batch: i64, lease: Duration) -> Vec<QueuedMail> {
                 ),
             });
         }
+        // UPDATE … RETURNING keeps no order; ids follow the queue closely enough.
         mails.sort_by_key(|m| m.id);
         Ok(mails)
     }))
@@ -346,6 +376,10 @@ pub fn blocklisted(addresses: Vec<String>) -> HashSet<String> {
 pub struct ServerRow {
     pub server: Server,
     pub config: ServerConfig,
+    /// Connections this database may keep open to it at once (all senders together).
+    pub max_connections: i32,
+    /// Mails per connection before it is closed and opened again.
+    pub max_mails_per_connection: i32,
 }
 
 /// Every active server.
@@ -356,7 +390,8 @@ pub fn server_configs(timeout: Duration) -> HashMap<i64, ServerRow> {
 fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow> {
     spi(Spi::connect(|client| {
         super::select(client, "SELECT id, name, host, port, encryption, auth, username, password, client_cert, client_key,
-                        verify_tls, ca_cert, priority, from_filter
+                        verify_tls, ca_cert, priority, from_filter, max_connections,
+                        max_mails_per_connection
                  FROM mail_gateway.outgoing_server
                  WHERE CASE WHEN $1::text IS NULL THEN active ELSE name = $1 END",
                 None,
@@ -394,7 +429,12 @@ fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow
                     priority: row.get::<i32>(13)?.unwrap_or_default(),
                     from_filter: parse_from_filter(&row.get::<String>(14)?.unwrap_or_default()).unwrap_or_default(),
                 };
-                Ok((id, ServerRow { server, config }))
+                Ok((id, ServerRow {
+                    server,
+                    config,
+                    max_connections: row.get::<i32>(15)?.unwrap_or(1),
+                    max_mails_per_connection: row.get::<i32>(16)?.unwrap_or(1),
+                }))
             })
             .collect()
     }))
@@ -497,6 +537,26 @@ pub fn record(worker: i32, results: &[Recorded]) {
             header_froms.into(),
             worker.into(),
         ],
+    );
+}
+
+/// Mails a server asked us to hold back (421, a rate limit): due again after their wait, and
+/// this claim does not count as an attempt (nothing was sent).
+pub fn defer(worker: i32, deferred: &[(i64, f64, String)]) {
+    if deferred.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = deferred.iter().map(|d| d.0).collect();
+    let waits: Vec<f64> = deferred.iter().map(|d| d.1).collect();
+    let reasons: Vec<String> = deferred.iter().map(|d| d.2.clone()).collect();
+    super::execute(
+        "UPDATE mail_gateway.mail m SET
+             state = 'outgoing', attempts = greatest(m.attempts - 1, 0),
+             next_attempt_at = now() + make_interval(secs => d.wait),
+             failure_reason = d.reason, lease_until = NULL, claimed_by = NULL
+         FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS d(id, wait, reason)
+         WHERE m.id = d.id AND m.state = 'sending' AND m.claimed_by = $4",
+        &[ids.into(), waits.into(), reasons.into(), worker.into()],
     );
 }
 

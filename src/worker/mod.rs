@@ -9,8 +9,9 @@ mod fetch;
 mod send;
 pub mod wake;
 
+use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -119,34 +120,19 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
     } else {
         format!("sender {index}")
     };
-    let mut leases_checked = Instant::now();
+    let mut sending = send::Sending::new(index);
+    let wake = sending.wake_fd();
     serve(
         &role,
         index as usize,
+        Some(wake),
         // Mail this sender held when it last died goes back to the queue.
         || {
             in_transaction("releasing abandoned mail", || {
                 store::queue::release_own(index)
             });
         },
-        || {
-            // Full batches mean more is due: go on without sleeping.
-            while send::round(index) as i64 >= gucs::send_batch_size() {
-                if shutting_down() {
-                    return Duration::ZERO;
-                }
-            }
-            // Another sender's expired leases (it died and was not restarted): rare, so
-            // looked at once per poll interval rather than on every wake-up.
-            if leases_checked.elapsed() >= gucs::poll_interval() {
-                in_transaction("releasing expired leases", store::queue::release_expired);
-                leases_checked = Instant::now();
-            }
-            match in_transaction("looking for due mail", store::queue::next_due) {
-                Some(Some(due)) => due.max(Duration::from_millis(10)),
-                _ => gucs::poll_interval(),
-            }
-        },
+        || sending.turn(),
     );
 }
 
@@ -156,6 +142,7 @@ pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
     serve(
         "fetcher",
         wake::FETCHER,
+        None,
         || {},
         || {
             fetch::round();
@@ -167,12 +154,38 @@ pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
     );
 }
 
+/// Sleeps until the latch is set, `socket` (a sender's connections reporting) is readable, or
+/// `wait` has passed; returns `false` when the worker must stop.
+fn sleep(wait: Duration, socket: Option<RawFd>) -> bool {
+    let Some(fd) = socket else {
+        return BackgroundWorker::wait_latch(Some(wait));
+    };
+    let events = unsafe {
+        let flags = pg_sys::WL_LATCH_SET
+            | pg_sys::WL_SOCKET_READABLE
+            | pg_sys::WL_TIMEOUT
+            | pg_sys::WL_POSTMASTER_DEATH;
+        let events = pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            flags as i32,
+            fd,
+            wait.as_millis().min(i32::MAX as u128) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        events
+    };
+    pg_sys::check_for_interrupts!();
+    events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !BackgroundWorker::sigterm_received()
+}
+
 /// The life of a worker: connect, then wait for the extension, then do `work` (which returns
 /// how long to sleep, at most the poll interval) on every wake-up until SIGTERM; on a change of
 /// `mail_gateway.database`, exit so that the postmaster starts a worker for the new one.
 fn serve(
     role: &str,
     slot: usize,
+    socket: Option<RawFd>,
     mut on_install: impl FnMut(),
     mut work: impl FnMut() -> Duration,
 ) {
@@ -214,7 +227,7 @@ fn serve(
         if failures > 0 {
             wait = wait.max(backoff(failures));
         }
-        if shutting_down() || !BackgroundWorker::wait_latch(Some(wait)) {
+        if shutting_down() || !sleep(wait, socket) {
             break;
         }
         if BackgroundWorker::sighup_received() {

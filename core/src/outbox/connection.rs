@@ -120,7 +120,8 @@ impl Connection {
         loop {
             // Wait for a mail to send, and for the commit of the last one before sending more.
             while self.queue.is_empty() || self.uncommitted.is_some() {
-                let idle = self.session.is_some() && self.queue.is_empty() && self.uncommitted.is_none();
+                let idle =
+                    self.session.is_some() && self.queue.is_empty() && self.uncommitted.is_none();
                 let order = if idle {
                     match self.orders.recv_timeout(self.settings.idle) {
                         Ok(order) => order,
@@ -200,7 +201,9 @@ impl Connection {
         }
         let last_on_session = self.sent_on_session + 1 >= self.settings.max_mails;
         let next = match self.queue.front() {
-            Some(Ready { outbound: Ok(o), .. }) if !last_on_session => Some(o),
+            Some(Ready {
+                outbound: Ok(o), ..
+            }) if !last_on_session => Some(o),
             _ => None,
         };
         let session = self.session.as_mut().expect("connected above");

@@ -2,6 +2,7 @@
 //! renders it (build, CRLF-normalise, DKIM-sign), so that building and signing run beside the
 //! network and the database work instead of before them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,6 +12,7 @@ use lettre::Address;
 
 use crate::dkim;
 use crate::mime::build::{self, Attachment, Outgoing};
+use crate::routing::address::Sender;
 use crate::smtp::wire;
 
 /// An active DKIM key of a domain.
@@ -34,8 +36,8 @@ pub struct Content {
     pub headers: Vec<(String, String)>,
     /// `[{"filename", "content_type", "content_base64"}, …]`, decoded when rendered.
     pub attachments: Option<serde_json::Value>,
-    /// The From domain's key, when it has one: `(domain, key)`.
-    pub dkim: Option<(String, Arc<DkimKey>)>,
+    /// The active DKIM key of each domain: the From domain's signs the mail.
+    pub dkim_keys: Arc<HashMap<String, DkimKey>>,
 }
 
 pub struct Job {
@@ -73,7 +75,10 @@ impl Content {
             date,
         })?;
         let message = wire::normalized(built);
-        let Some((domain, key)) = &self.dkim else {
+        let domain = Sender::parse(&self.from)
+            .map(|s| s.domain())
+            .unwrap_or_default();
+        let Some(key) = self.dkim_keys.get(&domain) else {
             return Ok(Rendered {
                 message,
                 warning: None,
@@ -81,7 +86,7 @@ impl Content {
         };
         let signed = dkim::Algorithm::parse(&key.algorithm)
             .ok_or_else(|| format!("unknown algorithm \"{}\"", key.algorithm))
-            .and_then(|alg| dkim::sign(&message, domain, &key.selector, alg, &key.private_pem));
+            .and_then(|alg| dkim::sign(&message, &domain, &key.selector, alg, &key.private_pem));
         Ok(match signed {
             Ok(signed) => Rendered {
                 message: wire::normalized(signed),
@@ -89,7 +94,9 @@ impl Content {
             },
             Err(e) => Rendered {
                 message,
-                warning: Some(format!("DKIM key of {domain} unusable, sending unsigned: {e}")),
+                warning: Some(format!(
+                    "DKIM key of {domain} unusable, sending unsigned: {e}"
+                )),
             },
         })
     }
@@ -130,13 +137,15 @@ mod tests {
             body_html: None,
             headers: vec![],
             attachments: None,
-            dkim: None,
+            dkim_keys: Arc::default(),
         }
     }
 
     #[test]
     fn rendered_mail_has_crlf_line_ends_only() {
-        let r = content("a\rb\nc\r.\rd\n.\ne").render(SystemTime::UNIX_EPOCH).unwrap();
+        let r = content("a\rb\nc\r.\rd\n.\ne")
+            .render(SystemTime::UNIX_EPOCH)
+            .unwrap();
         let text = String::from_utf8(r.message).unwrap();
         assert!(!text.replace("\r\n", "").contains(['\r', '\n']), "{text:?}");
         assert!(text.ends_with("\r\n"));
@@ -146,14 +155,14 @@ mod tests {
     fn the_signature_covers_the_normalised_bytes() {
         let key = dkim::generate(dkim::Algorithm::Ed25519).unwrap();
         let mut c = content("line one\nline two\r.\r");
-        c.dkim = Some((
-            "mycompany.com".into(),
-            Arc::new(DkimKey {
+        c.dkim_keys = Arc::new(HashMap::from([(
+            "mycompany.com".to_string(),
+            DkimKey {
                 selector: "s".into(),
                 algorithm: "ed25519".into(),
                 private_pem: key.private_pem,
-            }),
-        ));
+            },
+        )]));
         let r = c.render(SystemTime::UNIX_EPOCH).unwrap();
         assert!(r.warning.is_none());
         let text = String::from_utf8(r.message).unwrap();
@@ -164,16 +173,20 @@ mod tests {
     #[test]
     fn an_unusable_key_sends_unsigned_with_a_warning() {
         let mut c = content("x");
-        c.dkim = Some((
-            "mycompany.com".into(),
-            Arc::new(DkimKey {
+        c.dkim_keys = Arc::new(HashMap::from([(
+            "mycompany.com".to_string(),
+            DkimKey {
                 selector: "s".into(),
                 algorithm: "rsa".into(),
                 private_pem: "not a key".into(),
-            }),
-        ));
+            },
+        )]));
         let r = c.render(SystemTime::UNIX_EPOCH).unwrap();
         assert!(r.warning.unwrap().contains("unusable"));
-        assert!(!String::from_utf8(r.message).unwrap().contains("DKIM-Signature"));
+        assert!(
+            !String::from_utf8(r.message)
+                .unwrap()
+                .contains("DKIM-Signature")
+        );
     }
 }

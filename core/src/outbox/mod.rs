@@ -146,7 +146,10 @@ impl Pool {
     /// Queues a job on its server's lane (`configure`d first); a server backing off defers it
     /// at once.
     pub fn submit(&mut self, job: Job) -> Option<Finished> {
-        let lane = self.lanes.get_mut(&job.server_id).expect("a configured server");
+        let lane = self
+            .lanes
+            .get_mut(&job.server_id)
+            .expect("a configured server");
         if let Some(wait) = lane.backing_off() {
             return Some(deferred(job, wait));
         }
@@ -185,13 +188,17 @@ impl Pool {
                 let limit = lane.cap.min(lane.max_connections);
                 let target = match lane.conns.iter().position(|c| c.assigned == 0) {
                     Some(i) => Some(i),
-                    None if lane.conns.len() < limit => {
-                        spawn(&mut self.next_conn, server_id, &lane.settings, reports, wake)
-                            .map(|conn| {
-                                lane.conns.push(conn);
-                                lane.conns.len() - 1
-                            })
-                    }
+                    None if lane.conns.len() < limit => spawn(
+                        &mut self.next_conn,
+                        server_id,
+                        &lane.settings,
+                        reports,
+                        wake,
+                    )
+                    .map(|conn| {
+                        lane.conns.push(conn);
+                        lane.conns.len() - 1
+                    }),
                     None => lane.conns.iter().position(|c| c.assigned == 1),
                 };
                 let Some(i) = target else {
@@ -302,7 +309,11 @@ impl Pool {
             }
             Some(e) if lane.conns.iter().any(|c| c.proven && c.id != conn) => {
                 // Other connections work: this server takes no more of them. Fewer, then.
-                let working = lane.conns.iter().filter(|c| c.proven && c.id != conn).count();
+                let working = lane
+                    .conns
+                    .iter()
+                    .filter(|c| c.proven && c.id != conn)
+                    .count();
                 lane.cap = working.max(1);
                 if let Some(i) = lane.conns.iter().position(|c| c.id == conn) {
                     let _ = lane.conns.remove(i).orders.send(Order::Close);

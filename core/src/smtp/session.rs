@@ -31,7 +31,9 @@ impl Extensions {
         // The first line is the server's name; each further line is one extension.
         for line in ehlo.lines.iter().skip(1) {
             let mut words = line.split_whitespace();
-            let Some(keyword) = words.next() else { continue };
+            let Some(keyword) = words.next() else {
+                continue;
+            };
             match keyword.to_ascii_uppercase().as_str() {
                 "PIPELINING" => offered.pipelining = true,
                 "CHUNKING" => offered.chunking = true,
@@ -39,9 +41,7 @@ impl Extensions {
                 "SMTPUTF8" => offered.smtputf8 = true,
                 "STARTTLS" => offered.starttls = true,
                 "SIZE" => offered.size = true,
-                "AUTH" => offered
-                    .auth
-                    .extend(words.map(|w| w.to_ascii_uppercase())),
+                "AUTH" => offered.auth.extend(words.map(|w| w.to_ascii_uppercase())),
                 _ => {}
             }
         }
@@ -158,11 +158,18 @@ impl Session {
         Ok(())
     }
 
-    fn starttls(mut self, config: &ServerConfig, tls: &Tls<'_>, place: &str) -> Result<Session, SmtpError> {
+    fn starttls(
+        mut self,
+        config: &ServerConfig,
+        tls: &Tls<'_>,
+        place: &str,
+    ) -> Result<Session, SmtpError> {
         if !self.offered.starttls {
             return Err(SmtpError::local(
                 Stage::Tls,
-                format!("{place} does not offer STARTTLS; use encryption 'ssl' or 'none' for this server"),
+                format!(
+                    "{place} does not offer STARTTLS; use encryption 'ssl' or 'none' for this server"
+                ),
             ));
         }
         let what = format!("STARTTLS with {place} failed");
@@ -178,9 +185,13 @@ impl Session {
             ));
         }
         let Stream::Plain(tcp) = self.stream else {
-            return Err(SmtpError::local(Stage::Tls, format!("{what}: already encrypted")));
+            return Err(SmtpError::local(
+                Stage::Tls,
+                format!("{what}: already encrypted"),
+            ));
         };
-        self.stream = net::secure_as(tcp, tls, identity(config)?).map_err(|e| tls_error(&what, e))?;
+        self.stream =
+            net::secure_as(tcp, tls, identity(config)?).map_err(|e| tls_error(&what, e))?;
         self.hello(place)?;
         Ok(self)
     }
@@ -239,7 +250,10 @@ impl Session {
     /// deadline of its replies.
     pub(super) fn flush(&mut self, stage: Stage) -> Result<(), SmtpError> {
         self.deadline.start(allowance(self.timeout, self.out.len()));
-        let result = self.stream.write_all(&self.out).and_then(|_| self.stream.flush());
+        let result = self
+            .stream
+            .write_all(&self.out)
+            .and_then(|_| self.stream.flush());
         self.out.clear();
         result.map_err(|e| {
             self.broken = true;
@@ -259,8 +273,10 @@ impl Session {
             Err(e) => {
                 self.broken = true;
                 let mut text = net::printable(e.to_string());
-                if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
-                    && !text.contains("timed out")
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) && !text.contains("timed out")
                 {
                     text.push_str(" (timed out)");
                 }
@@ -270,7 +286,12 @@ impl Session {
     }
 
     /// One command, one reply (set-up and the servers without PIPELINING).
-    pub(super) fn command(&mut self, stage: Stage, command: &str, what: &str) -> Result<Reply, SmtpError> {
+    pub(super) fn command(
+        &mut self,
+        stage: Stage,
+        command: &str,
+        what: &str,
+    ) -> Result<Reply, SmtpError> {
         self.queue(command);
         self.flush(stage)?;
         self.deadline.start(self.timeout);
@@ -322,6 +343,8 @@ fn identity(config: &ServerConfig) -> Result<Option<native_tls::Identity>, SmtpE
 
 fn tls_error(what: &str, e: NetError) -> SmtpError {
     match e {
-        NetError::Tls(m) | NetError::Connect(m) => SmtpError::local(Stage::Tls, format!("{what}: {m}")),
+        NetError::Tls(m) | NetError::Connect(m) => {
+            SmtpError::local(Stage::Tls, format!("{what}: {m}"))
+        }
     }
 }

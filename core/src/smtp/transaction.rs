@@ -38,7 +38,11 @@ impl Session {
     /// Sends one mail to each of its recipients; an `Err` means the connection or the sender
     /// failed and nobody received it. With `next`, the next mail's envelope is written ahead
     /// (servers with PIPELINING but no CHUNKING): the following call must send `next`.
-    pub fn send(&mut self, mail: &Outbound, next: Option<&Outbound>) -> Result<Delivery, SmtpError> {
+    pub fn send(
+        &mut self,
+        mail: &Outbound,
+        next: Option<&Outbound>,
+    ) -> Result<Delivery, SmtpError> {
         if self.offered.chunking {
             return self.send_chunked(mail);
         }
@@ -137,7 +141,11 @@ impl Session {
     }
 
     fn mail_command(&self, mail: &Outbound) -> String {
-        let from = mail.from.as_ref().map(Address::to_string).unwrap_or_default();
+        let from = mail
+            .from
+            .as_ref()
+            .map(Address::to_string)
+            .unwrap_or_default();
         let mut command = format!("MAIL FROM:<{from}>");
         if self.offered.size {
             command.push_str(&format!(" SIZE={}", mail.message.len()));
@@ -145,7 +153,8 @@ impl Session {
         if self.offered.eight_bit_mime && !mail.message.is_ascii() {
             command.push_str(" BODY=8BITMIME");
         }
-        let international = !from.is_ascii() || mail.to.iter().any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        let international =
+            !from.is_ascii() || mail.to.iter().any(|a| !AsRef::<str>::as_ref(a).is_ascii());
         if self.offered.smtputf8 && international {
             command.push_str(" SMTPUTF8");
         }
@@ -196,7 +205,11 @@ impl Session {
     }
 
     /// The envelope one command at a time (a server without PIPELINING).
-    fn envelope_step_by_step(&mut self, mail: &Outbound, data: bool) -> Result<Envelope, SmtpError> {
+    fn envelope_step_by_step(
+        &mut self,
+        mail: &Outbound,
+        data: bool,
+    ) -> Result<Envelope, SmtpError> {
         if std::mem::take(&mut self.needs_reset) {
             self.command(Stage::Sender, "RSET", "RSET")?;
         }
@@ -223,7 +236,11 @@ impl Session {
 
     /// "Test Connection": MAIL FROM and RCPT TO, then RSET; no message is sent.
     pub fn probe(&mut self, from: &Address, rcpt: &Address) -> Result<(), SmtpError> {
-        let sender = self.command(Stage::Sender, &format!("MAIL FROM:<{from}>"), "sender refused")?;
+        let sender = self.command(
+            Stage::Sender,
+            &format!("MAIL FROM:<{from}>"),
+            "sender refused",
+        )?;
         if !sender.is_positive() {
             return Err(SmtpError::reply(Stage::Sender, &sender, "sender refused"));
         }
