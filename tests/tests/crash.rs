@@ -547,11 +547,11 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
         "ALTER TABLE mail_gateway.inbound SET TABLESPACE small;
          ALTER TABLE mail_gateway.mail SET TABLESPACE small;",
     );
-    // Mail queued for a moment when the disk will be full.
+    // Mail queued for a moment when the disk will be full (it fills in a few seconds).
     exec(
         &mut db,
         "SELECT mail_gateway.send_mail('a@mycompany.com', ARRAY['r' || i || '@customer.example'],
-                'mail ' || i, scheduled_at => now() + interval '3 seconds')
+                'mail ' || i, scheduled_at => now() + interval '15 seconds')
            FROM generate_series(1, 20) AS i",
     );
     let fetcher = fetcher_pid(&cluster, None);
@@ -578,7 +578,16 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
         error.contains("No space left on device"),
         "a clear error: {error}"
     );
-    std::thread::sleep(Duration::from_secs(4)); // the queued mail is due; sending meets the full disk
+    // The queued mail falls due on the full disk: sending meets it.
+    wait_for("the queued mail to be due", Duration::from_secs(60), || {
+        let mut db = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
+        db.query_one(
+            "SELECT now() > min(next_attempt_at) + interval '1 second' FROM mail_gateway.mail",
+            &[],
+        )
+        .ok()
+        .and_then(|r| r.get::<_, bool>(0).then_some(()))
+    });
     let stored = stored_count(&cluster).unwrap();
     let (all, seen) = dovecot.counts();
     assert!(
