@@ -66,7 +66,8 @@ class Recorder:
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.rate_limit and time.monotonic() < self.closed_until:
-            server.transport.close()
+            # 421 closes the connection, after the answer is written.
+            asyncio.get_running_loop().call_later(0.1, server.transport.close)
             return "421 4.7.0 too many messages, slow down"
         if FLAKY and random.random() < FLAKY / 4:
             server.transport.close()  # the line drops
@@ -104,6 +105,7 @@ class Recorder:
             "auth": session.auth_data if session.authenticated else None,
             "peer": peer_cn(server),
             "session": session.peer[1] if session.peer else None,
+            "open_sessions": OPEN_SESSIONS[0],
         }
         with self.lock:
             if self.rate_limit:
@@ -138,9 +140,21 @@ def authenticator(user, password):
 FLAKY = 0.0
 
 
+OPEN_SESSIONS = [0]
+
+
 class ChunkingSMTP(SMTP):
     """aiosmtpd with BDAT (RFC 3030): chunks of exactly the announced size, not dot-stuffed;
-    the last one hands the message to the handler as DATA would."""
+    the last one hands the message to the handler as DATA would. It also counts the open
+    sessions, which each record reports."""
+
+    def connection_made(self, transport):
+        OPEN_SESSIONS[0] += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error):
+        OPEN_SESSIONS[0] -= 1
+        super().connection_lost(error)
 
     async def smtp_BDAT(self, arg):
         words = (arg or "").split()

@@ -110,6 +110,8 @@ pub struct Received {
     pub peer: Option<String>,
     /// The client's port: one value per connection.
     pub session: u64,
+    /// Connections open on the server when it took this message.
+    pub open_sessions: u64,
 }
 
 impl Received {
@@ -221,6 +223,7 @@ impl SmtpServer {
                     auth: text("auth"),
                     peer: text("peer"),
                     session: v["session"].as_u64().unwrap_or_default(),
+                    open_sessions: v["open_sessions"].as_u64().unwrap_or_default(),
                 }
             })
             .collect()

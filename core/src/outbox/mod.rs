@@ -66,6 +66,8 @@ struct Lane {
     conns: Vec<Conn>,
     backoff_until: Option<Instant>,
     pushbacks: i32,
+    /// Why it backs off, in the server's words.
+    pushback_reason: String,
 }
 
 impl Lane {
@@ -130,6 +132,7 @@ impl Pool {
             conns: Vec::new(),
             backoff_until: None,
             pushbacks: 0,
+            pushback_reason: String::new(),
         });
         if *lane.settings != settings {
             lane.settings = Arc::new(settings);
@@ -151,7 +154,7 @@ impl Pool {
             .get_mut(&job.server_id)
             .expect("a configured server");
         if let Some(wait) = lane.backing_off() {
-            return Some(deferred(job, wait));
+            return Some(deferred(job, wait, &lane.pushback_reason));
         }
         lane.waiting.push_back(job);
         None
@@ -272,7 +275,7 @@ impl Pool {
                         mail_id,
                         server_id,
                         wait,
-                        reason: pushback_reason(e),
+                        reason: lane.pushback_reason.clone(),
                     });
                     return;
                 }
@@ -332,7 +335,8 @@ impl Pool {
             None => {}
         }
         if let Some(wait) = lane.backing_off() {
-            finished.extend(jobs.drain(..).map(|job| deferred(job, wait)));
+            let reason = &lane.pushback_reason;
+            finished.extend(jobs.drain(..).map(|job| deferred(job, wait, reason)));
         }
         while let Some(job) = jobs.pop_back() {
             lane.waiting.push_front(job);
@@ -368,26 +372,22 @@ fn back_off(
     if lane.backoff_until.is_none_or(|t| t < until) {
         lane.backoff_until = Some(until);
     }
-    let reason = pushback_reason(e);
-    finished.extend(lane.waiting.drain(..).map(|job| Finished::Deferred {
-        mail_id: job.mail_id,
-        server_id: job.server_id,
-        wait,
-        reason: reason.clone(),
-    }));
+    lane.pushback_reason = format!("the server asked us to slow down: {}", e.message);
+    let reason = &lane.pushback_reason;
+    finished.extend(
+        lane.waiting
+            .drain(..)
+            .map(|job| deferred(job, wait, reason)),
+    );
     wait
 }
 
-fn pushback_reason(e: &SmtpError) -> String {
-    format!("the server asked to slow down, waiting: {}", e.message)
-}
-
-fn deferred(job: Job, wait: Duration) -> Finished {
+fn deferred(job: Job, wait: Duration, reason: &str) -> Finished {
     Finished::Deferred {
         mail_id: job.mail_id,
         server_id: job.server_id,
         wait,
-        reason: "the server asked to slow down; waiting".into(),
+        reason: reason.to_string(),
     }
 }
 
@@ -413,4 +413,128 @@ fn spawn(
         assigned: 0,
         proven: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::{Auth, Encryption, ServerConfig};
+
+    fn settings(port: u16) -> Settings {
+        Settings {
+            config: ServerConfig {
+                host: "127.0.0.1".into(),
+                port,
+                encryption: Encryption::None,
+                auth: Auth::None,
+                username: None,
+                password: None,
+                client_cert: None,
+                client_key: None,
+                verify_tls: true,
+                ca_cert: None,
+                timeout: Duration::from_secs(2),
+            },
+            max_mails: 100,
+            idle: Duration::from_secs(1),
+        }
+    }
+
+    fn job(mail_id: i64, content: Content) -> Job {
+        Job {
+            mail_id,
+            server_id: 1,
+            from: None,
+            to: vec!["b@customer.example".parse().unwrap()],
+            content,
+        }
+    }
+
+    /// Waits until `n` mails are finished.
+    fn finish(pool: &mut Pool, n: usize) -> Vec<Finished> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut all = Vec::new();
+        while all.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} finished",
+                all.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+            all.extend(pool.collect());
+            pool.committed();
+            pool.dispatch();
+        }
+        all
+    }
+
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn a_panic_fails_its_mail_only_and_the_connection_goes_on() {
+        let mut pool = Pool::new(Duration::from_secs(1)).unwrap();
+        pool.configure(1, settings(closed_port()), 1);
+        let mut panics = job::tests::content("x");
+        panics.subject = "panic while rendering".into();
+        let mut unbuildable = job::tests::content("x");
+        unbuildable.attachments =
+            Some(serde_json::json!([{"filename": "a", "content_base64": "!!"}]));
+        assert!(pool.submit(job(1, panics)).is_none());
+        assert!(pool.submit(job(2, unbuildable)).is_none());
+        pool.dispatch();
+        let finished = finish(&mut pool, 2);
+        let mut seen = Vec::new();
+        for f in finished {
+            match f {
+                Finished::Attempt {
+                    mail_id,
+                    attempt: Attempt::Panicked(message),
+                    ..
+                } => {
+                    assert_eq!(mail_id, 1);
+                    assert_eq!(message, "internal error (panic): boom");
+                    seen.push(1);
+                }
+                Finished::Attempt {
+                    mail_id,
+                    attempt: Attempt::Unbuildable(reason),
+                    ..
+                } => {
+                    assert_eq!(mail_id, 2);
+                    assert!(reason.contains("attachment"), "{reason}");
+                    seen.push(2);
+                }
+                _ => panic!("unexpected outcome"),
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(pool.unfinished(), 0);
+    }
+
+    #[test]
+    fn an_unreachable_server_fails_every_mail_waiting_for_it_at_once() {
+        let mut pool = Pool::new(Duration::from_secs(1)).unwrap();
+        pool.configure(1, settings(closed_port()), 1);
+        for id in 1..=5 {
+            pool.submit(job(id, job::tests::content("x")));
+        }
+        pool.dispatch();
+        let finished = finish(&mut pool, 5);
+        for f in &finished {
+            let Finished::Unreachable { error, .. } = f else {
+                panic!("each mail is unreachable");
+            };
+            assert!(
+                error.message.contains("cannot connect"),
+                "{}",
+                error.message
+            );
+            assert!(error.transient);
+        }
+        assert_eq!(pool.unfinished(), 0);
+    }
 }

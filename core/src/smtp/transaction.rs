@@ -49,7 +49,7 @@ impl Session {
         let envelope = match self.ahead.take() {
             Some(id) if id == mail.id => {
                 self.await_replies();
-                self.read_envelope(mail, true)?
+                self.read_envelope(mail)?
             }
             Some(_) => {
                 // An envelope waits for content that will never come: only closing the
@@ -63,7 +63,7 @@ impl Session {
             None if self.offered.pipelining => {
                 self.queue_envelope(mail, true);
                 self.flush(Stage::Sender)?;
-                self.read_envelope(mail, true)?
+                self.read_envelope(mail)?
             }
             None => self.envelope_step_by_step(mail, true)?,
         };
@@ -102,17 +102,14 @@ impl Session {
     /// CHUNKING: the message goes as one `BDAT <size> LAST` — not dot-stuffed, framed by its
     /// length — in the same write as the envelope when the server pipelines.
     fn send_chunked(&mut self, mail: &Outbound) -> Result<Delivery, SmtpError> {
-        let envelope = if self.offered.pipelining {
+        let mut envelope = if self.offered.pipelining {
             self.queue_envelope(mail, false);
             self.queue_bdat(mail);
             self.flush(Stage::Sender)?;
-            let envelope = self.read_envelope(mail, false)?;
-            let answer = self.read(Stage::Message, "message refused")?;
-            (envelope, Some(answer))
+            self.read_envelope(mail)?
         } else {
-            (self.envelope_step_by_step(mail, false)?, None)
+            self.envelope_step_by_step(mail, false)?
         };
-        let (envelope, mut answer) = envelope;
         if envelope.accepted == 0 {
             self.needs_reset = true;
             return Ok(Delivery {
@@ -120,12 +117,14 @@ impl Session {
                 data: None,
             });
         }
-        if answer.is_none() {
-            self.queue_bdat(mail);
-            self.flush(Stage::Message)?;
-            answer = Some(self.read(Stage::Message, "message refused")?);
-        }
-        let answer = answer.expect("read above");
+        let answer = match envelope.data.take() {
+            Some(answer) => answer,
+            None => {
+                self.queue_bdat(mail);
+                self.flush(Stage::Message)?;
+                self.read(Stage::Message, "message refused")?
+            }
+        };
         if !answer.is_positive() {
             self.needs_reset = true;
         }
@@ -176,8 +175,10 @@ impl Session {
         }
     }
 
-    /// Reads the replies to what `queue_envelope` wrote.
-    fn read_envelope(&mut self, mail: &Outbound, data: bool) -> Result<Envelope, SmtpError> {
+    /// Reads the replies to what `queue_envelope` wrote and to the DATA or BDAT that closed the
+    /// group. Every reply is read before a refused sender is returned: the connection stays in
+    /// step.
+    fn read_envelope(&mut self, mail: &Outbound) -> Result<Envelope, SmtpError> {
         if std::mem::take(&mut self.needs_reset) {
             self.read(Stage::Sender, "RSET")?;
         }
@@ -191,9 +192,7 @@ impl Session {
             let reply = self.read(Stage::Recipient, &format!("recipient {rcpt} refused"))?;
             envelope.note(rcpt, reply);
         }
-        if data {
-            envelope.data = Some(self.read(Stage::Message, "message refused")?);
-        }
+        envelope.data = Some(self.read(Stage::Message, "message refused")?);
         if !sender.is_positive() {
             self.needs_reset = true;
             if envelope.data.as_ref().is_some_and(|r| r.code == 354) {
