@@ -169,8 +169,8 @@ impl Sending {
                 max_mails: row.max_mails_per_connection.max(1) as u32,
                 idle: gucs::smtp_idle_timeout(),
             };
-            // The limit is the database's: the senders share it.
-            let share = (row.max_connections.max(1) + senders - 1) / senders;
+            // The limit is the database's: the senders share it (at least one each).
+            let share = (row.max_connections / senders).max(1);
             self.pool.configure(id, settings, share as usize);
             self.names.insert(id, row.server.name.clone());
         }
