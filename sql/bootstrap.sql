@@ -47,7 +47,15 @@ INSERT INTO mail_gateway.parameter (key, value) VALUES
     ('mail.bounce.period', '30 days'),
     ('mail.bounce.spread', '7 days'),
     ('mail.fetch.interval', '5 minutes'),
-    ('mass_mailing.outgoing_mail_server', NULL);
+    ('mass_mailing.outgoing_mail_server', NULL),
+    -- What strangers can make us send (docs/SECURITY.md): relays per thread and per sender
+    -- within mail.incoming.limit.period, automatic answers per recipient within it and per day.
+    ('mail.relay.limit.thread', '20'),
+    ('mail.relay.limit.sender', '10'),
+    ('mail.auto_reply.limit.recipient', '1'),
+    ('mail.auto_reply.daily_share', '10'),
+    -- The authserv-ids whose Authentication-Results headers are believed (comma-separated).
+    ('mail.authentication.trusted_servers', NULL);
 
 -- §2.2 Outgoing (SMTP) servers. `port` and `auth` left NULL are filled from `encryption` and
 -- `username` by the validation trigger.
@@ -141,6 +149,8 @@ CREATE TABLE mail_gateway.contact (
     name           text,
     bounce_count   integer NOT NULL DEFAULT 0 CHECK (bounce_count >= 0),
     last_bounce_at timestamptz,
+    -- When bounce_count last went back to 0: the blocklist rule counts bounces after it.
+    bounces_reset_at timestamptz,
     created_at     timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT contact_email_key UNIQUE (email)
 );

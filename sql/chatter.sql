@@ -49,7 +49,13 @@ ALTER TABLE mail_gateway.inbound
     ADD CONSTRAINT inbound_message_ref_fkey FOREIGN KEY (message_ref)
         REFERENCES mail_gateway.message (id) ON DELETE SET NULL,
     ADD COLUMN route     text,          -- 'reply', 'alias:<name>', 'bounce', 'catchall', …
-    ADD COLUMN routed_at timestamptz;
+    ADD COLUMN routed_at timestamptz,
+    ADD COLUMN relayed   integer NOT NULL DEFAULT 0;   -- mails queued to followers by relaying it
+-- The relay limits count recent relays per thread and per sender.
+CREATE INDEX inbound_relayed_thread_idx ON mail_gateway.inbound (model, res_id, received_at)
+    WHERE relayed > 0;
+CREATE INDEX inbound_relayed_sender_idx ON mail_gateway.inbound (email_from, received_at)
+    WHERE relayed > 0;
 -- Loop prevention counts a sender's recent routes.
 CREATE INDEX inbound_route_sender_idx ON mail_gateway.inbound (route, email_from, received_at)
     WHERE route IS NOT NULL;
@@ -62,11 +68,28 @@ CREATE TABLE mail_gateway.bounce (
     status     text,                        -- DSN status, e.g. 5.1.1
     hard       boolean NOT NULL,
     diagnostic text,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Tied to a mail we sent and naming one of its recipients: only such a bounce counts
+    -- towards the blocklist and marks its mail; any other report is kept for the record.
+    trusted    boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE mail_gateway.bounce IS
     'One row per failed recipient of a received bounce (SPEC §2.8)';
 CREATE INDEX bounce_email_idx ON mail_gateway.bounce (email, created_at);
+
+-- Resetting a contact's bounce counter (normal mail from it, or an administrator's UPDATE)
+-- resets what the blocklist rule counts: bounces after bounces_reset_at.
+CREATE FUNCTION mail_gateway.contact_bounces_reset() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.bounce_count = 0 AND OLD.bounce_count <> 0 THEN
+        NEW.bounces_reset_at := clock_timestamp();
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER contact_bounces_reset BEFORE UPDATE OF bounce_count ON mail_gateway.contact
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.contact_bounces_reset();
 
 -- §2.8 rule 7: where an incoming server's mail goes when nothing else claims it.
 ALTER TABLE mail_gateway.incoming_server ADD COLUMN fallback_alias text;

@@ -38,6 +38,11 @@ CREATE TABLE mail_gateway.inbound (
     res_id      bigint,
     message_ref bigint,                     -- chatter message id (issue 5)
     received_at timestamptz NOT NULL DEFAULT now(),
+    -- Who wrote it: the verdict on the From domain (trusted Authentication-Results, else our
+    -- own DKIM check in the fetcher) and what it rests on (docs/SECURITY.md).
+    auth_verdict text NOT NULL DEFAULT 'none',
+    auth_detail  text,
+    CONSTRAINT inbound_auth_verdict_check CHECK (auth_verdict IN ('pass', 'fail', 'none')),
     CONSTRAINT inbound_state_check CHECK (state IN ('new', 'routed', 'duplicate', 'bounce', 'complaint',
         'loop', 'rejected', 'unroutable', 'error'))
 );

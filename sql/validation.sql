@@ -17,7 +17,9 @@ BEGIN
         IF NEW.key IN ('mail.catchall.alias', 'mail.bounce.alias', 'mail.default.from',
                        'mail.incoming.limit.period', 'mail.incoming.limit.alias',
                        'mail.send.daily_limit', 'mail.bounce.limit', 'mail.bounce.period',
-                       'mail.bounce.spread', 'mail.fetch.interval') THEN
+                       'mail.bounce.spread', 'mail.fetch.interval', 'mail.relay.limit.thread',
+                       'mail.relay.limit.sender', 'mail.auto_reply.limit.recipient',
+                       'mail.auto_reply.daily_share') THEN
             RAISE EXCEPTION 'parameter "%" cannot be NULL', NEW.key
                 USING ERRCODE = 'not_null_violation',
                       HINT = 'Give it a value; see the defaults in the documentation (SPEC §2.1).';
@@ -35,13 +37,27 @@ BEGIN
     WHEN 'mail.default.from_filter' THEN
         NEW.value := nullif(mail_gateway.normalize_from_filter(v), '');
     WHEN 'mail.incoming.limit.period', 'mail.incoming.limit.alias', 'mail.send.daily_limit',
-         'mail.bounce.limit' THEN
-        IF btrim(v) !~ '^[0-9]{1,9}$' THEN
+         'mail.bounce.limit', 'mail.relay.limit.thread', 'mail.relay.limit.sender',
+         'mail.auto_reply.limit.recipient', 'mail.auto_reply.daily_share' THEN
+        IF btrim(v) !~ '^[0-9]{1,9}$'
+           OR (NEW.key = 'mail.auto_reply.daily_share' AND btrim(v)::integer > 100) THEN
             RAISE EXCEPTION 'invalid value "%" for parameter "%"', v, NEW.key
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Expected a whole number, 0 or more.';
+                      HINT = CASE NEW.key WHEN 'mail.auto_reply.daily_share'
+                                 THEN 'Expected a percentage from 0 to 100.'
+                                 ELSE 'Expected a whole number, 0 or more.' END;
         END IF;
         NEW.value := btrim(v)::integer::text;
+    WHEN 'mail.authentication.trusted_servers' THEN
+        -- authserv-ids are host names: lower-case, comma-separated, no empty entries.
+        NEW.value := nullif(array_to_string(ARRAY(
+            SELECT DISTINCT lower(btrim(id)) FROM unnest(string_to_array(v, ',')) AS id
+            WHERE btrim(id) <> '' ORDER BY 1), ','), '');
+        IF NEW.value ~ '[^a-z0-9.\-_,]' THEN
+            RAISE EXCEPTION 'invalid value "%" for parameter "%"', v, NEW.key
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Expected the authserv-ids of your own mail servers, comma-separated (the first word of their Authentication-Results headers, e.g. mx.mycompany.com).';
+        END IF;
     WHEN 'mail.bounce.period', 'mail.bounce.spread', 'mail.fetch.interval' THEN
         BEGIN
             IF v::interval < interval '0' OR (NEW.key = 'mail.fetch.interval' AND v::interval < interval '1 second') THEN

@@ -15,6 +15,9 @@ pub struct Post<'a> {
     pub model: &'a str,
     pub res_id: i64,
     pub author: &'a Sender,
+    /// False when a received message claims one of our domains without passing
+    /// authentication: relayed encapsulated and marked, never under our From.
+    pub author_verified: bool,
     pub subject: Option<&'a str>,
     pub body_text: Option<&'a str>,
     pub body_html: Option<&'a str>,
@@ -24,13 +27,11 @@ pub struct Post<'a> {
     /// A received message keeps its Message-ID; a posted one gets one of ours.
     pub message_id: Option<&'a str>,
     pub inbound_id: Option<i64>,
+    /// Mail the followers (false: stored in the thread only).
+    pub relay: bool,
 }
 
-/// What posting did.
-pub struct Posted {
-    pub message: i64,
-    pub mails: usize,
-}
+pub use crate::routing::route::Posted;
 
 fn own_domain(settings: &RoutingSettings, author: &Sender) -> String {
     settings
@@ -71,7 +72,7 @@ pub fn post(p: Post<'_>, settings: &RoutingSettings) -> Posted {
         .into_iter()
         .filter(|(email, _)| *email != author)
         .collect();
-    if followers.is_empty() {
+    if followers.is_empty() || !p.relay {
         return Posted {
             message: id,
             mails: 0,
@@ -91,7 +92,12 @@ pub fn post(p: Post<'_>, settings: &RoutingSettings) -> Posted {
         .default_from
         .clone()
         .unwrap_or_else(|| p.author.address.clone());
-    let from = notification_from(p.author, settings.catchall_domain.as_deref(), &default_from);
+    let from = notification_from(
+        p.author,
+        settings.catchall_domain.as_deref(),
+        &default_from,
+        p.author_verified,
+    );
     let reply_to = store::chatter::thread_alias(p.model, p.res_id).or(settings.catchall_address());
     let subject = subject.unwrap_or_else(|| format!("{} #{}", p.model, p.res_id));
     let recipients: Vec<String> = followers
@@ -114,13 +120,14 @@ pub fn post(p: Post<'_>, settings: &RoutingSettings) -> Posted {
             model: p.model,
             res_id: p.res_id,
             message_ref: id,
+            priority: if p.inbound_id.is_some() { 1 } else { 0 },
         },
         recipients,
     );
     wake::at_commit(wake::Target::Senders);
     Posted {
         message: id,
-        mails: followers.len(),
+        mails: followers.len() as i64,
     }
 }
 

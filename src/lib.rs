@@ -17,7 +17,8 @@ mod worker;
 // The mail logic that needs no PostgreSQL lives in its own crate (core/); `crate::mime` and
 // friends keep their names here.
 pub use mail_gateway_core::{
-    deliverability, delivery, dkim, dns, imap, mailbox, mime, net, outbox, pop3, routing, smtp,
+    authentication, deliverability, delivery, dkim, dns, imap, mailbox, mime, net, outbox, pop3,
+    routing, smtp,
 };
 
 pg_module_magic!();
@@ -50,6 +51,19 @@ extension_sql_file!("../sql/finalize.sql", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     worker::register();
+    MAIN_THREAD.get_or_init(|| std::thread::current().id());
+    mail_gateway_core::interrupt::install(check_for_interrupts);
+}
+
+/// The backend's own thread: the only one that may call into PostgreSQL.
+static MAIN_THREAD: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
+
+/// The core crate's long loops over a received message call this: `statement_timeout`, a
+/// cancel or a terminate end them at once (as an ERROR). Never from another thread.
+fn check_for_interrupts() {
+    if MAIN_THREAD.get() == Some(&std::thread::current().id()) {
+        pg_sys::check_for_interrupts!();
+    }
 }
 
 /// Settings of the `cargo pgrx test` cluster.

@@ -68,6 +68,16 @@ impl Dns {
         Ok(Dns { runtime, resolver })
     }
 
+    /// The resolver itself (mail-auth's checks take it).
+    pub fn resolver(&self) -> &TokioResolver {
+        &self.resolver
+    }
+
+    /// Runs a lookup (or any future) to its end on this client's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
     fn records(
         &self,
         result: Result<mail_auth::hickory_resolver::lookup::Lookup, NetError>,

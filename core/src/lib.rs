@@ -4,11 +4,13 @@
 //! drives (`smtp` + `delivery`, `imap` and `pop3` behind `mailbox`, `net`, `dns`). The
 //! extension crate (`mail_gateway`) re-exports these modules; none of them speaks SQL.
 
+pub mod authentication;
 pub mod deliverability;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;
 pub mod imap;
+pub mod interrupt;
 pub mod mailbox;
 pub mod mime;
 pub mod net;

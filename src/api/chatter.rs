@@ -87,6 +87,8 @@ pub fn post_message(
             model,
             res_id,
             author: &author,
+            // ERP code speaks for its users.
+            author_verified: true,
             subject,
             body_text: body,
             body_html,
@@ -94,6 +96,7 @@ pub fn post_message(
             kind: "comment",
             message_id: None,
             inbound_id: None,
+            relay: true,
         },
         &settings,
     )

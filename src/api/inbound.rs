@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use crate::error::raise;
 use crate::net::Limits;
 use crate::worker::wake;
-use crate::{gucs, mailbox, router, store};
+use crate::{authentication, gucs, mailbox, router, store};
 
 /// Stores one raw message (exactly as given) with its parsed summary and returns its `inbound`
 /// id. A message already stored (same Message-ID, or same bytes when it has none) is not stored
@@ -25,7 +25,11 @@ pub fn process_message(raw: &[u8], server: default!(Option<&str>, "NULL")) -> i6
             )
         })
     });
-    let id = store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, server_id, None);
+    let trusted = store::config::trusted_authserv_ids();
+    // No DNS lookups here, inside the caller's transaction: only the Authentication-Results of
+    // a trusted server (the MTA that pipes the message in) can verify its sender.
+    let auth = authentication::authenticate(raw, &trusted, None);
+    let id = store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, server_id, None, &auth);
     if store::routing::pending(id).is_some_and(|p| p.state == "new") {
         router::route_stored(id);
     }
@@ -44,7 +48,7 @@ pub fn reprocess(inbound_id: i64) -> String {
             None,
         );
     };
-    if !router::REROUTABLE.contains(&pending.state.as_str()) {
+    if !router::reroutable(&pending.state) {
         raise(
             pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(

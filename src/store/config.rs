@@ -102,7 +102,46 @@ pub fn routing_settings() -> RoutingSettings {
         bounce_period: get("mail.bounce.period").unwrap_or_else(|| "30 days".into()),
         bounce_spread: get("mail.bounce.spread").unwrap_or_else(|| "7 days".into()),
         sender: sender_settings_from(&rows),
+        own_domains: own_domains(),
+        relay_limit_thread: minutes("mail.relay.limit.thread", 20),
+        relay_limit_sender: minutes("mail.relay.limit.sender", 10),
+        auto_reply_limit_recipient: minutes("mail.auto_reply.limit.recipient", 1),
+        auto_reply_daily_share: minutes("mail.auto_reply.daily_share", 10),
+        daily_limit: minutes("mail.send.daily_limit", 200),
     }
+}
+
+/// Our own domains besides the alias domain: those of aliases, DKIM keys and the outgoing
+/// servers' filters (lower-case).
+fn own_domains() -> Vec<String> {
+    spi(Spi::connect(|client| {
+        super::select(
+            client,
+            "SELECT DISTINCT d FROM (
+                 SELECT domain AS d FROM mail_gateway.alias WHERE domain IS NOT NULL
+                 UNION ALL SELECT domain FROM mail_gateway.dkim_key
+                 UNION ALL SELECT lower(split_part(btrim(f), '@', -1))
+                 FROM mail_gateway.outgoing_server, unnest(string_to_array(from_filter, ',')) AS f
+             ) own WHERE d <> ''",
+            None,
+            &[],
+        )?
+        .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
+        .collect()
+    }))
+}
+
+/// `mail.authentication.trusted_servers`: the authserv-ids whose Authentication-Results are
+/// believed.
+pub fn trusted_authserv_ids() -> Vec<String> {
+    get_parameter("mail.authentication.trusted_servers")
+        .map(|v| {
+            v.split(',')
+                .map(|id| id.trim().to_lowercase())
+                .filter(|id| !id.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Active outgoing servers; the order is decided by `routing::server::choose`.

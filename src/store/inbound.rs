@@ -8,36 +8,96 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use super::{first_text, spi};
+use crate::authentication::Authentication;
 use crate::mailbox::{Encryption, MailboxConfig, Protocol};
 use crate::mime::summary::{Summary, admit};
 use crate::net::Limits;
 
 /// Summarises and stores a received message of `size` bytes (`raw` holds only its header
-/// when it is over `mail_gateway.max_message_size`: then it is recorded without its bytes,
-/// in state `error` with the reason). Returns its `inbound` id.
+/// when it is over `mail_gateway.max_message_size`: then it is recorded without its bytes, in
+/// state `error` with the reason), with the authentication verdict on its sender. Returns its
+/// `inbound` id.
+///
+/// Storing never depends on the content: what the summary cannot hold is cleaned by
+/// `mime::summary`, and should storing with the summary still fail because of the data
+/// (SQLSTATE classes 22, 23, 54 — say, a character a LATIN1 database cannot hold), the bytes
+/// are stored alone, in state `error` with the reason. Failures of the database itself (a full
+/// disk, a read-only standby) are raised: the caller must not take the message as stored.
 pub fn receive(
     raw: Cow<'_, [u8]>,
     size: u64,
     server_id: Option<i64>,
     remote_uid: Option<&str>,
+    auth: &Authentication,
 ) -> i64 {
     let (summary, refused) = admit(&raw, size, crate::gucs::max_message_size() as u64);
-    store(raw, size, server_id, remote_uid, &summary, refused)
+    let sha = openssl::sha::sha256(&raw).to_vec();
+    // PostgreSQL's copy of the bytes, made once (it outlives the subtransactions below); ours
+    // is freed before the INSERT, so that a big message is in memory as few times as possible.
+    let bytes = Bytes::new(if refused.is_some() { &[] } else { &raw });
+    drop(raw);
+    let row = Row {
+        size,
+        server_id,
+        remote_uid,
+        auth,
+        sha: &sha,
+        bytes: &bytes,
+    };
+    match super::subtransaction(|| store(&row, &summary, refused.clone())) {
+        Ok(id) => id,
+        Err(e) if e.is_the_data() => {
+            let why = format!(
+                "stored without its summary: {} (SQLSTATE {})",
+                e.message,
+                e.sqlstate()
+            );
+            store(&row, &Summary::default(), refused.or(Some(why)))
+        }
+        Err(e) => crate::error::raise(e.code, e.message, None),
+    }
+}
+
+/// A bytea datum in PostgreSQL's memory (the current memory context).
+struct Bytes {
+    datum: Option<pg_sys::Datum>,
+    empty: bool,
+}
+
+impl Bytes {
+    fn new(raw: &[u8]) -> Bytes {
+        Bytes {
+            datum: raw.into_datum(),
+            empty: raw.is_empty(),
+        }
+    }
+
+    fn arg(&self) -> DatumWithOid<'_> {
+        // SAFETY: a bytea datum palloc'd in the memory context of the caller of `receive`,
+        // which outlives every statement that binds it.
+        unsafe { DatumWithOid::new(self.datum, pg_sys::BYTEAOID) }
+    }
+}
+
+/// A message to store: its bytes and what is known of it besides.
+struct Row<'a> {
+    size: u64,
+    server_id: Option<i64>,
+    remote_uid: Option<&'a str>,
+    auth: &'a Authentication,
+    sha: &'a [u8],
+    bytes: &'a Bytes,
 }
 
 /// Stores `raw` unless it is already stored (same Message-ID, or the same bytes when it has
-/// none), and returns its id. Concurrent stores of the same message are
-/// serialised by an advisory lock on its identity, so it is stored once whoever comes first.
-/// `refused` stores the row without its bytes, with that reason and state `error`.
-fn store(
-    raw: Cow<'_, [u8]>,
-    size: u64,
-    server_id: Option<i64>,
-    remote_uid: Option<&str>,
-    summary: &Summary,
-    refused: Option<String>,
-) -> i64 {
-    let sha = openssl::sha::sha256(&raw).to_vec();
+/// none; or, from a mailbox, the same server id), and returns its id. Concurrent stores of the
+/// same message are serialised by an advisory lock on its identity, so it is stored once
+/// whoever comes first. `refused` stores the row without its bytes, with that reason and state
+/// `error` — unless the reason is only a failed summary, which keeps the bytes. A row recorded
+/// without its bytes (over the size limit) gets them when the message comes again and fits.
+fn store(row: &Row<'_>, summary: &Summary, refused: Option<String>) -> i64 {
+    let sha = row.sha.to_vec();
+    let keeps_bytes = !row.bytes.empty;
     spi(Spi::connect_mut(move |client| {
         let identity = summary.message_id.clone().unwrap_or_else(|| hex(&sha));
         super::update(
@@ -51,63 +111,96 @@ fn store(
         let existing = match &summary.message_id {
             Some(message_id) => super::select(
                 client,
-                "SELECT id FROM mail_gateway.inbound WHERE message_id = $1 LIMIT 1",
+                "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
+                 WHERE message_id = $1 LIMIT 1",
                 None,
                 &[message_id.as_str().into()],
             )?,
             None => super::select(
                 client,
-                "SELECT id FROM mail_gateway.inbound
+                "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
                  WHERE message_id IS NULL AND raw_sha256 = $1 LIMIT 1",
                 None,
                 &[sha.clone().into()],
             )?,
         }
         .next()
-        .map(|row| row.get::<i64>(1))
-        .transpose()?
-        .flatten();
-        if let Some(id) = existing {
+        .map(|r| Ok::<_, pgrx::spi::SpiError>((r.get::<i64>(1)?, r.get::<bool>(2)?)))
+        .transpose()?;
+        if let Some((Some(id), without_bytes)) = existing {
+            if without_bytes == Some(true) && keeps_bytes {
+                fill_in(client, id, row, summary)?;
+            }
             return Ok(id);
         }
-        let state = if refused.is_some() { "error" } else { "new" };
-        // PostgreSQL's copy of the bytes; ours is freed before the INSERT makes its own, so
-        // that a big message is in memory as few times as possible.
-        let stored: &[u8] = if refused.is_some() { &[] } else { &raw };
-        let stored = stored.into_datum();
-        drop(raw);
+        let state = if refused.is_none() { "new" } else { "error" };
         // The (server, uid) index makes a second store of the same fetched message a no-op.
-        let id = super::update(client, "WITH new AS (
+        let (id, without_bytes) = super::update(client, "WITH new AS (
                      INSERT INTO mail_gateway.inbound (server_id, raw, raw_size, raw_sha256, message_id,
-                         email_from, subject, summary, state, reason, remote_uid)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         email_from, subject, summary, state, reason, remote_uid, auth_verdict, auth_detail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                      ON CONFLICT (server_id, remote_uid) WHERE remote_uid IS NOT NULL DO NOTHING
-                     RETURNING id)
-                 SELECT id FROM new
+                     RETURNING id, false)
+                 SELECT * FROM new
                  UNION ALL
-                 SELECT id FROM mail_gateway.inbound WHERE server_id = $1 AND remote_uid = $11
+                 SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
+                 WHERE server_id = $1 AND remote_uid = $11
                  LIMIT 1",
                 None,
                 &[
-                    server_id.into(),
-                    // SAFETY: a bytea datum, alive until the SPI connection ends.
-                    unsafe { DatumWithOid::new(stored, pg_sys::BYTEAOID) },
-                    (size as i64).into(),
-                    sha.into(),
+                    row.server_id.into(),
+                    row.bytes.arg(),
+                    (row.size as i64).into(),
+                    sha.clone().into(),
                     summary.message_id.clone().into(),
                     summary.from_address.clone().into(),
                     summary.subject.clone().into(),
                     JsonB(summary.to_json()).into(),
                     state.into(),
                     refused.into(),
-                    remote_uid.into(),
+                    row.remote_uid.into(),
+                    row.auth.verdict.as_str().into(),
+                    row.auth.detail.as_str().into(),
                 ],
             )?
             .first()
-            .get_one::<i64>()?
-            .unwrap_or_default();
+            .get_two::<i64, bool>()?;
+        let id = id.unwrap_or_default();
+        if without_bytes == Some(true) && keeps_bytes {
+            fill_in(client, id, row, summary)?;
+        }
         Ok(id)
     }))
+}
+
+/// Gives a row recorded without its bytes (over the size limit then) the whole message, now
+/// that it fits: it becomes `new`, to be routed.
+fn fill_in(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    id: i64,
+    row: &Row<'_>,
+    summary: &Summary,
+) -> Result<(), pgrx::spi::SpiError> {
+    super::update(
+        client,
+        "UPDATE mail_gateway.inbound SET raw = $2, raw_size = $3, raw_sha256 = $4, summary = $5,
+             email_from = $6, subject = $7, state = 'new', reason = NULL,
+             auth_verdict = $8, auth_detail = $9
+         WHERE id = $1",
+        None,
+        &[
+            id.into(),
+            row.bytes.arg(),
+            (row.size as i64).into(),
+            row.sha.to_vec().into(),
+            JsonB(summary.to_json()).into(),
+            summary.from_address.clone().into(),
+            summary.subject.clone().into(),
+            row.auth.verdict.as_str().into(),
+            row.auth.detail.as_str().into(),
+        ],
+    )?;
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -270,7 +363,8 @@ pub fn request_fetch(name: Option<&str>) -> i64 {
     .unwrap_or(0)
 }
 
-/// Which of these remote ids of a server are already stored.
+/// Which of these remote ids of a server are already stored with their bytes (a message
+/// recorded without them, over the size limit, is fetched again: it may fit now).
 pub fn stored_keys(server_id: i64, keys: Vec<String>) -> HashSet<String> {
     if keys.is_empty() {
         return HashSet::new();
@@ -279,7 +373,8 @@ pub fn stored_keys(server_id: i64, keys: Vec<String>) -> HashSet<String> {
         super::select(
             client,
             "SELECT remote_uid FROM mail_gateway.inbound
-                 WHERE server_id = $1 AND remote_uid = ANY($2)",
+                 WHERE server_id = $1 AND remote_uid = ANY($2)
+                   AND NOT (raw_size > 0 AND octet_length(raw) = 0)",
             None,
             &[server_id.into(), keys.into()],
         )?

@@ -122,8 +122,8 @@ pub(crate) fn random_token() -> String {
 }
 
 /// Runs `f` in a subtransaction: an ERROR inside rolls back only what `f` did and comes back
-/// as its message, so that the caller's transaction (and what it stored) goes on.
-pub(crate) fn subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+/// as its SQLSTATE and message, so that the caller's transaction (and what it stored) goes on.
+pub(crate) fn subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, crate::error::Caught> {
     use pgrx::pg_sys;
     use std::panic::AssertUnwindSafe;
     let context = unsafe { pg_sys::CurrentMemoryContext };
@@ -146,11 +146,7 @@ pub(crate) fn subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
             pg_sys::MemoryContextSwitchTo(context);
             pg_sys::CurrentResourceOwner = owner;
         }
-        Err(match &e {
-            pg_sys::panic::CaughtError::PostgresError(r)
-            | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-        })
+        Err(crate::error::Caught::from_error(&e))
     })
     .execute()
 }

@@ -39,10 +39,11 @@ pub struct NewMail<'a> {
 
 const ENQUEUE: &str = "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, cc, bcc, reply_to, subject,
          body_text, body_html, headers, attachments, scheduled_at, next_attempt_at, kind, model, res_id,
-         message_ref)
+         message_ref, priority)
      VALUES ('<' || $1 || '@' || coalesce((SELECT value FROM mail_gateway.parameter
                                            WHERE key = 'mail.catchall.domain'), $16) || '>',
-             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($12, now()), $13, $14, $15, $17)
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, coalesce($12, now()), $13, $14, $15, $17,
+             CASE WHEN $13 = 'auto_reply' THEN 2 ELSE 0 END)
      RETURNING id";
 
 thread_local! {
@@ -120,6 +121,8 @@ pub struct Notification<'a> {
     pub model: &'a str,
     pub res_id: i64,
     pub message_ref: i64,
+    /// 0 for the ERP's own posts, 1 for relays of received mail (claimed after the ERP's).
+    pub priority: i16,
 }
 
 pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> usize {
@@ -127,10 +130,10 @@ pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> us
     let tokens: Vec<String> = (0..count).map(|_| super::random_token()).collect();
     super::execute(
         "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, reply_to, subject, body_text,
-             body_html, headers, attachments, kind, model, res_id, message_ref)
+             body_html, headers, attachments, kind, model, res_id, message_ref, priority)
          SELECT '<' || t.token || '@' || coalesce((SELECT value FROM mail_gateway.parameter
                                                    WHERE key = 'mail.catchall.domain'), $3) || '>',
-                $4, ARRAY[t.recipient], $5, $6, $7, $8, $9, $10, 'transactional', $11, $12, $13
+                $4, ARRAY[t.recipient], $5, $6, $7, $8, $9, $10, 'transactional', $11, $12, $13, $14
          FROM unnest($1::text[], $2::text[]) AS t(token, recipient)",
         &[
             tokens.into(),
@@ -146,6 +149,7 @@ pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> us
             n.model.into(),
             n.res_id.into(),
             n.message_ref.into(),
+            n.priority.into(),
         ],
     );
     count

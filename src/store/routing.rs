@@ -5,6 +5,10 @@ use pgrx::JsonB;
 use pgrx::prelude::*;
 
 use super::{first_text, spi};
+use crate::authentication::Verdict;
+use crate::routing::RoutingSettings;
+use crate::routing::address::Sender;
+use crate::routing::route::{Alias, BounceRow, Routed, SentMail, Thread};
 
 /// A stored message waiting for its route.
 pub struct Pending {
@@ -13,6 +17,8 @@ pub struct Pending {
     pub state: String,
     /// The server's fallback alias (SPEC §2.8 rule 7).
     pub fallback_alias: Option<String>,
+    /// Who wrote it, as verified when it was received.
+    pub authentication: Verdict,
 }
 
 /// Read-write, so that it sees a message stored earlier in the same statement
@@ -21,7 +27,7 @@ pub fn pending(id: i64) -> Option<Pending> {
     spi(Spi::connect_mut(|client| {
         super::update(
             client,
-            "SELECT i.id, i.server_id, i.raw, i.state, s.fallback_alias
+            "SELECT i.id, i.server_id, i.raw, i.state, s.fallback_alias, i.auth_verdict
                  FROM mail_gateway.inbound i
                  LEFT JOIN mail_gateway.incoming_server s ON s.id = i.server_id
                  WHERE i.id = $1",
@@ -35,6 +41,11 @@ pub fn pending(id: i64) -> Option<Pending> {
                 raw: row.get::<Vec<u8>>(3)?.unwrap_or_default(),
                 state: row.get::<String>(4)?.unwrap_or_default(),
                 fallback_alias: row.get::<String>(5)?,
+                authentication: match row.get::<String>(6)?.as_deref() {
+                    Some("pass") => Verdict::Pass,
+                    Some("fail") => Verdict::Fail,
+                    _ => Verdict::None,
+                },
             })
         })
         .transpose()
@@ -55,45 +66,23 @@ pub fn new_ids(limit: i64) -> Vec<i64> {
     }))
 }
 
-/// The route taken, recorded on the message.
-pub struct Route<'a> {
-    pub state: &'a str,
-    pub route: Option<&'a str>,
-    pub reason: Option<&'a str>,
-    pub model: Option<&'a str>,
-    pub res_id: Option<i64>,
-    pub message_ref: Option<i64>,
-}
-
-pub fn record_route(id: i64, route: Route<'_>) {
+/// Records the route taken on the message.
+pub fn record_route(id: i64, routed: &Routed) {
     super::execute(
         "UPDATE mail_gateway.inbound SET state = $2, route = $3, reason = $4, model = $5, res_id = $6,
-             message_ref = $7, routed_at = clock_timestamp()
+             message_ref = $7, relayed = $8, routed_at = clock_timestamp()
          WHERE id = $1",
         &[
             id.into(),
-            route.state.into(),
-            route.route.into(),
-            route.reason.into(),
-            route.model.into(),
-            route.res_id.into(),
-            route.message_ref.into(),
+            routed.state.as_str().into(),
+            routed.route.as_deref().into(),
+            routed.reason.as_str().into(),
+            routed.thread.as_ref().map(|t| t.model.as_str()).into(),
+            routed.thread.as_ref().map(|t| t.res_id).into(),
+            routed.message.into(),
+            (routed.relayed as i32).into(),
         ],
     )
-}
-
-/// An alias that a message is addressed to.
-pub struct Alias {
-    pub name: String,
-    pub model: String,
-    pub handler: bool,
-    pub defaults: serde_json::Value,
-    pub contact_policy: String,
-    pub bounced_content: Option<String>,
-    pub force_thread_id: Option<i64>,
-    /// `name@domain`.
-    pub address: String,
-    id: i64,
 }
 
 /// The first active alias (in the order of `addresses`) that one of them names; with
@@ -101,7 +90,7 @@ pub struct Alias {
 pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> {
     let addresses: Vec<String> = addresses.to_vec();
     spi(Spi::connect(|client| {
-        super::select(client, "SELECT a.id, a.name, a.model, a.handler IS NOT NULL, a.defaults, a.contact_policy,
+        super::select(client, "SELECT a.id, a.name, a.model, a.defaults, a.contact_policy,
                         a.bounced_content, a.force_thread_id, a.name || '@' || d.domain
                  FROM mail_gateway.alias a
                  CROSS JOIN LATERAL (SELECT coalesce(a.domain, (SELECT value FROM mail_gateway.parameter
@@ -119,15 +108,14 @@ pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> 
                     id: row.get::<i64>(1)?.unwrap_or_default(),
                     name: row.get::<String>(2)?.unwrap_or_default(),
                     model: row.get::<String>(3)?.unwrap_or_default(),
-                    handler: row.get::<bool>(4)?.unwrap_or(false),
                     defaults: row
-                        .get::<JsonB>(5)?
+                        .get::<JsonB>(4)?
                         .map(|j| j.0)
                         .unwrap_or(serde_json::Value::Null),
-                    contact_policy: row.get::<String>(6)?.unwrap_or_default(),
-                    bounced_content: row.get::<String>(7)?,
-                    force_thread_id: row.get::<i64>(8)?,
-                    address: row.get::<String>(9)?.unwrap_or_default(),
+                    contact_policy: row.get::<String>(5)?.unwrap_or_default(),
+                    bounced_content: row.get::<String>(6)?,
+                    force_thread_id: row.get::<i64>(7)?,
+                    address: row.get::<String>(8)?.unwrap_or_default(),
                 })
             })
             .transpose()
@@ -137,19 +125,16 @@ pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> 
 /// Creates the alias's record: its handler with the message, or the default insert. (Run
 /// read-write: a handler writes.)
 pub fn create_record(alias: &Alias, message: serde_json::Value, fields: serde_json::Value) -> i64 {
-    let (sql, argument) = if alias.handler {
-        (
-            "SELECT mail_gateway.alias_call_handler(a.handler, $2) FROM mail_gateway.alias a WHERE a.id = $1",
-            message,
-        )
-    } else {
-        (
-            "SELECT mail_gateway.alias_default_insert(a.model::regclass, $2) FROM mail_gateway.alias a WHERE a.id = $1",
-            fields,
-        )
-    };
     spi(Spi::connect_mut(|client| {
-        let rows = client.update(sql, None, &[alias.id.into(), JsonB(argument).into()])?;
+        let rows = super::update(
+            client,
+            "SELECT CASE WHEN a.handler IS NOT NULL
+                         THEN mail_gateway.alias_call_handler(a.handler, $2)
+                         ELSE mail_gateway.alias_default_insert(a.model::regclass, $3) END
+             FROM mail_gateway.alias a WHERE a.id = $1",
+            None,
+            &[alias.id.into(), JsonB(message).into(), JsonB(fields).into()],
+        )?;
         match rows.into_iter().next() {
             Some(row) => Ok(row.get::<i64>(1)?.unwrap_or_default()),
             None => Ok(0),
@@ -177,16 +162,59 @@ pub fn recent_routes(route: &str, sender: &str, minutes: i64) -> i64 {
     .unwrap_or(0)
 }
 
-/// Whether an automatic notice of this `notice` kind went to `to` within the last `minutes`.
-pub fn notice_sent(to: &str, notice: &str, minutes: i64) -> bool {
-    first_text(
-        "SELECT 1::text FROM mail_gateway.mail
-         WHERE kind = 'auto_reply' AND headers->>'X-Mail-Gateway-Notice' = $2
-           AND email_to = ARRAY[$1] AND created_at > now() - make_interval(mins => $3::int)
-         LIMIT 1",
-        &[to.into(), notice.into(), (minutes as i32).into()],
-    )
-    .is_some()
+/// Automatic answers queued: to `to` within the last `minutes` of this `notice` kind, to `to`
+/// within them of any kind, and since 00:00 UTC in all.
+pub fn answers_queued(to: &str, notice: &str, minutes: i64) -> (i64, i64, i64) {
+    spi(Spi::connect(|client| {
+        let row = super::select(
+            client,
+            "SELECT count(*) FILTER (WHERE recent AND email_to = ARRAY[$1]
+                                       AND headers->>'X-Mail-Gateway-Notice' = $2),
+                    count(*) FILTER (WHERE recent AND email_to = ARRAY[$1]),
+                    count(*) FILTER (WHERE created_at >= date_trunc('day', now(), 'UTC'))
+             FROM (SELECT email_to, headers, created_at,
+                          created_at > now() - make_interval(mins => $3::int) AS recent
+                   FROM mail_gateway.mail
+                   WHERE kind = 'auto_reply'
+                     AND created_at >= least(date_trunc('day', now(), 'UTC'),
+                                             now() - make_interval(mins => $3::int))) m",
+            None,
+            &[to.into(), notice.into(), (minutes as i32).into()],
+        )?
+        .first();
+        Ok::<_, pgrx::spi::SpiError>((
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<i64>(2)?.unwrap_or(0),
+            row.get::<i64>(3)?.unwrap_or(0),
+        ))
+    }))
+}
+
+/// Received messages relayed within the last `minutes`: in `thread`, and from `sender`.
+pub fn relayed(thread: &Thread, sender: &str, minutes: i64) -> (i64, i64) {
+    spi(Spi::connect(|client| {
+        let row = super::select(
+            client,
+            "SELECT (SELECT count(*) FROM mail_gateway.inbound
+                     WHERE relayed > 0 AND model = $1 AND res_id = $2
+                       AND received_at > now() - make_interval(mins => $4::int)),
+                    (SELECT count(*) FROM mail_gateway.inbound
+                     WHERE relayed > 0 AND email_from = $3
+                       AND received_at > now() - make_interval(mins => $4::int))",
+            None,
+            &[
+                thread.model.as_str().into(),
+                thread.res_id.into(),
+                sender.into(),
+                (minutes as i32).into(),
+            ],
+        )?
+        .first();
+        Ok::<_, pgrx::spi::SpiError>((
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<i64>(2)?.unwrap_or(0),
+        ))
+    }))
 }
 
 /// Whether the same sender wrote the same subject to the catchall within the last `minutes`
@@ -202,64 +230,65 @@ pub fn catchall_repeat(id: i64, sender: &str, subject: Option<&str>, minutes: i6
     .is_some()
 }
 
-/// The mail a bounce is about: by the tracking token of its bounce address (`id` and the
-/// check that must match its Message-ID), or by the Message-ID of the returned original.
-/// Returns `(id, message_id, recipients)`.
-pub fn bounced_mail(
-    tagged: Option<(i64, String)>,
-    original_message_id: Option<&str>,
-) -> Option<(i64, String, Vec<String>)> {
+/// A mail we sent, by id (a tracked bounce address) or by Message-ID (a returned original),
+/// with its recipients (lower-case addresses) and thread.
+pub fn sent_mail(id: Option<i64>, message_id: Option<&str>) -> Option<SentMail> {
     spi(Spi::connect(|client| {
         super::select(
             client,
-            "SELECT id, message_id, email_to || cc || bcc FROM mail_gateway.mail
+            "SELECT id, message_id, email_to || cc || bcc, model, res_id FROM mail_gateway.mail
                  WHERE id = $1 OR message_id = $2
                  ORDER BY (id = $1) DESC LIMIT 1",
             None,
-            &[
-                tagged.as_ref().map(|t| t.0).into(),
-                original_message_id.into(),
-            ],
+            &[id.into(), message_id.into()],
         )?
         .next()
         .map(|row| {
-            Ok((
-                row.get::<i64>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<Vec<String>>(3)?.unwrap_or_default(),
-            ))
+            let recipients = row.get::<Vec<String>>(3)?.unwrap_or_default();
+            let model = row.get::<String>(4)?;
+            let res_id = row.get::<i64>(5)?;
+            Ok(SentMail {
+                id: row.get::<i64>(1)?.unwrap_or_default(),
+                message_id: row.get::<String>(2)?.unwrap_or_default(),
+                recipients: recipients
+                    .iter()
+                    .filter_map(|r| Sender::parse(r).ok())
+                    .map(|r| r.normalized())
+                    .collect(),
+                thread: model
+                    .zip(res_id)
+                    .map(|(model, res_id)| Thread { model, res_id }),
+            })
         })
         .transpose()
     }))
 }
 
-pub struct BounceRow<'a> {
-    pub inbound_id: i64,
-    pub mail_id: Option<i64>,
-    pub email: &'a str,
-    pub status: &'a str,
-    pub hard: bool,
-    pub diagnostic: Option<&'a str>,
-}
-
-/// Records one failed recipient: the bounce row, the mail's red envelope, the contact's
-/// counter, and the blocklist rule of SPEC §2.8. Returns whether the address was blocklisted now.
-pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -> bool {
+/// Records one failed recipient of bounce `inbound_id`. A trusted row (tied to a mail we sent
+/// and naming one of its recipients) also marks the mail (the red envelope), raises the
+/// contact's counter and applies the blocklist rule of SPEC §2.8 — counting only trusted
+/// bounces since the counter was last reset. Returns whether the address was blocklisted now.
+pub fn record_bounce(inbound_id: i64, b: BounceRow<'_>, settings: &RoutingSettings) -> bool {
+    let f = b.failed;
     spi(Spi::connect_mut(|client| {
         super::update(
             client,
-            "INSERT INTO mail_gateway.bounce (inbound_id, mail_id, email, status, hard, diagnostic)
-             VALUES ($1, $2, lower($3), $4, $5, $6)",
+            "INSERT INTO mail_gateway.bounce (inbound_id, mail_id, email, status, hard, diagnostic, trusted)
+             VALUES ($1, $2, lower($3), $4, $5, $6, $7)",
             None,
             &[
-                b.inbound_id.into(),
+                inbound_id.into(),
                 b.mail_id.into(),
-                b.email.into(),
-                b.status.into(),
-                b.hard.into(),
-                b.diagnostic.into(),
+                f.email.as_str().into(),
+                f.status.as_str().into(),
+                f.hard.into(),
+                f.diagnostic.as_deref().into(),
+                b.trusted.into(),
             ],
         )?;
+        if !b.trusted {
+            return Ok(false);
+        }
         if let Some(mail_id) = b.mail_id {
             super::update(client, "UPDATE mail_gateway.mail SET bounced_at = coalesce(bounced_at, clock_timestamp()),
                      recipients = CASE WHEN recipients ? lower($2)
@@ -268,7 +297,7 @@ pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -
                          ELSE recipients END
                  WHERE id = $1",
                 None,
-                &[mail_id.into(), b.email.into(), b.status.into()],
+                &[mail_id.into(), f.email.as_str().into(), f.status.as_str().into()],
             )?;
         }
         super::update(
@@ -278,13 +307,17 @@ pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -
              ON CONFLICT (email) DO UPDATE SET bounce_count = contact.bounce_count + 1,
                                                 last_bounce_at = clock_timestamp()",
             None,
-            &[b.email.into()],
+            &[f.email.as_str().into()],
         )?;
-        // At least `limit` bounces within `period`, the first and the last `spread` apart.
+        // At least `limit` trusted bounces within `period` and since the last reset, the first
+        // and the last `spread` apart.
         let blocked = super::update(client, "WITH recent AS (
-                     SELECT count(*) AS n, min(created_at) AS first, max(created_at) AS last
-                     FROM mail_gateway.bounce
-                     WHERE email = lower($1) AND created_at > clock_timestamp() - $3::interval)
+                     SELECT count(*) AS n, min(b.created_at) AS first, max(b.created_at) AS last
+                     FROM mail_gateway.bounce b
+                     LEFT JOIN mail_gateway.contact c ON c.email = b.email
+                     WHERE b.email = lower($1) AND b.trusted
+                       AND b.created_at > clock_timestamp() - $3::interval
+                       AND b.created_at > coalesce(c.bounces_reset_at, '-infinity'))
                  INSERT INTO mail_gateway.blacklist (email, reason)
                  SELECT lower($1), format('%s bounces between %s and %s (mail.bounce.limit %s within %s, spread %s)',
                                           n, first::date, last::date, $2, $3, $4)
@@ -292,7 +325,12 @@ pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -
                  ON CONFLICT (email) DO NOTHING
                  RETURNING 1",
                 None,
-                &[b.email.into(), limit.into(), period.into(), spread.into()],
+                &[
+                    f.email.as_str().into(),
+                    settings.bounce_limit.into(),
+                    settings.bounce_period.as_str().into(),
+                    settings.bounce_spread.as_str().into(),
+                ],
             )?
             .next()
             .is_some();
@@ -300,7 +338,8 @@ pub fn record_bounce(b: BounceRow<'_>, limit: i64, period: &str, spread: &str) -
     }))
 }
 
-/// Normal mail from an address resets its bounce counter.
+/// Normal mail from an address resets its bounce counter (and, through the table's trigger,
+/// what the blocklist rule counts).
 pub fn reset_bounces(email: &str) {
     super::execute(
         "UPDATE mail_gateway.contact SET bounce_count = 0 WHERE email = $1 AND bounce_count > 0",

@@ -10,6 +10,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use pgrx::prelude::*;
 
 use super::{in_transaction, shutting_down, try_transaction};
+use crate::authentication::{self, Authentication, Verifier};
+use crate::error::Caught;
 use crate::mailbox::{self, FetchError, Fetched, Listed, Stage};
 use crate::net::Limits;
 use crate::store::inbound::IncomingServer;
@@ -101,20 +103,53 @@ pub fn round() {
     }
 }
 
+/// What the fetcher knows while it fetches one server: who to believe about senders, and our
+/// own DKIM check (made on first use: most mail of a round may need none).
+struct Authenticating {
+    trusted: Vec<String>,
+    verifier: Option<Option<Verifier>>,
+}
+
+impl Authenticating {
+    /// The verdict on a fetched message, outside any transaction. A message fetched without
+    /// its body (over the size limit) is judged by trusted results only.
+    fn judge(&mut self, raw: &[u8], header_only: bool) -> Authentication {
+        let verifier = if header_only {
+            None
+        } else {
+            self.verifier
+                .get_or_insert_with(|| {
+                    Verifier::new(gucs::dns_server().as_deref())
+                        .map_err(|e| warning!("mail_gateway fetcher: no DKIM checks: {e}"))
+                        .ok()
+                })
+                .as_ref()
+        };
+        authentication::authenticate(raw, &self.trusted, verifier)
+    }
+}
+
 /// Fetches one server; returns how many messages it stored and, when it went through the
 /// whole list, the IMAP cursor to remember.
 fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError> {
     let mut mailbox = mailbox::open(&server.config)?;
     let listed = mailbox.list(server.cursor.as_deref())?;
     let keys: Vec<String> = listed.iter().filter_map(|l| l.key.clone()).collect();
-    let stored = in_transaction("reading fetched ids", || {
-        store::inbound::stored_keys(server.id, keys)
+    let (stored, trusted) = in_transaction("reading fetched ids", || {
+        (
+            store::inbound::stored_keys(server.id, keys),
+            store::config::trusted_authserv_ids(),
+        )
     })
     .ok_or_else(|| FetchError::new(Stage::Fetch, "could not read the inbound table"))?;
+    let mut auth = Authenticating {
+        trusted,
+        verifier: None,
+    };
     let max_size = gucs::max_message_size() as u64;
-    let deletes = mailbox.deletes();
-    // A message refused by the size limit stays in a POP3 maildrop: deleting it would lose it.
-    let finished = |l: &&Listed| !(deletes && l.size > max_size);
+    // A message over the size limit is neither flagged nor deleted: it is recorded from its
+    // header, and fetched whole once the limit allows (deleting it would lose it).
+    let finished = |l: &&Listed| l.size <= max_size;
     let (already, todo): (Vec<Listed>, Vec<Listed>) = listed
         .into_iter()
         .partition(|l| l.key.as_ref().is_some_and(|k| stored.contains(k)));
@@ -124,54 +159,58 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
 
     let mut count = 0;
     let mut complete = true;
-    // Messages of the batches just before that could not be stored at all.
-    let mut failed_in_a_row = 0;
     for batch in mailbox::batches(&todo, gucs::fetch_batch_size(), BATCH_BYTES) {
         if shutting_down() {
             complete = false;
             break;
         }
-        let mut committed = Vec::new();
-        let mut failure = None;
+        let mut stored = Stored::default();
         mailbox.fetch(batch, max_size, &mut |fetched| {
-            (committed, failure) = store_batch(server.id, fetched);
+            stored = store_batch(server.id, fetched, &mut auth);
         })?;
-        if let (true, Some(e)) = (committed.is_empty(), failure) {
-            // Nothing of the batch stored. Several messages (or two batches in a row of one
-            // big message each) failing alike is the database (a full disk, say), not a bad
-            // message: stop here and say so; all stays on the server, unflagged.
-            failed_in_a_row += batch.len();
-            if failed_in_a_row > 1 {
-                let _ = mailbox.close();
-                return Err(FetchError::new(
-                    Stage::Store,
-                    format!("storing fetched mail failed: {e}"),
-                ));
-            }
-        } else {
-            failed_in_a_row = 0;
+        count += stored.messages.len();
+        let done: Vec<Listed> = stored.messages.iter().filter(finished).cloned().collect();
+        mailbox.done(&done)?;
+        if let Some(e) = stored.stopped_by {
+            // The database cannot take mail now (a full disk, a read-only standby …): stop
+            // here and say so; the rest stays on the server, unflagged.
+            let _ = mailbox.close();
+            return Err(FetchError::new(
+                Stage::Store,
+                format!("storing fetched mail failed: {e}"),
+            ));
         }
-        count += committed.len();
-        let committed: Vec<Listed> = committed.iter().filter(finished).cloned().collect();
-        mailbox.done(&committed)?;
     }
     let cursor = if complete { mailbox.cursor() } else { None };
     mailbox.close()?;
     Ok((count, cursor))
 }
 
-/// Stores a batch in one transaction; if that fails, message by message, so that one bad
-/// message costs only itself (it stays on the server and is tried again next time). A batch
-/// of one (every big message) hands its bytes over, to be freed as soon as PostgreSQL has
-/// its copy. Returns what was stored and the last error, if any.
-fn store_batch(server_id: i64, mut fetched: Vec<Fetched<'_>>) -> (Vec<Listed>, Option<String>) {
-    let receive = |raw: Cow<'_, [u8]>, listed: &Listed, header_only: bool| {
+/// What storing a batch did: the messages stored (committed), and the failure of the database
+/// itself that stopped it, if one did.
+#[derive(Default)]
+struct Stored {
+    messages: Vec<Listed>,
+    stopped_by: Option<Caught>,
+}
+
+/// Stores a batch in one transaction; if that fails, message by message, so that a message the
+/// database refuses for its data costs only itself (it stays on the server, is logged, and is
+/// tried again next time), while a failure of the database itself stops the batch. A batch of
+/// one (every big message) hands its bytes over, to be freed as soon as PostgreSQL has its copy.
+fn store_batch(server_id: i64, mut fetched: Vec<Fetched<'_>>, auth: &mut Authenticating) -> Stored {
+    // Verdicts first, outside any transaction: our own DKIM check may ask DNS.
+    let verdicts: Vec<Authentication> = fetched
+        .iter()
+        .map(|f| auth.judge(&f.raw, f.header_only))
+        .collect();
+    let receive = |raw: Cow<'_, [u8]>, listed: &Listed, header_only: bool, a: &Authentication| {
         let size = if header_only {
             listed.size
         } else {
             raw.len() as u64
         };
-        store::inbound::receive(raw, size, Some(server_id), listed.key.as_deref());
+        store::inbound::receive(raw, size, Some(server_id), listed.key.as_deref(), a);
     };
     if fetched.len() == 1 {
         let Fetched {
@@ -180,31 +219,41 @@ fn store_batch(server_id: i64, mut fetched: Vec<Fetched<'_>>) -> (Vec<Listed>, O
             header_only,
         } = fetched.remove(0);
         return match try_transaction("storing a fetched message", || {
-            receive(Cow::Owned(raw), listed, header_only)
+            receive(Cow::Owned(raw), listed, header_only, &verdicts[0])
         }) {
-            Ok(()) => (vec![listed.clone()], None),
-            Err(e) => (vec![], Some(e)),
+            Ok(()) => Stored {
+                messages: vec![listed.clone()],
+                stopped_by: None,
+            },
+            Err(e) => Stored {
+                messages: vec![],
+                stopped_by: (!e.is_the_data()).then_some(e),
+            },
         };
     }
     let all = try_transaction("storing fetched mail", || {
-        for f in &fetched {
-            receive(Cow::Borrowed(&f.raw), f.listed, f.header_only);
+        for (f, a) in fetched.iter().zip(&verdicts) {
+            receive(Cow::Borrowed(&f.raw), f.listed, f.header_only, a);
         }
     });
     if all.is_ok() {
-        return (fetched.iter().map(|f| f.listed.clone()).collect(), None);
+        return Stored {
+            messages: fetched.iter().map(|f| f.listed.clone()).collect(),
+            stopped_by: None,
+        };
     }
-    let mut failure = all.err();
-    let stored = fetched
-        .iter()
-        .filter(|f| {
-            try_transaction("storing a fetched message", || {
-                receive(Cow::Borrowed(&f.raw), f.listed, f.header_only)
-            })
-            .map_err(|e| failure = Some(e))
-            .is_ok()
-        })
-        .map(|f| f.listed.clone())
-        .collect();
-    (stored, failure)
+    let mut stored = Stored::default();
+    for (f, a) in fetched.iter().zip(&verdicts) {
+        match try_transaction("storing a fetched message", || {
+            receive(Cow::Borrowed(&f.raw), f.listed, f.header_only, a)
+        }) {
+            Ok(()) => stored.messages.push(f.listed.clone()),
+            Err(e) if e.is_the_data() => {}
+            Err(e) => {
+                stored.stopped_by = Some(e);
+                break;
+            }
+        }
+    }
+    stored
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
+use crate::error::Caught;
 use crate::{gucs, store};
 
 /// The postmaster restarts a worker that died this long after it died.
@@ -81,22 +82,16 @@ thread_local! {
     static FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// `in_transaction`, handing PostgreSQL's message back to the caller.
-pub(crate) fn try_transaction<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, String> {
+/// `in_transaction`, handing PostgreSQL's SQLSTATE and message back to the caller.
+pub(crate) fn try_transaction<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, Caught> {
     let f = AssertUnwindSafe(f);
     PgTryBuilder::new(AssertUnwindSafe(|| Ok(BackgroundWorker::transaction(f))))
         .catch_others(|e| {
             unsafe { pg_sys::AbortCurrentTransaction() };
-            let message = match &e {
-                pg_sys::panic::CaughtError::PostgresError(r)
-                | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
-                    ereport.message().to_string()
-                }
-            };
-            warning!("mail_gateway: {what} failed: {message}");
+            let caught = Caught::from_error(&e);
+            warning!("mail_gateway: {what} failed: {caught}");
             FAILED.set(true);
-            Err(message)
+            Err(caught)
         })
         .execute()
 }

@@ -3,8 +3,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
+use mail_parser::{Address, HeaderValue, Message, MimeHeaders};
 use serde_json::{Value, json};
+
+use super::{clean, structure};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attachment {
@@ -27,8 +29,11 @@ pub struct Summary {
     /// RFC 3339.
     pub date: Option<String>,
     pub in_reply_to: Vec<String>,
+    /// The newest `clean::MAX_LISTED`.
     pub references: Vec<String>,
     pub attachments: Vec<Attachment>,
+    /// What was cleaned or left out, in words (NUL removed, an id too long to be one …).
+    pub notes: Vec<String>,
 }
 
 fn bracket(id: &str) -> String {
@@ -38,74 +43,167 @@ fn bracket(id: &str) -> String {
     )
 }
 
-fn ids(value: &HeaderValue<'_>) -> Vec<String> {
-    match value {
-        HeaderValue::Text(t) => vec![bracket(t)],
-        HeaderValue::TextList(list) => list.iter().map(|t| bracket(t)).collect(),
-        _ => vec![],
+/// Collects what cleaning did, once per kind of thing.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl Notes {
+    fn add(&mut self, note: String) {
+        if !self.0.contains(&note) {
+            self.0.push(note);
+        }
+    }
+
+    /// `text` without NUL and cut to `max` characters, noting either.
+    fn line(&mut self, what: &str, text: &str, max: usize) -> String {
+        let cleaned = clean::bounded(text, max);
+        if text.contains('\0') {
+            self.add(format!("NUL characters in the {what} replaced"));
+        }
+        if cleaned.len() < text.len() {
+            self.add(format!("{what} cut to {max} characters"));
+        }
+        cleaned
+    }
+
+    /// A Message-ID, unless it is too long or malformed to be one.
+    fn id(&mut self, what: &str, id: &str) -> Option<String> {
+        let id = bracket(id);
+        if id.len() > clean::MAX_ID || id.contains(['\0', ' ', '\t', '\r', '\n']) {
+            self.add(format!("a malformed or {}-byte {what} ignored", id.len()));
+            return None;
+        }
+        Some(id)
+    }
+
+    fn ids(&mut self, what: &str, value: &HeaderValue<'_>) -> Vec<String> {
+        let all: Vec<&str> = match value {
+            HeaderValue::Text(t) => vec![t.as_ref()],
+            HeaderValue::TextList(list) => list.iter().map(|t| t.as_ref()).collect(),
+            _ => vec![],
+        };
+        let skip = all.len().saturating_sub(clean::MAX_LISTED);
+        if skip > 0 {
+            self.add(format!(
+                "{} {what} ids: the oldest {skip} left out",
+                all.len()
+            ));
+        }
+        all[skip..]
+            .iter()
+            .filter_map(|id| self.id(what, id))
+            .collect()
+    }
+
+    /// An address, lower-case, unless it is too long or holds NUL.
+    fn address(&mut self, what: &str, address: &str) -> Option<String> {
+        if address.len() > clean::MAX_ADDRESS || address.contains('\0') {
+            self.add(format!(
+                "a malformed or {}-byte {what} address ignored",
+                address.len()
+            ));
+            return None;
+        }
+        Some(address.to_lowercase())
+    }
+
+    fn addresses(&mut self, what: &str, address: Option<&Address<'_>>) -> Vec<String> {
+        let Some(address) = address else {
+            return vec![];
+        };
+        let all: Vec<&str> = address.iter().filter_map(|a| a.address()).collect();
+        if all.len() > clean::MAX_LISTED {
+            self.add(format!(
+                "{} {what} addresses: the first {} kept",
+                all.len(),
+                clean::MAX_LISTED
+            ));
+        }
+        all.into_iter()
+            .take(clean::MAX_LISTED)
+            .filter_map(|a| self.address(what, a))
+            .collect()
     }
 }
 
-fn addresses(address: Option<&Address<'_>>) -> Vec<String> {
-    address
-        .map(|a| {
-            a.iter()
-                .filter_map(|a| a.address())
-                .map(str::to_lowercase)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Reads what it can; never fails.
+/// Reads what it can, within bounds (`structure::parse`); never fails.
 pub fn summarise(raw: &[u8]) -> Summary {
-    match MessageParser::default().parse(raw) {
-        Some(message) => summarise_parsed(&message),
-        None => Summary::default(),
-    }
+    let parsed = structure::parse(raw);
+    let mut summary = parsed
+        .message
+        .as_ref()
+        .map(summarise_parsed)
+        .unwrap_or_default();
+    summary.notes.extend(parsed.header_only);
+    summary
 }
 
 /// The summary of a message parsed already.
 pub fn summarise_parsed(message: &Message<'_>) -> Summary {
+    let mut notes = Notes::default();
     let from = message.from().and_then(|a| a.first());
     let delivered_to = message
         .header_values("Delivered-To")
         .filter_map(|v| v.as_text())
-        .map(|t| {
-            t.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_lowercase()
+        .take(clean::MAX_LISTED)
+        .filter_map(|t| {
+            notes.address(
+                "Delivered-To",
+                t.trim().trim_start_matches('<').trim_end_matches('>'),
+            )
         })
         .collect();
+    let all_attachments = message.attachments().count();
+    if all_attachments > clean::MAX_LISTED {
+        notes.add(format!(
+            "{all_attachments} attachments: the first {} listed",
+            clean::MAX_LISTED
+        ));
+    }
     let attachments = message
         .attachments()
+        .take(clean::MAX_LISTED)
         .map(|part| Attachment {
-            filename: part.attachment_name().map(str::to_string),
-            content_type: part
-                .content_type()
-                .map(|ct| match ct.subtype() {
-                    Some(sub) => format!("{}/{sub}", ct.ctype()),
-                    None => ct.ctype().to_string(),
-                })
-                .unwrap_or_else(|| "application/octet-stream".into())
-                .to_lowercase(),
+            filename: part
+                .attachment_name()
+                .map(|n| notes.line("attachment name", n, clean::MAX_LINE)),
+            content_type: clean::bounded(&content_type_of(part), clean::MAX_LINE),
             size: part.contents().len(),
         })
         .collect();
     Summary {
-        message_id: message.message_id().map(bracket),
-        from_name: from.and_then(|a| a.name()).map(str::to_string),
-        from_address: from.and_then(|a| a.address()).map(str::to_lowercase),
-        to: addresses(message.to()),
-        cc: addresses(message.cc()),
+        message_id: message
+            .message_id()
+            .and_then(|id| notes.id("Message-ID", id)),
+        from_name: from
+            .and_then(|a| a.name())
+            .map(|n| notes.line("sender's name", n, clean::MAX_LINE)),
+        from_address: from
+            .and_then(|a| a.address())
+            .and_then(|a| notes.address("From", a)),
+        to: notes.addresses("To", message.to()),
+        cc: notes.addresses("Cc", message.cc()),
         delivered_to,
-        subject: message.subject().map(str::to_string),
+        subject: message
+            .subject()
+            .map(|s| notes.line("subject", s, clean::MAX_LINE)),
         date: message.date().map(|d| d.to_rfc3339()),
-        in_reply_to: ids(message.in_reply_to()),
-        references: ids(message.references()),
+        in_reply_to: notes.ids("In-Reply-To", message.in_reply_to()),
+        references: notes.ids("References", message.references()),
         attachments,
+        notes: notes.0,
     }
+}
+
+/// `type/subtype`, lower-case (`application/octet-stream` when the part does not say).
+fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
+    part.content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{sub}", ct.ctype()),
+            None => ct.ctype().to_string(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_lowercase()
 }
 
 /// What is stored of a received message of `size` bytes (`raw` may hold only its header when
@@ -148,6 +246,7 @@ impl Summary {
             "attachments": self.attachments.iter().map(|a| json!({
                 "filename": a.filename, "content_type": a.content_type, "size": a.size
             })).collect::<Vec<_>>(),
+            "notes": self.notes,
         })
     }
 }
@@ -167,27 +266,21 @@ pub fn content(
     keep_attachments: bool,
     keep_original: bool,
 ) -> Content {
+    // Bodies and names go into text and jsonb columns: no NUL.
     let body_text = parsed
         .as_ref()
         .and_then(|m| m.body_text(0))
-        .map(|t| t.into_owned());
+        .map(|t| clean::text(&t).into_owned());
     let body_html = parsed
         .as_ref()
         .and_then(|m| m.body_html(0))
-        .map(|t| t.into_owned());
+        .map(|t| clean::text(&t).into_owned());
     let mut attachments = Vec::new();
     if keep_attachments && let Some(m) = parsed {
         for part in m.attachments() {
-            let content_type = part
-                .content_type()
-                .map(|ct| match ct.subtype() {
-                    Some(sub) => format!("{}/{sub}", ct.ctype()),
-                    None => ct.ctype().to_string(),
-                })
-                .unwrap_or_else(|| "application/octet-stream".into());
             attachments.push(json!({
-                "filename": part.attachment_name().unwrap_or("attachment"),
-                "content_type": content_type.to_lowercase(),
+                "filename": clean::bounded(part.attachment_name().unwrap_or("attachment"), clean::MAX_LINE),
+                "content_type": clean::bounded(&content_type_of(part), clean::MAX_LINE),
                 "content_base64": B64.encode(part.contents()),
             }));
         }

@@ -3,7 +3,7 @@
 //! answers one of our loop notices, the tracked bounce address it came back to, and where a
 //! reply would belong. Pure: the router (`src/router.rs`) then asks the database.
 
-use mail_parser::{Message, MessageParser};
+use mail_parser::Message;
 
 use super::RoutingSettings;
 use super::address::Sender;
@@ -36,6 +36,7 @@ pub struct Reading {
 /// Reads a message; `parsed` is `raw` parsed already (None when it could not be).
 pub fn read(parsed: Option<&Message<'_>>, raw: &[u8], settings: &RoutingSettings) -> Reading {
     let summary = parsed.map(summarise_parsed).unwrap_or_default();
+    // `parsed` is None only when not even a header could be read: nothing to analyse then.
     let report = match parsed {
         Some(message) => bounce::analyse_parsed(message),
         None => bounce::analyse(raw),
@@ -81,8 +82,8 @@ pub fn read(parsed: Option<&Message<'_>>, raw: &[u8], settings: &RoutingSettings
 /// Parses and reads in one step (tests and fuzzing; the router keeps the parsed message for
 /// the content it posts).
 pub fn read_raw(raw: &[u8], settings: &RoutingSettings) -> Reading {
-    let parsed = MessageParser::default().parse(raw);
-    read(parsed.as_ref(), raw, settings)
+    let parsed = crate::mime::structure::parse(raw);
+    read(parsed.message.as_ref(), raw, settings)
 }
 
 #[cfg(test)]

@@ -57,8 +57,19 @@ pub fn answers_a_loop_notice(in_reply_to: &[String], references: &[String]) -> b
 
 /// The From of mail written by `author`: as is when the author writes from our own domain,
 /// else the default sender's address with the author's name ("Ann (via MyCompany)" is left to
-/// the ERP), so that the author's domain's DMARC policy cannot reject it.
-pub fn notification_from(author: &Sender, own_domain: Option<&str>, default_from: &str) -> String {
+/// the ERP), so that the author's domain's DMARC policy cannot reject it. An author who is not
+/// `verified` (a received message claiming one of our domains without passing authentication)
+/// never keeps our From, and the name says so.
+pub fn notification_from(
+    author: &Sender,
+    own_domain: Option<&str>,
+    default_from: &str,
+    verified: bool,
+) -> String {
+    if !verified {
+        let name = format!("{} (unverified)", author.name_or_local_part());
+        return format_mailbox(&name, default_from);
+    }
     if own_domain.is_some_and(|d| author.domain() == d) {
         match &author.name {
             Some(name) => format_mailbox(name, &author.address),
@@ -168,13 +179,37 @@ mod tests {
     fn outside_authors_are_encapsulated() {
         let ann = Sender::parse("Ann Smith <ann@customer.example>").unwrap();
         assert_eq!(
-            notification_from(&ann, Some("mycompany.com"), "notifications@mycompany.com"),
+            notification_from(
+                &ann,
+                Some("mycompany.com"),
+                "notifications@mycompany.com",
+                true
+            ),
             "\"Ann Smith\" <notifications@mycompany.com>"
         );
         let bob = Sender::parse("bob@mycompany.com").unwrap();
         assert_eq!(
-            notification_from(&bob, Some("mycompany.com"), "notifications@mycompany.com"),
+            notification_from(
+                &bob,
+                Some("mycompany.com"),
+                "notifications@mycompany.com",
+                true
+            ),
             "bob@mycompany.com"
+        );
+    }
+
+    #[test]
+    fn an_unverified_colleague_is_encapsulated_and_marked() {
+        let ceo = Sender::parse("\"The CEO\" <ceo@mycompany.com>").unwrap();
+        assert_eq!(
+            notification_from(
+                &ceo,
+                Some("mycompany.com"),
+                "notifications@mycompany.com",
+                false
+            ),
+            "\"The CEO (unverified)\" <notifications@mycompany.com>"
         );
     }
 
