@@ -11,7 +11,7 @@ pub mod wake;
 
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -124,7 +124,8 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
         // Mail this sender held when it last died goes back to the queue.
         || {
             in_transaction("releasing abandoned mail", || {
-                store::queue::release_own(index)
+                store::queue::release_own(index);
+                store::queue::prefer_generic_plans();
             });
         },
         || sending.turn(),
@@ -194,11 +195,19 @@ fn serve(
     wake::publish(slot, std::process::id() as i32);
 
     let mut installed = None;
+    let mut checked = Instant::now();
     let mut failures = 0;
     loop {
-        let now_installed =
+        // A busy sender wakes for every result: the extension is looked up at most once a
+        // second while it is there (a DROP EXTENSION makes the work's own statements fail).
+        let now_installed = if installed == Some(true) && checked.elapsed() < Duration::from_secs(1)
+        {
+            true
+        } else {
+            checked = Instant::now();
             in_transaction("checking the extension", store::config::extension_installed)
-                .unwrap_or(false);
+                .unwrap_or(false)
+        };
         if installed != Some(now_installed) {
             if now_installed {
                 on_install();

@@ -58,6 +58,9 @@ pub struct Sending {
     leases_checked: Instant,
     /// Server names, for the log.
     names: HashMap<i64, String>,
+    /// When each server's last success was recorded: once a second is enough for
+    /// `server_status`, and each UPDATE of a server runs its validation triggers.
+    success_noted: HashMap<i64, Instant>,
 }
 
 impl Sending {
@@ -72,6 +75,7 @@ impl Sending {
             unrecorded: Unrecorded::default(),
             leases_checked: Instant::now(),
             names: HashMap::new(),
+            success_noted: HashMap::new(),
         }
     }
 
@@ -365,7 +369,14 @@ impl Sending {
     fn note_health(&mut self, server_id: i64, result: &Result<crate::smtp::Delivery, SmtpError>) {
         match result {
             Ok(d) if d.data.as_ref().is_some_and(|r| r.is_ok()) => {
-                self.unrecorded.successes.insert(server_id);
+                let due = self
+                    .success_noted
+                    .get(&server_id)
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if due {
+                    self.success_noted.insert(server_id, Instant::now());
+                    self.unrecorded.successes.insert(server_id);
+                }
             }
             Err(e)
                 if matches!(e.stage, Stage::Connect | Stage::Tls | Stage::Auth)
