@@ -143,24 +143,13 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
     Ok(message.formatted())
 }
 
-/// `text` with every line end — CR LF, a bare CR, a bare LF — written CR LF.
+/// `text` with every line end written CR LF (`smtp::wire::crlf_lines`).
 fn crlf_lines(text: &str) -> String {
-    if !text.contains('\r') && !text.contains('\n') {
-        return text.to_string();
+    match crate::smtp::wire::crlf_lines(text.as_bytes()) {
+        std::borrow::Cow::Borrowed(_) => text.to_string(),
+        // Only ASCII line ends were touched: still UTF-8.
+        std::borrow::Cow::Owned(bytes) => String::from_utf8(bytes).unwrap_or_default(),
     }
-    let mut out = String::with_capacity(text.len() + text.len() / 32);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                chars.next_if_eq(&'\n');
-                out.push_str("\r\n");
-            }
-            '\n' => out.push_str("\r\n"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A plain-text alternative for an HTML-only body: tags dropped, block ends as line breaks,

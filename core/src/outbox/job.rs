@@ -80,9 +80,12 @@ impl Content {
             date,
         })?;
         let message = wire::normalized(built);
-        let domain = Sender::parse(&self.from)
-            .map(|s| s.domain())
-            .unwrap_or_default();
+        let domain = match self.dkim_keys.is_empty() {
+            true => String::new(),
+            false => Sender::parse(&self.from)
+                .map(|s| s.domain())
+                .unwrap_or_default(),
+        };
         let Some(key) = self.dkim_keys.get(&domain) else {
             return Ok(Rendered {
                 message,

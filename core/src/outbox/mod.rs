@@ -55,6 +55,8 @@ struct Conn {
     assigned: usize,
     /// It has delivered a mail: the server does accept our connections.
     proven: bool,
+    /// It reported a mail and waits for the worker's commit before sending another.
+    waiting_commit: bool,
 }
 
 struct Lane {
@@ -222,29 +224,55 @@ impl Pool {
         }
     }
 
-    /// Everything the connections reported since the last call.
-    pub fn collect(&mut self) -> Vec<Finished> {
-        let mut drained = [0u8; 256];
-        while matches!(self.wake_read.read(&mut drained), Ok(n) if n > 0) {}
+    /// Everything the connections reported since the last call — and, while some connection
+    /// is still in the middle of a mail, what they report within `linger`: results recorded
+    /// in one transaction instead of one each (a group bounded in time).
+    pub fn collect(&mut self, linger: Duration) -> Vec<Finished> {
+        let deadline = Instant::now() + linger;
         let mut finished = Vec::new();
-        while let Ok(report) = self.reports.try_recv() {
-            match report {
-                Report::Done {
-                    conn,
-                    server_id,
-                    mail_id,
-                    attempt,
-                    warning,
-                } => self.done(conn, server_id, mail_id, attempt, warning, &mut finished),
-                Report::Unsent {
-                    conn,
-                    server_id,
-                    jobs,
-                    error,
-                } => self.unsent(conn, server_id, jobs, error, &mut finished),
+        loop {
+            while let Ok(report) = self.reports.try_recv() {
+                self.handle(report, &mut finished);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if finished.is_empty() || left.is_zero() || self.sending() == 0 {
+                break;
+            }
+            match self.reports.recv_timeout(left) {
+                Ok(report) => self.handle(report, &mut finished),
+                Err(_) => break,
             }
         }
+        let mut drained = [0u8; 256];
+        while matches!(self.wake_read.read(&mut drained), Ok(n) if n > 0) {}
         finished
+    }
+
+    /// Connections in the middle of a mail (not waiting for a commit).
+    fn sending(&self) -> usize {
+        self.lanes
+            .values()
+            .flat_map(|l| &l.conns)
+            .filter(|c| c.assigned > 0 && !c.waiting_commit)
+            .count()
+    }
+
+    fn handle(&mut self, report: Report, finished: &mut Vec<Finished>) {
+        match report {
+            Report::Done {
+                conn,
+                server_id,
+                mail_id,
+                attempt,
+                warning,
+            } => self.done(conn, server_id, mail_id, attempt, warning, finished),
+            Report::Unsent {
+                conn,
+                server_id,
+                jobs,
+                error,
+            } => self.unsent(conn, server_id, jobs, error, finished),
+        }
     }
 
     fn done(
@@ -264,6 +292,7 @@ impl Pool {
         if let Some(c) = lane.conns.iter_mut().find(|c| c.id == conn) {
             c.assigned = c.assigned.saturating_sub(1);
             c.proven |= matches!(attempt, Attempt::Sent(Ok(_)));
+            c.waiting_commit = true;
         }
         match &attempt {
             Attempt::Sent(Ok(_)) => lane.pushbacks = 0,
@@ -348,9 +377,10 @@ impl Pool {
         for (server_id, conn, mail_id) in self.awaiting_commit.drain(..) {
             if let Some(c) = self
                 .lanes
-                .get(&server_id)
-                .and_then(|l| l.conns.iter().find(|c| c.id == conn))
+                .get_mut(&server_id)
+                .and_then(|l| l.conns.iter_mut().find(|c| c.id == conn))
             {
+                c.waiting_commit = false;
                 let _ = c.orders.send(Order::Committed(mail_id));
             }
         }
@@ -412,6 +442,7 @@ fn spawn(
         orders,
         assigned: 0,
         proven: false,
+        waiting_commit: false,
     })
 }
 
@@ -461,7 +492,7 @@ mod tests {
                 all.len()
             );
             std::thread::sleep(Duration::from_millis(10));
-            all.extend(pool.collect());
+            all.extend(pool.collect(Duration::ZERO));
             pool.committed();
             pool.dispatch();
         }

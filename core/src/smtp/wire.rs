@@ -10,27 +10,14 @@
 
 use std::borrow::Cow;
 
+use memchr::{memchr, memchr2};
+
 /// `message` with CRLF line ends only, ending in CRLF (an empty message stays empty).
 pub fn normalize(message: &[u8]) -> Cow<'_, [u8]> {
     if is_normal(message) {
         return Cow::Borrowed(message);
     }
-    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 2);
-    let mut i = 0;
-    while i < message.len() {
-        match message[i] {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                // CR LF is one line end; a CR alone is one too.
-                if message.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
+    let mut out = crlf_lines(message).into_owned();
     if !out.is_empty() && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -46,33 +33,62 @@ pub fn normalized(message: Vec<u8>) -> Vec<u8> {
     }
 }
 
-/// Whether every CR is followed by LF, every LF preceded by CR, and the message ends in CRLF.
-fn is_normal(message: &[u8]) -> bool {
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        return false;
+/// `text` with every line end — CR LF, a bare CR, a bare LF — written CR LF; nothing added at
+/// the end.
+pub fn crlf_lines(text: &[u8]) -> Cow<'_, [u8]> {
+    if bare_line_end(text).is_none() {
+        return Cow::Borrowed(text);
     }
-    let mut previous = 0u8;
-    for (i, &byte) in message.iter().enumerate() {
-        match byte {
-            b'\r' if message.get(i + 1) != Some(&b'\n') => return false,
-            b'\n' if previous != b'\r' => return false,
-            _ => {}
+    let mut out = Vec::with_capacity(text.len() + text.len() / 32 + 2);
+    let mut rest = text;
+    while let Some(at) = memchr2(b'\r', b'\n', rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"\r\n");
+        let crlf = rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n');
+        rest = &rest[at + if crlf { 2 } else { 1 }..];
+    }
+    out.extend_from_slice(rest);
+    Cow::Owned(out)
+}
+
+/// Where the first CR without LF, or LF without CR, is.
+fn bare_line_end(text: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = memchr2(b'\r', b'\n', &text[from..]).map(|i| from + i) {
+        if text[at] == b'\n' || text.get(at + 1) != Some(&b'\n') {
+            return Some(at);
         }
-        previous = byte;
+        from = at + 2;
     }
-    true
+    None
+}
+
+/// Whether every line ends in CRLF, the last one included.
+fn is_normal(message: &[u8]) -> bool {
+    (message.is_empty() || message.ends_with(b"\r\n")) && bare_line_end(message).is_none()
 }
 
 /// Appends a normalised message as it travels after DATA: dot-stuffed, then `.` CRLF.
 pub fn push_dot_stuffed(out: &mut Vec<u8>, normalized: &[u8]) {
     out.reserve(normalized.len() + normalized.len() / 64 + 3);
-    let mut line_start = true;
-    for &byte in normalized {
-        if line_start && byte == b'.' {
+    let mut rest = normalized;
+    loop {
+        if rest.first() == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(byte);
-        line_start = byte == b'\n';
+        match memchr(b'\n', rest) {
+            Some(at) => {
+                out.extend_from_slice(&rest[..=at]);
+                rest = &rest[at + 1..];
+            }
+            None => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        }
+        if rest.is_empty() {
+            break;
+        }
     }
     out.extend_from_slice(b".\r\n");
 }
