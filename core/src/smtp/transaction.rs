@@ -5,6 +5,7 @@
 //!   mail's MAIL/RCPT/DATA may ride with this mail's content (`next`), so a stream of mails
 //!   also costs one round trip each;
 //! - neither: one command at a time, as RFC 821 clients do.
+//!
 //! Each recipient's answer is kept, in the order written. Content is only ever sent for one
 //! mail at a time: the next mail's content waits for the next call.
 
