@@ -143,7 +143,7 @@ mod tests {
     }
 
     fn claim(bytes: i64) -> Vec<i64> {
-        crate::store::queue::claim(99, 100, bytes, std::time::Duration::from_secs(600))
+        crate::store::claim::claim(99, 100, bytes, std::time::Duration::from_secs(600))
             .into_iter()
             .map(|m| m.id)
             .collect()
@@ -179,7 +179,7 @@ mod tests {
         )
         .unwrap();
         let one = |_| {
-            crate::store::queue::claim(99, 1, 1 << 30, std::time::Duration::from_secs(600))[0].id
+            crate::store::claim::claim(99, 1, 1 << 30, std::time::Duration::from_secs(600))[0].id
         };
         let order: Vec<i64> = (0..3).map(one).collect();
         assert_eq!(order, [own, relay, auto]);

@@ -6,6 +6,7 @@
 //! never holds a transaction open across network I/O.
 
 mod fetch;
+mod prepare;
 mod send;
 pub mod wake;
 
@@ -124,8 +125,8 @@ pub extern "C-unwind" fn mail_gateway_worker_main(arg: pg_sys::Datum) {
         // Mail this sender held when it last died goes back to the queue.
         || {
             in_transaction("releasing abandoned mail", || {
-                store::queue::release_own(index);
-                store::queue::prefer_generic_plans();
+                store::claim::release_own(index);
+                store::claim::prefer_generic_plans();
             });
         },
         || sending.turn(),

@@ -10,34 +10,23 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lettre::Address;
 use pgrx::prelude::*;
 
+use super::prepare::{self, InFlight, blocked_port, fail, prepare, recorded};
 use super::{in_transaction, shutting_down, try_transaction};
-use crate::delivery::{self, MailState, Outcome, RecipientState, RecipientStatus};
-use crate::mime::build;
-use crate::outbox::{Attempt, Content, DkimKey, Finished, Job, Pool, Settings};
+use crate::delivery::{self, MailState};
+use crate::outbox::{Attempt, DkimKey, Finished, Pool, Settings};
 use crate::routing::address::Sender as Mailbox;
-use crate::routing::server::{Choice, SenderSettings, Server, choose};
-use crate::routing::thread::envelope_sender;
+use crate::routing::server::{SenderSettings, Server};
 use crate::smtp::{SmtpError, Stage};
-use crate::store::queue::{QueuedMail, Recorded, ServerRow};
+use crate::store::claim::{QueuedMail, Recorded};
+use crate::store::queue::ServerRow;
 use crate::{gucs, store};
 
 /// How long results wait for those of the other connections in the middle of a mail, to be
 /// committed together: on a fast server ten connections answer within a millisecond, and one
 /// commit for ten mails costs far less than ten.
 const GROUP_WAIT: Duration = Duration::from_millis(2);
-
-/// What the sender remembers of a mail handed to the pool, to turn its attempt into an outcome.
-struct InFlight {
-    recipients: delivery::Recipients,
-    attempts: i32,
-    age: Duration,
-    server_id: i64,
-    smtp_from: String,
-    header_from: String,
-}
 
 /// Results waiting for their transaction. When recording fails (a full disk) they stay here,
 /// and the connections wait, until it succeeds.
@@ -120,10 +109,10 @@ impl Sending {
     /// the next mail is due.
     fn idle_wait(&mut self) -> Duration {
         if self.leases_checked.elapsed() >= gucs::poll_interval() {
-            in_transaction("releasing expired leases", store::queue::release_expired);
+            in_transaction("releasing expired leases", store::claim::release_expired);
             self.leases_checked = Instant::now();
         }
-        match in_transaction("looking for due mail", store::queue::next_due) {
+        match in_transaction("looking for due mail", store::claim::next_due) {
             Some(Some(due)) => due.max(Duration::from_millis(10)),
             _ => gucs::poll_interval(),
         }
@@ -134,7 +123,7 @@ impl Sending {
         let worker = self.worker;
         let claimed = in_transaction("claiming mail", move || {
             let mails =
-                store::queue::claim(worker, batch, gucs::send_batch_memory(), gucs::send_lease());
+                store::claim::claim(worker, batch, gucs::send_batch_memory(), gucs::send_lease());
             if mails.is_empty() {
                 return None;
             }
@@ -219,62 +208,11 @@ impl Sending {
                 self.result(fail(ready, "blocked_port", reason, true));
                 continue;
             }
-            let job = self.job(ready, server_id, &keys);
+            let (job, in_flight) = prepare::job(ready, server_id, &keys);
+            self.in_flight.insert(job.mail_id, in_flight);
             if let Some(finished) = self.pool.submit(job) {
                 self.absorb(vec![finished]);
             }
-        }
-    }
-
-    fn job(&mut self, ready: Ready, server_id: i64, keys: &Arc<HashMap<String, DkimKey>>) -> Job {
-        let Ready {
-            mail,
-            choice,
-            envelope,
-        } = ready;
-        // An empty envelope sender is the null sender (MAIL FROM:<>).
-        let from = (!choice.smtp_from.is_empty())
-            .then(|| build::envelope_address(&choice.smtp_from).ok())
-            .flatten();
-        self.in_flight.insert(
-            mail.id,
-            InFlight {
-                recipients: mail.recipients,
-                attempts: mail.attempts,
-                age: mail.age,
-                server_id,
-                smtp_from: choice.smtp_from,
-                header_from: choice.header_from.clone(),
-            },
-        );
-        let headers = mail
-            .headers
-            .as_ref()
-            .and_then(|h| h.as_object())
-            .map(|h| {
-                h.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Job {
-            mail_id: mail.id,
-            server_id,
-            from,
-            to: envelope,
-            content: Content {
-                message_id: mail.message_id,
-                from: choice.header_from,
-                to: mail.to,
-                cc: mail.cc,
-                reply_to: mail.reply_to,
-                subject: mail.subject,
-                body_text: mail.body_text,
-                body_html: mail.body_html,
-                headers,
-                attachments: mail.attachments,
-                dkim_keys: keys.clone(),
-            },
         }
     }
 
@@ -402,8 +340,8 @@ impl Sending {
         let worker = self.worker;
         let u = &self.unrecorded;
         let done = try_transaction("recording results", || {
-            store::queue::record(worker, &u.results);
-            store::queue::defer(worker, &u.deferred);
+            store::claim::record(worker, &u.results);
+            store::claim::defer(worker, &u.deferred);
             store::queue::record_server_health(
                 u.successes.iter().copied().collect(),
                 u.errors.iter().map(|(id, e)| (*id, e.clone())).collect(),
@@ -435,138 +373,4 @@ struct Claimed {
     settings: SenderSettings,
     configs: HashMap<i64, ServerRow>,
     dkim_keys: HashMap<String, (String, String, String)>,
-}
-
-/// A mail ready to go: its server choice and the recipients still to reach.
-struct Ready {
-    mail: QueuedMail,
-    choice: Choice,
-    envelope: Vec<Address>,
-}
-
-fn blocked_port(row: &ServerRow) -> String {
-    format!(
-        "port {} of server \"{}\" is blocked on this host (mail_gateway.blocked_ports); use 465, 587 or 2525",
-        row.config.port, row.server.name
-    )
-}
-
-/// Chooses the server and the recipients still to reach; a mail with nobody left to reach
-/// is finished here.
-fn prepare(
-    mut mail: QueuedMail,
-    blocked: &HashSet<String>,
-    settings: &SenderSettings,
-    servers: &[Server],
-) -> Result<Ready, Box<Recorded>> {
-    let Ok(sender) = Mailbox::parse(&mail.email_from) else {
-        let outcome = delivery::failed(
-            mail.recipients.clone(),
-            "build",
-            format!("malformed From \"{}\"", mail.email_from),
-            false,
-            mail.attempts,
-            mail.age,
-        );
-        return Err(Box::new(Recorded {
-            id: mail.id,
-            outcome,
-            server_id: None,
-            smtp_from: None,
-            header_from: None,
-        }));
-    };
-    let mut choice = choose(
-        servers,
-        settings,
-        &sender,
-        &mail.email_from,
-        mail.kind == "mass",
-    );
-    choice.smtp_from = envelope_sender(
-        &choice.smtp_from,
-        settings.bounce_address.as_deref(),
-        mail.kind == "auto_reply",
-        mail.id,
-        &mail.message_id,
-    );
-    let mut envelope = Vec::new();
-    let mut seen = HashSet::new();
-    for r in mail.to.iter().chain(&mail.cc).chain(&mail.bcc) {
-        let Ok(r) = Mailbox::parse(r) else { continue };
-        let key = r.normalized();
-        if !seen.insert(key.clone())
-            || mail
-                .recipients
-                .get(&key)
-                .is_some_and(|s| s.state.is_final())
-        {
-            continue;
-        }
-        if blocked.contains(&key) {
-            mail.recipients.insert(
-                key,
-                RecipientStatus {
-                    state: RecipientState::Blacklisted,
-                    reason: Some("on the blocklist".into()),
-                },
-            );
-            continue;
-        }
-        match key.parse::<Address>() {
-            Ok(address) => envelope.push(address),
-            Err(_) => {
-                mail.recipients.insert(
-                    key,
-                    RecipientStatus {
-                        state: RecipientState::Exception,
-                        reason: Some("malformed address".into()),
-                    },
-                );
-            }
-        }
-    }
-    if envelope.is_empty() {
-        let outcome = delivery::summarise(mail.recipients.clone(), mail.attempts, mail.age);
-        return Err(Box::new(Recorded {
-            id: mail.id,
-            outcome,
-            server_id: choice.server.as_ref().map(|s| s.0),
-            smtp_from: Some(choice.smtp_from),
-            header_from: Some(choice.header_from),
-        }));
-    }
-    Ok(Ready {
-        mail,
-        choice,
-        envelope,
-    })
-}
-
-fn recorded(id: i64, mail: InFlight, outcome: Outcome) -> Recorded {
-    Recorded {
-        id,
-        outcome,
-        server_id: Some(mail.server_id),
-        smtp_from: Some(mail.smtp_from),
-        header_from: Some(mail.header_from),
-    }
-}
-
-fn fail(ready: Ready, failure_type: &str, reason: String, transient: bool) -> Recorded {
-    let outcome = delivery::failed(
-        ready.mail.recipients.clone(),
-        failure_type,
-        reason,
-        transient,
-        ready.mail.attempts,
-        ready.mail.age,
-    );
-    Recorded {
-        id: ready.mail.id,
-        outcome,
-        server_id: ready.choice.server.map(|s| s.0),
-        smtp_from: Some(ready.choice.smtp_from),
-        header_from: Some(ready.choice.header_from),
-    }
 }

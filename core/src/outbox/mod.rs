@@ -7,6 +7,7 @@
 
 mod connection;
 mod job;
+mod lane;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 pub use connection::{Attempt, Settings};
 pub use job::{Content, DkimKey, Job, Rendered};
 
-use connection::{Connection, Order, Report};
+use connection::{Order, Report};
+use lane::{Lane, back_off, deferred, spawn};
 
 use crate::smtp::{SmtpError, Stage};
 
@@ -46,40 +48,6 @@ pub enum Finished {
         wait: Duration,
         reason: String,
     },
-}
-
-struct Conn {
-    id: u64,
-    orders: Sender<Order>,
-    /// Mails handed to it and not reported yet (at most two).
-    assigned: usize,
-    /// It has delivered a mail: the server does accept our connections.
-    proven: bool,
-    /// It reported a mail and waits for the worker's commit before sending another.
-    waiting_commit: bool,
-}
-
-struct Lane {
-    settings: Arc<Settings>,
-    max_connections: usize,
-    /// Connections that may be open now: lowered when the server refuses one more.
-    cap: usize,
-    waiting: VecDeque<Job>,
-    conns: Vec<Conn>,
-    backoff_until: Option<Instant>,
-    pushbacks: i32,
-    /// Why it backs off, in the server's words.
-    pushback_reason: String,
-}
-
-impl Lane {
-    fn backing_off(&mut self) -> Option<Duration> {
-        let left = self.backoff_until?.checked_duration_since(Instant::now());
-        if left.is_none() {
-            self.backoff_until = None;
-        }
-        left
-    }
 }
 
 pub struct Pool {
@@ -387,185 +355,5 @@ impl Pool {
     }
 }
 
-/// The server pushed back: it gets no mail until the backoff ends (the first one
-/// `backoff_unit`, doubling with each pushback in a row, at most 60 times it); what waits for it
-/// is deferred. Returns the wait.
-fn back_off(
-    lane: &mut Lane,
-    unit: Duration,
-    e: &SmtpError,
-    finished: &mut Vec<Finished>,
-) -> Duration {
-    lane.pushbacks += 1;
-    let wait = crate::delivery::retry_delay(lane.pushbacks).mul_f64(unit.as_secs_f64() / 60.0);
-    let until = Instant::now() + wait;
-    if lane.backoff_until.is_none_or(|t| t < until) {
-        lane.backoff_until = Some(until);
-    }
-    lane.pushback_reason = format!("the server asked us to slow down: {}", e.message);
-    let reason = &lane.pushback_reason;
-    finished.extend(
-        lane.waiting
-            .drain(..)
-            .map(|job| deferred(job, wait, reason)),
-    );
-    wait
-}
-
-fn deferred(job: Job, wait: Duration, reason: &str) -> Finished {
-    Finished::Deferred {
-        mail_id: job.mail_id,
-        server_id: job.server_id,
-        wait,
-        reason: reason.to_string(),
-    }
-}
-
-fn spawn(
-    next_conn: &mut u64,
-    server_id: i64,
-    settings: &Arc<Settings>,
-    reports: &Sender<Report>,
-    wake: &UnixStream,
-) -> Option<Conn> {
-    *next_conn += 1;
-    let id = *next_conn;
-    let (orders, inbox) = mpsc::channel();
-    let (settings, reports, wake) = (settings.clone(), reports.clone(), wake.try_clone().ok()?);
-    // The connection lives on its thread (its session is not `Send`).
-    std::thread::Builder::new()
-        .name(format!("smtp {server_id}/{id}"))
-        .spawn(move || Connection::new(id, server_id, settings, inbox, reports, wake).run())
-        .ok()?;
-    Some(Conn {
-        id,
-        orders,
-        assigned: 0,
-        proven: false,
-        waiting_commit: false,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::smtp::{Auth, Encryption, ServerConfig};
-
-    fn settings(port: u16) -> Settings {
-        Settings {
-            config: ServerConfig {
-                host: "127.0.0.1".into(),
-                port,
-                encryption: Encryption::None,
-                auth: Auth::None,
-                username: None,
-                password: None,
-                client_cert: None,
-                client_key: None,
-                verify_tls: true,
-                ca_cert: None,
-                timeout: Duration::from_secs(2),
-            },
-            max_mails: 100,
-            idle: Duration::from_secs(1),
-        }
-    }
-
-    fn job(mail_id: i64, content: Content) -> Job {
-        Job {
-            mail_id,
-            server_id: 1,
-            from: None,
-            to: vec!["b@customer.example".parse().unwrap()],
-            content,
-        }
-    }
-
-    /// Waits until `n` mails are finished.
-    fn finish(pool: &mut Pool, n: usize) -> Vec<Finished> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut all = Vec::new();
-        while all.len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} finished",
-                all.len()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-            all.extend(pool.collect(Duration::ZERO));
-            pool.committed();
-            pool.dispatch();
-        }
-        all
-    }
-
-    fn closed_port() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }
-
-    #[test]
-    fn a_panic_fails_its_mail_only_and_the_connection_goes_on() {
-        let mut pool = Pool::new(Duration::from_secs(1)).unwrap();
-        pool.configure(1, settings(closed_port()), 1);
-        let mut panics = job::tests::content("x");
-        panics.subject = "panic while rendering".into();
-        let mut unbuildable = job::tests::content("x");
-        unbuildable.attachments =
-            Some(serde_json::json!([{"filename": "a", "content_base64": "!!"}]));
-        assert!(pool.submit(job(1, panics)).is_none());
-        assert!(pool.submit(job(2, unbuildable)).is_none());
-        pool.dispatch();
-        let finished = finish(&mut pool, 2);
-        let mut seen = Vec::new();
-        for f in finished {
-            match f {
-                Finished::Attempt {
-                    mail_id,
-                    attempt: Attempt::Panicked(message),
-                    ..
-                } => {
-                    assert_eq!(mail_id, 1);
-                    assert_eq!(message, "internal error (panic): boom");
-                    seen.push(1);
-                }
-                Finished::Attempt {
-                    mail_id,
-                    attempt: Attempt::Unbuildable(reason),
-                    ..
-                } => {
-                    assert_eq!(mail_id, 2);
-                    assert!(reason.contains("attachment"), "{reason}");
-                    seen.push(2);
-                }
-                _ => panic!("unexpected outcome"),
-            }
-        }
-        seen.sort();
-        assert_eq!(seen, [1, 2]);
-        assert_eq!(pool.unfinished(), 0);
-    }
-
-    #[test]
-    fn an_unreachable_server_fails_every_mail_waiting_for_it_at_once() {
-        let mut pool = Pool::new(Duration::from_secs(1)).unwrap();
-        pool.configure(1, settings(closed_port()), 1);
-        for id in 1..=5 {
-            pool.submit(job(id, job::tests::content("x")));
-        }
-        pool.dispatch();
-        let finished = finish(&mut pool, 5);
-        for f in &finished {
-            let Finished::Unreachable { error, .. } = f else {
-                panic!("each mail is unreachable");
-            };
-            assert!(
-                error.message.contains("cannot connect"),
-                "{}",
-                error.message
-            );
-            assert!(error.transient);
-        }
-        assert_eq!(pool.unfinished(), 0);
-    }
-}
+mod tests;
