@@ -42,7 +42,7 @@ CREATE TABLE mail_gateway.mail (
     claimed_by      integer,            -- which sender holds it while `sending`
     sent_at         timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    -- Claimed lowest first (store::queue::CLAIM_ORDER): 0 the ERP's own mail (send_mail,
+    -- Claimed lowest first (store::claim::CLAIM_ORDER): 0 the ERP's own mail (send_mail,
     -- post_message), 1 relays of received mail, 2 automatic answers — so that strangers' mail
     -- never starves the ERP's.
     priority        smallint NOT NULL DEFAULT 0,
