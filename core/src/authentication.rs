@@ -340,15 +340,38 @@ fn judge(
             ),
         );
     }
-    match dkim
-        .iter()
-        .find(|o| matches!(o.result(), DkimResult::Fail(_) | DkimResult::PermError(_)))
-    {
-        Some(o) => Authentication::new(Verdict::Fail, format!("dkim=fail header.d={}", signer(o))),
+    // A signature of the From domain that does not verify (mail-auth calls a body that no
+    // longer matches its hash "neutral"; RFC 6376 calls it a failure) refutes the From.
+    let broken = |o: &&mail_auth::DkimOutput<'_>| {
+        matches!(
+            o.result(),
+            DkimResult::Fail(_) | DkimResult::PermError(_) | DkimResult::Neutral(_)
+        ) && aligned(&signer(o), from_domain)
+    };
+    match dkim.iter().find(broken) {
+        Some(o) => Authentication::new(
+            Verdict::Fail,
+            format!(
+                "dkim=fail header.d={} ({})",
+                signer(o),
+                describe(o.result())
+            ),
+        ),
         None => Authentication::new(
             Verdict::None,
             format!("no DKIM signature aligned with {from_domain} passed"),
         ),
+    }
+}
+
+fn describe(result: &DkimResult) -> String {
+    match result {
+        DkimResult::Fail(e)
+        | DkimResult::PermError(e)
+        | DkimResult::Neutral(e)
+        | DkimResult::TempError(e) => e.to_string(),
+        DkimResult::Pass => "pass".into(),
+        DkimResult::None => "none".into(),
     }
 }
 

@@ -518,15 +518,39 @@ Diagnostic-Code: smtp; 550 {status} <{recipient}>: Recipient address rejected: U
         );
     }
 
-    /// `n` earlier bounces of `email`, spread evenly over `days` up to now.
+    /// `n` earlier bounces of `email` (of mail we sent: trusted), spread evenly over `days` up
+    /// to now.
     fn earlier_bounces(email: &str, n: i32, days: i32) {
         Spi::run_with_args(
-            "INSERT INTO mail_gateway.bounce (email, status, hard, created_at)
-             SELECT $1, '5.1.1', true, now() - make_interval(days => $3) * (i::float8 / greatest($2 - 1, 1))
+            "INSERT INTO mail_gateway.bounce (email, status, hard, created_at, trusted)
+             SELECT $1, '5.1.1', true, now() - make_interval(days => $3) * (i::float8 / greatest($2 - 1, 1)), true
              FROM generate_series(0, $2 - 1) AS i",
             &[email.into(), n.into(), days.into()],
         )
         .unwrap();
+    }
+
+    /// A DSN for a mail we just sent to `recipient`, to that mail's tracked bounce address:
+    /// a bounce that counts.
+    fn dsn_of_our_mail(recipient: &str) -> String {
+        let mail_id = Spi::get_one_with_args::<i64>(
+            "SELECT mail_gateway.send_mail('sales@mycompany.com', ARRAY[$1], 'Offer')",
+            &[recipient.into()],
+        )
+        .unwrap()
+        .unwrap();
+        let message_id = Spi::get_one_with_args::<String>(
+            "SELECT message_id FROM mail_gateway.mail WHERE id = $1",
+            &[mail_id.into()],
+        )
+        .unwrap()
+        .unwrap();
+        let check = crate::routing::thread::bounce_check(&message_id);
+        dsn(
+            &format!("bounce+{mail_id}-{check}@mycompany.com"),
+            recipient,
+            "5.1.1",
+        )
     }
 
     fn blocklisted(email: &str) -> bool {
@@ -543,15 +567,15 @@ Diagnostic-Code: smtp; 550 {status} <{recipient}>: Recipient address rejected: U
         setup();
         // 4 bounces: below mail.bounce.limit.
         earlier_bounces("four@x.example", 3, 8);
-        process(&dsn("bounce@mycompany.com", "four@x.example", "5.1.1"));
+        process(&dsn_of_our_mail("four@x.example"));
         assert!(!blocklisted("four@x.example"));
         // 5 bounces within one day: an outage, not a dead address (spread < 7 days).
         earlier_bounces("burst@x.example", 4, 1);
-        process(&dsn("bounce@mycompany.com", "burst@x.example", "5.1.1"));
+        process(&dsn_of_our_mail("burst@x.example"));
         assert!(!blocklisted("burst@x.example"));
         // 5 bounces spread over 8 days: blocklisted, with the reason.
         earlier_bounces("dead@x.example", 4, 8);
-        let id = process(&dsn("bounce@mycompany.com", "dead@x.example", "5.1.1"));
+        let id = process(&dsn_of_our_mail("dead@x.example"));
         assert!(blocklisted("dead@x.example"));
         assert!(route(id).2.unwrap().contains("now blocklisted"));
         assert!(

@@ -57,6 +57,12 @@ mod tests {
             ("mail.bounce.spread", Some("7 days")),
             ("mail.fetch.interval", Some("5 minutes")),
             ("mass_mailing.outgoing_mail_server", None),
+            // Beyond SPEC §2.1: what strangers can make us send (docs/SECURITY.md).
+            ("mail.relay.limit.thread", Some("20")),
+            ("mail.relay.limit.sender", Some("10")),
+            ("mail.auto_reply.limit.recipient", Some("1")),
+            ("mail.auto_reply.daily_share", Some("10")),
+            ("mail.authentication.trusted_servers", None),
         ];
         for (key, value) in expected {
             let got = Spi::get_one_with_args::<String>(

@@ -144,7 +144,14 @@ fn address_of(value: &str) -> Option<String> {
     let value = value.trim().trim_start_matches('<');
     let value = value.split(['>', ' ', '\t', ',', '(']).next()?.trim();
     let value = value.trim_matches(|c: char| c == '"' || c == '\'' || c == '.');
-    (value.contains('@') && !value.starts_with('@') && !value.ends_with('@')).then(|| lower(value))
+    // An address has no control character (a NUL would not even fit a text column) and is
+    // not a screenful long.
+    (value.contains('@')
+        && !value.starts_with('@')
+        && !value.ends_with('@')
+        && value.len() <= clean::MAX_ADDRESS
+        && !value.chars().any(char::is_control))
+    .then(|| lower(value))
 }
 
 /// The first enhanced status code (`5.1.1`) in `text`.
@@ -1166,6 +1173,17 @@ A message that you sent could not be delivered to one or more of its\r\nrecipien
             s.reports_recognised, s.reports,
             "complaints and auto-replies: {s:?}"
         );
+    }
+
+    /// Found by the `route` fuzz target: a DSN's Final-Recipient with NULs in it became a
+    /// failed recipient (and would have failed to store).
+    #[test]
+    fn a_recipient_with_control_characters_is_no_address() {
+        let raw = b"From: MAILER-DAEMON@mx.example\r\nSubject: failure\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n\
+--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
+Final-Recipient: rfc822; kijitora@y.exampl\x7f\x00\x00\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n";
+        assert!(analyse(raw).failed.iter().all(|f| !f.email.contains('\0')));
     }
 
     #[test]

@@ -312,6 +312,11 @@ impl<'r, G: Gateway> Router<'r, G> {
         let Some(sender) = r.sender.clone() else {
             return Routed::new(State::Unroutable, None, "no sender (From) to route by");
         };
+        // Normal mail from the address shows it works again (SPEC §2.8) — not a robot's, and not
+        // one that failed authentication: a forged message must not make us forget a dead address.
+        if !self.automatic() && self.message.authentication != Verdict::Fail {
+            self.gw.reset_bounces(&sender.normalized());
+        }
         // 4. A reply in a thread (an automatic reply to our bounce address finds its mail's).
         if let Some(thread) = self.thread_of(tagged) {
             return self.reply(&thread, &sender);
@@ -404,10 +409,6 @@ impl<'r, G: Gateway> Router<'r, G> {
             message_id: s.message_id.as_deref(),
             relay: refusal.is_none(),
         });
-        // Mail from the address itself (not a robot, not refuted) shows it works again.
-        if !self.automatic() && self.message.authentication != Verdict::Fail {
-            self.gw.reset_bounces(&sender.normalized());
-        }
         let said = match refusal {
             Some(why) => format!("{reason}; {why}"),
             None => format!("{reason}, relayed to {} follower(s)", posted.mails),
