@@ -113,6 +113,13 @@ impl Pool {
         if lane.max_connections != max_connections {
             lane.max_connections = max_connections;
             lane.cap = max_connections;
+            // Fewer allowed now: idle connections beyond the limit go.
+            while lane.conns.len() > max_connections {
+                let Some(i) = lane.conns.iter().position(|c| c.assigned == 0) else {
+                    break;
+                };
+                let _ = lane.conns.remove(i).orders.send(Order::Close);
+            }
         }
     }
 
