@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# Every benchmark, as one table (never timed tests). Builds a release, starts its own cluster
-# and Postfix's smtp-sink on 127.0.0.1, and measures:
-#   1. mails/s from the queue into smtp-sink, without DKIM, with RSA and with Ed25519 DKIM,
-#      next to smtp-source sending to the same sink in the same run;
-#   2. commit-to-delivery latency (p50, p99) of single mails on an idle queue;
-#   3. the cost of send_mail() in a transaction next to a plain INSERT of the same row;
-#   4. inbound: process_message() msgs/s (5 KB, 1 MB), routed replies and alias creations,
+# Every benchmark, as one table (never timed tests). Builds a release, starts its own cluster,
+# Postfix's smtp-sink on 127.0.0.1 and a proxy that puts the sink 50 ms of round trip away,
+# and measures, the default configuration first:
+#   1. mails/s from the queue into smtp-sink with the settings a user gets (one sender):
+#      5 KB text over the loopback, next to smtp-source over one kept connection; 2 KB at
+#      RTT 50 ms, next to smtp-source with 20 kept connections through the same proxy;
+#   2. commit-to-250 latency (p50, p99) of single mails on an idle queue, at RTT 50 ms and on
+#      the loopback;
+#   3. tuned rows, labelled: 2 senders, batches of 500 (no DKIM, RSA and Ed25519 DKIM), and
+#      20 connections at RTT 50 ms;
+#   4. the cost of send_mail() in a transaction next to a plain INSERT of the same row;
+#   5. inbound: process_message() msgs/s (5 KB, 1 MB), routed replies and alias creations,
 #      IMAP fetch msgs/s from Dovecot, the fetcher's peak memory for a 50 MB message
 #      (tests/src/bin/bench_inbound.rs), and the bounce corpus score (bounce_corpus).
 # Progress and details go to stderr; the table (Markdown, as in docs/BENCHMARKS.md) to stdout.
-# Usage: scripts/bench.sh [MAILS]   (default 20000; LATENCY_MAILS=200, FETCH=5000)
+# Usage: scripts/bench.sh [MAILS]   (default 20000 on the loopback; RTT_MAILS=4000,
+# LATENCY_MAILS=200, FETCH=5000). MG_PG_BIN names the PostgreSQL to use (default Debian's 15);
+# MG_SKIP_SETUP=1 skips scripts/setup.sh; BENCH_PARTS=outbound stops after the sending rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec 3>&1 1>&2
 
 MAILS=${1:-20000}
-SENDERS=${SENDERS:-2}
-BATCH=${BATCH:-500}
-B=/usr/lib/postgresql/15/bin
+RTT_MAILS=${RTT_MAILS:-4000}
+B=${MG_PG_BIN:-/usr/lib/postgresql/15/bin}
 
-bash scripts/setup.sh >/dev/null
+[ -n "${MG_SKIP_SETUP:-}" ] || bash scripts/setup.sh >/dev/null
 echo "building the release build …"
 cargo pgrx install --release --pg-config "$B/pg_config" >/dev/null 2>&1
+cargo build --release -q -p mail_gateway_tests --bin delay_proxy --bin bench_inbound --bin bounce_corpus
 
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -34,9 +41,11 @@ export BENCH_ROWS=$DIR/rows
 row() { printf '%s\t%s\t%s\n' "$1" "$2" "${3:-}" >>"$BENCH_ROWS"; }
 PGPORT=$(free_port)
 SINKPORT=$(free_port)
+PROXYPORT=$(free_port)
 cleanup() {
   as_postgres "$B/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
   [ -n "${SINK:-}" ] && kill "$SINK" 2>/dev/null || true
+  [ -n "${PROXY:-}" ] && kill "$PROXY" 2>/dev/null || true
   rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -47,8 +56,6 @@ port = $PGPORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$DIR'
 shared_preload_libraries = 'mail_gateway'
-mail_gateway.senders = $SENDERS
-mail_gateway.send_batch_size = $BATCH
 shared_buffers = '512MB'
 synchronous_commit = on
 CONF
@@ -61,24 +68,42 @@ sink_user=(); [ "$(id -u)" -eq 0 ] && sink_user=(-u nobody)
 SINK=$!
 for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$SINKPORT") 2>/dev/null && break; sleep 0.1; done
 kill -0 "$SINK" 2>/dev/null || { echo "smtp-sink did not start" >&2; exit 1; }
+# The same sink 25 ms away each way.
+./target/release/delay_proxy "$PROXYPORT" "$SINKPORT" 25 >/dev/null &
+PROXY=$!
+for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXYPORT") 2>/dev/null && break; sleep 0.1; done
 
 psql -d postgres <<SQL >/dev/null
 CREATE EXTENSION mail_gateway;
 SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
 SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
 INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption) VALUES ('sink', '127.0.0.1', $SINKPORT, 'none');
+INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, active) VALUES ('far', '127.0.0.1', $PROXYPORT, 'none', false);
 SQL
+use_server() { psql -d postgres -c "UPDATE mail_gateway.outgoing_server SET active = (name = '$1')" >/dev/null; }
 
-# Queues MAILS mails in one transaction, then times until the last is sent.
+# Changes server settings (postmaster-level ones need the restart) and waits for the workers.
+configure() {
+  psql -d postgres -c "ALTER SYSTEM SET mail_gateway.senders = $1" -c "ALTER SYSTEM SET mail_gateway.send_batch_size = $2" >/dev/null
+  as_postgres "$B/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -m fast -w restart >/dev/null
+  for _ in $(seq 1 100); do
+    [ "$(psql -d postgres -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('mail_gateway worker', 'mail_gateway sender')")" = "$1" ] && break
+    sleep 0.1
+  done
+}
+
+# Queues $2 mails of about $3 bytes in one transaction, then times until the last is sent.
 run_queue() {
-  local label=$1 domain=$2 target=${3:-}
+  local label=$1 n=$2 size=$3 domain=$4 target=${5:-}
   psql -d postgres -c "TRUNCATE mail_gateway.mail CASCADE" >/dev/null
+  # Lines of 64 characters: 5 KB is 80 lines of text.
+  local lines=$(( size / 64 ))
   local start end
   start=$(date +%s.%N)
   psql -d postgres -c "SELECT count(mail_gateway.send_mail('\"Sales\" <sales@$domain>', ARRAY['customer' || i || '@customer.example'],
-        'Order ' || i, body_text => repeat('A line of the order confirmation. ', 60)))
-        FROM generate_series(1, $MAILS) AS i" >/dev/null
-  local deadline=$(( $(date +%s) + 600 ))
+        'Order ' || i, body_text => repeat('A line of the order confirmation, sixty-three characters long.' || chr(10), $lines)))
+        FROM generate_series(1, $n) AS i" >/dev/null
+  local deadline=$(( $(date +%s) + 900 ))
   while [ "$(psql -d postgres -tAc "SELECT count(*) FROM mail_gateway.mail WHERE state <> 'sent'")" != "0" ]; do
     if [ "$(date +%s)" -gt "$deadline" ]; then
       echo "not all mail was sent:" >&2
@@ -89,40 +114,34 @@ run_queue() {
   done
   end=$(date +%s.%N)
   local rate
-  rate=$(printf '%.0f' "$(echo "$MAILS / ($end - $start)" | bc -l)")
-  printf '%-34s %8d mails/s   (%d mails in %.2f s, %d senders)\n' "$label" \
-    "$rate" "$MAILS" "$(echo "$end - $start" | bc -l)" "$SENDERS"
-  row "queue → SMTP (smtp-sink), $label, $SENDERS senders" "$rate mails/s" "$target"
+  rate=$(printf '%.0f' "$(echo "$n / ($end - $start)" | bc -l)")
+  printf '%-52s %8d mails/s   (%d mails in %.2f s)\n' "$label" "$rate" "$n" "$(echo "$end - $start" | bc -l)"
+  row "$label" "$rate mails/s" "$target"
 }
 
-echo
-echo "== Queue → SMTP (smtp-sink), one mail per recipient, ~2 KB each"
-run_queue "no DKIM" mycompany.com "≥ 3,000"
-psql -d postgres -c "SELECT mail_gateway.create_dkim_key('signed.example', 'mail', 'rsa')" >/dev/null
-run_queue "DKIM RSA-2048" signed.example
-psql -d postgres -c "SELECT mail_gateway.create_dkim_key('ed.example', 'mail', 'ed25519')" >/dev/null
-run_queue "DKIM Ed25519" ed.example
+# Postfix's own client to the same sink (or the proxy): $1 sessions kept open, $2 mails of $3 bytes.
+run_source() {
+  local label=$1 sessions=$2 n=$3 size=$4 port=$5 start end rate
+  start=$(date +%s.%N)
+  /usr/sbin/smtp-source -d -s "$sessions" -m "$n" -l "$size" -f sales@mycompany.com -t customer@customer.example 127.0.0.1:"$port"
+  end=$(date +%s.%N)
+  rate=$(printf '%.0f' "$(echo "$n / ($end - $start)" | bc -l)")
+  printf '%-52s %8d mails/s   (%d mails in %.2f s)\n' "$label" "$rate" "$n" "$(echo "$end - $start" | bc -l)"
+  row "$label (reference)" "$rate mails/s"
+}
 
-start=$(date +%s.%N)
-/usr/sbin/smtp-source -s "$SENDERS" -m "$MAILS" -l 2048 -f sales@mycompany.com -t customer@customer.example 127.0.0.1:"$SINKPORT"
-end=$(date +%s.%N)
-rate=$(printf '%.0f' "$(echo "$MAILS / ($end - $start)" | bc -l)")
-printf '%-34s %8d mails/s   (%d mails in %.2f s, %d sessions)\n' "smtp-source (Postfix), same sink" \
-  "$rate" "$MAILS" "$(echo "$end - $start" | bc -l)" "$SENDERS"
-row "Postfix smtp-source to the same sink, $SENDERS sessions (reference)" "$rate mails/s"
-
-echo
+# Commit → 250: from just before COMMIT (clock_timestamp() in the transaction that queues the
+# mail) to the worker's record of the 250 answer (sent_at, the start of the recording
+# transaction, which begins after the SMTP exchange): wake-up on commit, claim, build, SMTP,
+# record. LATENCY_MAILS single mails, 20–100 ms apart, so that the queue is idle each time (and
+# a kept connection warm).
 LATENCY_MAILS=${LATENCY_MAILS:-200}
-echo "== Commit-to-delivery latency on an idle queue ($LATENCY_MAILS single mails, 20–100 ms apart)"
-# From just before COMMIT (clock_timestamp() in the transaction that queues the mail) to the
-# worker's record of the 250 answer (sent_at, the start of the recording transaction, which
-# begins after the SMTP exchange): wake-up on commit, claim, build, SMTP, record.
-psql -d postgres <<'SQL' >/dev/null
-TRUNCATE mail_gateway.mail CASCADE;
-CREATE TABLE bench_latency (mail_id bigint PRIMARY KEY, committed_at timestamptz NOT NULL);
-SQL
-for i in $(seq 1 "$LATENCY_MAILS"); do
-  id=$(psql -d postgres -tA <<SQL
+run_latency() {
+  local label=$1 target=${2:-}
+  psql -d postgres -c "TRUNCATE mail_gateway.mail CASCADE" -c "DROP TABLE IF EXISTS bench_latency" \
+    -c "CREATE TABLE bench_latency (mail_id bigint PRIMARY KEY, committed_at timestamptz NOT NULL)" >/dev/null
+  for i in $(seq 1 "$LATENCY_MAILS"); do
+    id=$(psql -d postgres -tA <<SQL
 BEGIN;
 INSERT INTO bench_latency
 SELECT id, clock_timestamp()
@@ -131,24 +150,53 @@ SELECT id, clock_timestamp()
 RETURNING mail_id;
 COMMIT;
 SQL
-  )
-  id=${id%%$'\n'*}
-  for _ in $(seq 1 500); do
-    [ "$(psql -d postgres -tAc "SELECT state FROM mail_gateway.mail WHERE id = $id")" = sent ] && break
-    sleep 0.01
+    )
+    id=${id%%$'\n'*}
+    for _ in $(seq 1 500); do
+      [ "$(psql -d postgres -tAc "SELECT state FROM mail_gateway.mail WHERE id = $id")" = sent ] && break
+      sleep 0.01
+    done
+    sleep "0.0$(( RANDOM % 8 + 2 ))"
   done
-  sleep "0.0$(( RANDOM % 8 + 2 ))"
-done
-read -r p50 p99 sent < <(psql -d postgres -tA -F ' ' -c "
-  SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-         round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), count(*)
-    FROM (SELECT extract(epoch FROM m.sent_at - l.committed_at) * 1000 AS ms
-            FROM bench_latency l JOIN mail_gateway.mail m ON m.id = l.mail_id
-           WHERE m.state = 'sent') t")
-[ "$sent" = "$LATENCY_MAILS" ] || { echo "only $sent of $LATENCY_MAILS latency mails were sent" >&2; exit 1; }
-printf '%-34s p50 %s ms, p99 %s ms (%d mails)\n' "commit → delivered" "$p50" "$p99" "$sent"
-row "commit-to-delivery latency, idle queue (p50 / p99)" "$p50 ms / $p99 ms"
+  read -r p50 p99 sent < <(psql -d postgres -tA -F ' ' -c "
+    SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), count(*)
+      FROM (SELECT extract(epoch FROM m.sent_at - l.committed_at) * 1000 AS ms
+              FROM bench_latency l JOIN mail_gateway.mail m ON m.id = l.mail_id
+             WHERE m.state = 'sent') t")
+  [ "$sent" = "$LATENCY_MAILS" ] || { echo "only $sent of $LATENCY_MAILS latency mails were sent" >&2; exit 1; }
+  printf '%-52s p50 %s ms, p99 %s ms (%d mails)\n' "$label" "$p50" "$p99" "$sent"
+  row "$label (p50 / p99)" "$p50 ms / $p99 ms" "$target"
+}
 
+echo
+echo "== Default settings (1 sender, batches of 200, 10 connections per server)"
+use_server sink
+run_queue "queue → SMTP (smtp-sink), default settings, 5 KB, loopback" "$MAILS" 5120 mycompany.com "≥ 0.8× smtp-source, 1 connection"
+run_source "Postfix smtp-source, 1 kept connection, 5 KB, loopback" 1 "$MAILS" 5120 "$SINKPORT"
+use_server far
+run_queue "queue → SMTP (smtp-sink), default settings, 2 KB, RTT 50 ms" "$RTT_MAILS" 2048 mycompany.com "≥ 200 mails/s with ≤ 20 connections"
+run_source "Postfix smtp-source, 20 kept connections, 2 KB, RTT 50 ms" 20 "$RTT_MAILS" 2048 "$PROXYPORT"
+run_latency "commit → 250 latency, idle queue, RTT 50 ms" "p50 ≤ 2 RTT + 10 ms = 110 ms"
+use_server sink
+run_latency "commit → 250 latency, idle queue, loopback"
+
+echo
+echo "== Tuned: 2 senders, batches of 500"
+configure 2 500
+run_queue "tuned: queue → SMTP (smtp-sink), 2 senders, no DKIM, 2 KB, loopback" "$MAILS" 2048 mycompany.com "≥ 3,000"
+psql -d postgres -c "SELECT mail_gateway.create_dkim_key('signed.example', 'mail', 'rsa')" >/dev/null
+run_queue "tuned: the same, DKIM RSA-2048" "$MAILS" 2048 signed.example
+psql -d postgres -c "SELECT mail_gateway.create_dkim_key('ed.example', 'mail', 'ed25519')" >/dev/null
+run_queue "tuned: the same, DKIM Ed25519" "$MAILS" 2048 ed.example
+run_source "Postfix smtp-source, 2 kept connections, 2 KB, loopback" 2 "$MAILS" 2048 "$SINKPORT"
+use_server far
+psql -d postgres -c "UPDATE mail_gateway.outgoing_server SET max_connections = 20" >/dev/null
+run_queue "tuned: queue → SMTP, 2 senders × 10 connections, 2 KB, RTT 50 ms" "$RTT_MAILS" 2048 mycompany.com "≥ 200 mails/s with ≤ 20 connections"
+configure 1 200
+use_server sink
+
+if [ "${BENCH_PARTS:-all}" != outbound ]; then
 echo
 echo "== send_mail() in a transaction vs a plain INSERT of the same row (pgbench, 1 client, 10 s each)"
 # In a database the workers do not serve, so that only the API's own cost is measured; the
@@ -179,13 +227,12 @@ row "\`send_mail()\` vs a plain INSERT of the same row" \
 
 echo
 echo "== Inbound: process_message(), IMAP fetch from Dovecot, fetcher memory (own cluster)"
-cargo build --release -q -p mail_gateway_tests --bin bench_inbound
 ./target/release/bench_inbound "${FETCH:-5000}"
 
 echo
 echo "== Bounce analysis on the corpus (tests/corpora) (real bounces from many MTAs; no timing)"
-cargo build --release -q -p mail_gateway_tests --bin bounce_corpus
 ./target/release/bounce_corpus
+fi
 
 # The table.
 {

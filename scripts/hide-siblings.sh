@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Hides every sibling of the checkout behind an empty read-only tmpfs (or /dev/null for a file),
 # inside the caller's own mount namespace (scripts/test.sh runs it under `unshare --mount`).
-# Left visible: the checkout, and whatever holds HOME, the cargo/rustup/pgrx homes, the
-# PostgreSQL builds of scripts/pg-versions.sh or TMPDIR.
+# Left visible: the checkout, and whatever holds HOME, the cargo/rustup/pgrx homes, TMPDIR, the
+# PostgreSQL builds of scripts/pg-versions.sh or the PostgreSQL named by MG_PG_BIN.
 # --check only prints what would be hidden.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ if [ "$parent" = / ]; then
 fi
 keep=("$repo" "$HOME" "${CARGO_HOME:-$HOME/.cargo}" "${RUSTUP_HOME:-$HOME/.rustup}"
       "${PGRX_HOME:-$HOME/.pgrx}" "${MG_PG_ROOT:-/opt/mail_gateway}" "${TMPDIR:-/tmp}")
+if [ -n "${MG_PG_BIN:-}" ]; then keep+=("$MG_PG_BIN"); fi
 hidden=()
 shopt -s dotglob nullglob
 for sibling in "$parent"/*; do

@@ -39,7 +39,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mail_gateway TO mail_gateway_worker;
 GRANT SELECT ON mail_gateway.parameter, mail_gateway.alias, mail_gateway.blacklist
     TO mail_gateway_user;
 GRANT SELECT (id, name, host, port, encryption, auth, username, client_cert, from_filter, priority,
-              active, verify_tls, ca_cert, created_at)
+              active, verify_tls, ca_cert, created_at, max_connections, max_mails_per_connection)
     ON mail_gateway.outgoing_server TO mail_gateway_user;
 GRANT SELECT (id, name, protocol, host, port, encryption, auth, username, verify_tls, ca_cert, mailbox,
               priority, state, fetch_interval, keep_original, keep_attachments, active,

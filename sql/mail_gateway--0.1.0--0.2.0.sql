@@ -337,6 +337,18 @@ CREATE INDEX inbound_relayed_sender_idx ON mail_gateway.inbound (email_from, rec
 ALTER TABLE mail_gateway.mail ADD COLUMN priority smallint NOT NULL DEFAULT 0;
 UPDATE mail_gateway.mail SET priority = 2 WHERE kind = 'auto_reply' AND state IN ('outgoing', 'sending');
 CREATE INDEX mail_auto_reply_idx ON mail_gateway.mail (created_at) WHERE kind = 'auto_reply';
+-- In the claim order (store::claim::CLAIM_ORDER).
+DROP INDEX mail_gateway.mail_due_idx;
+CREATE INDEX mail_due_idx ON mail_gateway.mail (priority, next_attempt_at, id) WHERE state = 'outgoing';
+
+-- Politeness towards a relay: connections at once, mails per connection.
+ALTER TABLE mail_gateway.outgoing_server
+    ADD COLUMN max_connections integer NOT NULL DEFAULT 10,
+    ADD COLUMN max_mails_per_connection integer NOT NULL DEFAULT 1000,
+    ADD CONSTRAINT outgoing_server_max_connections_check CHECK (max_connections BETWEEN 1 AND 100),
+    ADD CONSTRAINT outgoing_server_max_mails_per_connection_check CHECK (max_mails_per_connection >= 1);
+GRANT SELECT (max_connections, max_mails_per_connection) ON mail_gateway.outgoing_server
+    TO mail_gateway_user;
 
 -- Mass mailing at volume through the one way into the queue.
 CREATE VIEW mail_gateway.outbox AS

@@ -11,6 +11,8 @@ static ROLE: GucSetting<Option<CString>> =
 static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static SENDERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 static SEND_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(200);
+static SEND_BATCH_KB: GucSetting<i32> = GucSetting::<i32>::new(32 * 1024);
+static SMTP_IDLE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 static SEND_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 static SMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
@@ -51,13 +53,33 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"mail_gateway.send_batch_size",
-        c"Mails one sender claims and sends per round.",
-        c"A round sends over one connection per server; a larger batch means fewer transactions.",
+        c"Most mails one sender claims at once.",
+        c"Claimed mail waits for a free SMTP connection; each result is committed as it comes.",
         &SEND_BATCH_SIZE,
         1,
         10_000,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.send_batch_memory",
+        c"Most bytes of bodies and attachments one sender claims at once (a bigger mail is claimed alone).",
+        c"Bounds a sender's memory; mail_gateway.send_batch_size bounds the number of mails.",
+        &SEND_BATCH_KB,
+        64,
+        1024 * 1024,
+        GucContext::Sighup,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.smtp_idle_timeout",
+        c"How long an SMTP connection with nothing to send is kept open for the next mail.",
+        c"A kept connection saves connect, EHLO, STARTTLS and AUTH (several round trips) per mail.",
+        &SMTP_IDLE_TIMEOUT_MS,
+        0,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
         c"mail_gateway.send_lease",
@@ -180,6 +202,15 @@ pub fn senders() -> usize {
 
 pub fn send_batch_size() -> i64 {
     SEND_BATCH_SIZE.get().max(1) as i64
+}
+
+/// In bytes.
+pub fn send_batch_memory() -> i64 {
+    SEND_BATCH_KB.get().max(64) as i64 * 1024
+}
+
+pub fn smtp_idle_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(SMTP_IDLE_TIMEOUT_MS.get().max(0) as u64)
 }
 
 pub fn send_lease() -> std::time::Duration {

@@ -17,8 +17,8 @@ mod worker;
 // The mail logic that needs no PostgreSQL lives in its own crate (core/); `crate::mime` and
 // friends keep their names here.
 pub use mail_gateway_core::{
-    authentication, deliverability, delivery, dkim, dns, imap, mailbox, mime, net, parameters,
-    pop3, routing, smtp,
+    authentication, deliverability, delivery, dkim, dns, imap, mailbox, mime, net, outbox,
+    parameters, pop3, routing, smtp,
 };
 
 pg_module_magic!();

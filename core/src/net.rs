@@ -154,6 +154,21 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// Whether the peer has sent something (or closed) that nobody asked for: a kept
+    /// connection the server gave up on (a 421 on idle timeout, or a FIN). Never blocks.
+    pub fn has_unsolicited_input(&self) -> bool {
+        let tcp = match self {
+            Stream::Plain(s) => &s.tcp,
+            Stream::Tls(s) => &s.get_ref().tcp,
+        };
+        if tcp.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let pending =
+            !matches!(tcp.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        pending || tcp.set_nonblocking(false).is_err()
+    }
 }
 
 impl Read for Stream {
@@ -182,7 +197,19 @@ impl Write for Stream {
 
 /// The TLS handshake on a connected stream (implicit TLS, or after STARTTLS/STLS).
 pub fn secure(stream: TimedStream, tls: &Tls<'_>) -> Result<Stream, NetError> {
+    secure_as(stream, tls, None)
+}
+
+/// `secure`, presenting a client certificate when one is given.
+pub fn secure_as(
+    stream: TimedStream,
+    tls: &Tls<'_>,
+    identity: Option<native_tls::Identity>,
+) -> Result<Stream, NetError> {
     let mut builder = native_tls::TlsConnector::builder();
+    if let Some(identity) = identity {
+        builder.identity(identity);
+    }
     if let Some(pem) = tls.ca_cert {
         let cert = native_tls::Certificate::from_pem(pem.as_bytes())
             .map_err(|e| NetError::Tls(format!("unreadable ca_cert: {e}")))?;

@@ -141,4 +141,47 @@ mod tests {
         Spi::run("SET LOCAL ROLE mail_gateway_user").unwrap();
         Spi::run(&format!("SELECT mail_gateway.retry_mail({id})")).unwrap();
     }
+
+    fn claim(bytes: i64) -> Vec<i64> {
+        crate::store::claim::claim(99, 100, bytes, std::time::Duration::from_secs(600))
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
+    #[pg_test]
+    fn a_claim_is_bounded_in_bytes_and_a_big_mail_goes_alone() {
+        Spi::run(
+            "SELECT mail_gateway.send_mail('a@x.com', ARRAY['b@y.com'], 's', body_text => repeat('x', 30000))
+             FROM generate_series(1, 5)",
+        )
+        .unwrap();
+        // 64 KB: the third mail starts under the budget, the fourth would not.
+        assert_eq!(claim(64 * 1024).len(), 3);
+        assert_eq!(claim(64 * 1024).len(), 2, "the rest");
+        let big = queue("'a@x.com', ARRAY['b@y.com'], 's', body_text => repeat('y', 200000)");
+        queue("'a@x.com', ARRAY['b@y.com'], 's', body_text => 'small'");
+        assert_eq!(
+            claim(64 * 1024),
+            [big],
+            "bigger than the budget: claimed alone"
+        );
+    }
+
+    #[pg_test]
+    fn the_erps_own_mail_is_claimed_first() {
+        let auto = queue("'a@x.com', ARRAY['b@y.com'], 'auto', kind => 'auto_reply'");
+        let relay = queue("'a@x.com', ARRAY['b@y.com'], 'relay'");
+        let own = queue("'a@x.com', ARRAY['b@y.com'], 'own'");
+        Spi::run_with_args(
+            "UPDATE mail_gateway.mail SET priority = 1 WHERE id = $1",
+            &[relay.into()],
+        )
+        .unwrap();
+        let one = |_| {
+            crate::store::claim::claim(99, 1, 1 << 30, std::time::Duration::from_secs(600))[0].id
+        };
+        let order: Vec<i64> = (0..3).map(one).collect();
+        assert_eq!(order, [own, relay, auto]);
+    }
 }

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use crate::error::raise;
 use crate::routing::address::Sender;
 use crate::routing::server::choose;
-use crate::smtp::Client;
+use crate::smtp::Session;
 use crate::{gucs, store};
 
 /// Refuses a port the hosting provider blocks, with the usual way out.
@@ -56,7 +56,7 @@ pub fn test_outgoing_server(name: &str) -> String {
     let from = crate::mime::build::envelope_address(&choice.smtp_from)
         .unwrap_or_else(|e| raise(ERRCODE_CONNECTION_FAILURE, e, None));
 
-    let mut client = Client::connect(&row.config).unwrap_or_else(|e| {
+    let mut client = Session::open(&row.config).unwrap_or_else(|e| {
         raise(
             ERRCODE_CONNECTION_FAILURE,
             format!("server \"{name}\": {e}"),

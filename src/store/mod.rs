@@ -10,6 +10,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
 
 pub mod chatter;
+pub mod claim;
 pub mod config;
 pub mod dkim;
 pub mod inbound;

@@ -1,6 +1,6 @@
-//! The outgoing queue: enqueue, claim, record, retry, cancel. Claims are short transactions
-//! that commit `sending` with a lease; results are recorded in another transaction. Nothing
-//! here runs while the network is being used.
+//! The outgoing queue: enqueue, retry, cancel, and what a sender reads about servers, keys and
+//! the blocklist. Claiming and recording are in `claim`. Nothing here runs while the network
+//! is being used.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -10,7 +10,6 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 use super::{first_text, spi};
-use crate::delivery::{MailState, Outcome, RecipientState, RecipientStatus, Recipients};
 use crate::routing::address::parse_from_filter;
 use crate::routing::server::Server;
 use crate::smtp::{Auth, Encryption, ServerConfig};
@@ -160,184 +159,6 @@ pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> us
     count
 }
 
-/// A claimed mail, as the worker needs it.
-pub struct QueuedMail {
-    pub id: i64,
-    pub message_id: String,
-    pub kind: String,
-    pub email_from: String,
-    pub to: Vec<String>,
-    pub cc: Vec<String>,
-    pub bcc: Vec<String>,
-    pub reply_to: Option<String>,
-    pub subject: String,
-    pub body_text: Option<String>,
-    pub body_html: Option<String>,
-    pub headers: Option<serde_json::Value>,
-    pub attachments: Option<serde_json::Value>,
-    pub attempts: i32,
-    /// Since it was queued (or scheduled): old mail is not retried for ever.
-    pub age: Duration,
-    /// What earlier attempts recorded per recipient.
-    pub recipients: Recipients,
-}
-
-pub fn recipients_from_json(value: &serde_json::Value) -> Recipients {
-    let mut out = Recipients::new();
-    if let Some(map) = value.as_object() {
-        for (address, status) in map {
-            if let Some(state) = status
-                .get("state")
-                .and_then(|s| s.as_str())
-                .and_then(RecipientState::parse)
-            {
-                let reason = status
-                    .get("reason")
-                    .and_then(|r| r.as_str())
-                    .map(str::to_string);
-                out.insert(address.clone(), RecipientStatus { state, reason });
-            }
-        }
-    }
-    out
-}
-
-pub fn recipients_to_json(recipients: &Recipients) -> serde_json::Value {
-    let map = recipients
-        .iter()
-        .map(|(address, status)| {
-            let mut entry = serde_json::json!({ "state": status.state.as_str() });
-            if let Some(reason) = &status.reason {
-                entry["reason"] = serde_json::Value::String(reason.clone());
-            }
-            (address.clone(), entry)
-        })
-        .collect();
-    serde_json::Value::Object(map)
-}
-
-/// Mail this worker held when it died is free again at once: no other process can be sending
-/// it, since the worker index is ours.
-pub fn release_own(worker: i32) {
-    super::execute(
-        "UPDATE mail_gateway.mail SET state = 'outgoing', lease_until = NULL, claimed_by = NULL
-         WHERE state = 'sending' AND claimed_by = $1",
-        &[worker.into()],
-    );
-}
-
-/// Mail of a sender that vanished is free again once its lease ran out.
-pub fn release_expired() {
-    spi(Spi::run(
-        "UPDATE mail_gateway.mail SET state = 'outgoing', lease_until = NULL, claimed_by = NULL
-         WHERE state = 'sending' AND lease_until < now()",
-    ));
-}
-
-/// How many more mails may be claimed today under `mail.send.daily_limit`, or `None` when
-/// there is no limit. Serialised between senders by an advisory lock held until commit.
-fn daily_allowance(
-    client: &mut pgrx::spi::SpiClient<'_>,
-) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    let limit: i64 = super::select(
-        client,
-        "SELECT mail_gateway.parameter_value('mail.send.daily_limit')::bigint",
-        None,
-        &[],
-    )?
-    .first()
-    .get_one::<i64>()?
-    .unwrap_or(0);
-    if limit <= 0 {
-        return Ok(None);
-    }
-    super::update(
-        client,
-        "SELECT pg_advisory_xact_lock(hashtext('mail_gateway.daily_limit'))",
-        None,
-        &[],
-    )?;
-    let used: i64 = super::select(
-        client,
-        "SELECT count(*) FROM mail_gateway.mail
-             WHERE sent_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-                OR state = 'sending'",
-        None,
-        &[],
-    )?
-    .first()
-    .get_one::<i64>()?
-    .unwrap_or(0);
-    let left = (limit - used).max(0);
-    if left == 0 {
-        // Everything due waits for the next UTC day, with a reason that says so.
-        super::update(client, "UPDATE mail_gateway.mail
-             SET next_attempt_at = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day',
-                 failure_reason = format('daily limit of %s mails reached (mail.send.daily_limit); waits for the next UTC day', $1::bigint)
-             WHERE state = 'outgoing' AND next_attempt_at <= now()",
-            None,
-            &[limit.into()],
-        )?;
-    }
-    Ok(Some(left))
-}
-
-/// Claims up to `batch` due mails for `worker`: they are `sending` when this transaction
-/// commits, with a lease of `lease`.
-pub fn claim(worker: i32, batch: i64, lease: Duration) -> Vec<QueuedMail> {
-    spi(Spi::connect_mut(|client| {
-        let batch = match daily_allowance(client)? {
-            Some(left) => batch.min(left),
-            None => batch,
-        };
-        if batch == 0 {
-            return Ok(vec![]);
-        }
-        let rows = super::update(client, "WITH due AS (
-                 SELECT id FROM mail_gateway.mail
-                 WHERE state = 'outgoing' AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at, id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
-             UPDATE mail_gateway.mail m
-             SET state = 'sending', attempts = m.attempts + 1, claimed_by = $2,
-                 lease_until = now() + make_interval(secs => $3)
-             FROM due WHERE m.id = due.id
-             RETURNING m.id, m.message_id, m.kind, m.email_from, m.email_to, m.cc, m.bcc, m.reply_to,
-                       m.subject, m.body_text, m.body_html, m.headers, m.attachments, m.attempts,
-                       extract(epoch FROM now() - coalesce(m.scheduled_at, m.created_at))::float8,
-                       m.recipients",
-            None,
-            &[batch.into(), worker.into(), lease.as_secs_f64().into()],
-        )?;
-        let mut mails = Vec::with_capacity(rows.len());
-        for row in rows {
-            mails.push(QueuedMail {
-                id: row.get::<i64>(1)?.unwrap_or_default(),
-                message_id: row.get::<String>(2)?.unwrap_or_default(),
-                kind: row.get::<String>(3)?.unwrap_or_default(),
-                email_from: row.get::<String>(4)?.unwrap_or_default(),
-                to: row.get::<Vec<String>>(5)?.unwrap_or_default(),
-                cc: row.get::<Vec<String>>(6)?.unwrap_or_default(),
-                bcc: row.get::<Vec<String>>(7)?.unwrap_or_default(),
-                reply_to: row.get::<String>(8)?,
-                subject: row.get::<String>(9)?.unwrap_or_default(),
-                body_text: row.get::<String>(10)?,
-                body_html: row.get::<String>(11)?,
-                headers: row.get::<JsonB>(12)?.map(|j| j.0),
-                attachments: row.get::<JsonB>(13)?.map(|j| j.0),
-                attempts: row.get::<i32>(14)?.unwrap_or(1),
-                age: Duration::from_secs_f64(row.get::<f64>(15)?.unwrap_or(0.0).max(0.0)),
-                recipients: recipients_from_json(
-                    &row.get::<JsonB>(16)?.map(|j| j.0).unwrap_or_default(),
-                ),
-            });
-        }
-        mails.sort_by_key(|m| m.id);
-        Ok(mails)
-    }))
-}
-
 /// The blocklisted addresses among `addresses` (lower-case).
 pub fn blocklisted(addresses: Vec<String>) -> HashSet<String> {
     spi(Spi::connect(|client| {
@@ -357,6 +178,10 @@ pub fn blocklisted(addresses: Vec<String>) -> HashSet<String> {
 pub struct ServerRow {
     pub server: Server,
     pub config: ServerConfig,
+    /// Connections this database may keep open to it at once (all senders together).
+    pub max_connections: i32,
+    /// Mails per connection before it is closed and opened again.
+    pub max_mails_per_connection: i32,
 }
 
 /// Every active server.
@@ -367,7 +192,8 @@ pub fn server_configs(timeout: Duration) -> HashMap<i64, ServerRow> {
 fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow> {
     spi(Spi::connect(|client| {
         super::select(client, "SELECT id, name, host, port, encryption, auth, username, password, client_cert, client_key,
-                        verify_tls, ca_cert, priority, from_filter
+                        verify_tls, ca_cert, priority, from_filter, max_connections,
+                        max_mails_per_connection
                  FROM mail_gateway.outgoing_server
                  WHERE CASE WHEN $1::text IS NULL THEN active ELSE name = $1 END",
                 None,
@@ -405,7 +231,12 @@ fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow
                     priority: row.get::<i32>(13)?.unwrap_or_default(),
                     from_filter: parse_from_filter(&row.get::<String>(14)?.unwrap_or_default()).unwrap_or_default(),
                 };
-                Ok((id, ServerRow { server, config }))
+                Ok((id, ServerRow {
+                    server,
+                    config,
+                    max_connections: row.get::<i32>(15)?.unwrap_or(1),
+                    max_mails_per_connection: row.get::<i32>(16)?.unwrap_or(1),
+                }))
             })
             .collect()
     }))
@@ -440,77 +271,6 @@ pub fn dkim_keys() -> HashMap<String, (String, String, String)> {
     }))
 }
 
-/// One mail's result, to be recorded.
-pub struct Recorded {
-    pub id: i64,
-    pub outcome: Outcome,
-    pub server_id: Option<i64>,
-    pub smtp_from: Option<String>,
-    pub header_from: Option<String>,
-}
-
-/// Records the results of a batch in one statement. Mail that is no longer ours (cancelled
-/// meanwhile, or taken over after our lease ran out) is left alone.
-pub fn record(worker: i32, results: &[Recorded]) {
-    if results.is_empty() {
-        return;
-    }
-    let mut ids = Vec::with_capacity(results.len());
-    let mut states = Vec::with_capacity(results.len());
-    let mut delays = Vec::with_capacity(results.len());
-    let mut recipients = Vec::with_capacity(results.len());
-    let mut types = Vec::with_capacity(results.len());
-    let mut reasons = Vec::with_capacity(results.len());
-    let mut servers = Vec::with_capacity(results.len());
-    let mut smtp_froms = Vec::with_capacity(results.len());
-    let mut header_froms = Vec::with_capacity(results.len());
-    for r in results {
-        let (state, delay) = match r.outcome.state {
-            MailState::Sent => ("sent", 0.0),
-            MailState::Retry(d) => ("outgoing", d.as_secs_f64()),
-            MailState::Exception => ("exception", 0.0),
-            MailState::Cancel => ("cancel", 0.0),
-        };
-        ids.push(r.id);
-        states.push(state.to_string());
-        delays.push(delay);
-        recipients.push(JsonB(recipients_to_json(&r.outcome.recipients)));
-        types.push(r.outcome.failure_type.clone());
-        reasons.push(r.outcome.failure_reason.clone());
-        servers.push(r.server_id);
-        smtp_froms.push(r.smtp_from.clone());
-        header_froms.push(r.header_from.clone());
-    }
-    super::execute(
-        "UPDATE mail_gateway.mail m SET
-             state = r.state,
-             next_attempt_at = CASE WHEN r.state = 'outgoing' THEN now() + make_interval(secs => r.delay)
-                                    ELSE m.next_attempt_at END,
-             sent_at = CASE WHEN r.state = 'sent' THEN now() ELSE m.sent_at END,
-             recipients = r.recipients, failure_type = r.failure_type, failure_reason = r.failure_reason,
-             server_id = coalesce(r.server_id, m.server_id),
-             smtp_from = coalesce(r.smtp_from, m.smtp_from),
-             header_from = coalesce(r.header_from, m.header_from),
-             lease_until = NULL, claimed_by = NULL
-         FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::jsonb[], $5::text[], $6::text[],
-                     $7::bigint[], $8::text[], $9::text[])
-              AS r(id, state, delay, recipients, failure_type, failure_reason, server_id, smtp_from, header_from)
-         WHERE m.id = r.id AND m.state = 'sending' AND m.claimed_by = $10",
-        &[
-            ids.into(),
-            states.into(),
-            delays.into(),
-            recipients.into(),
-            types.into(),
-            reasons.into(),
-            servers.into(),
-            smtp_froms.into(),
-            header_froms.into(),
-            worker.into(),
-        ],
-    );
-}
-
 /// Remembers each server's last success and last error, for `server_status`.
 pub fn record_server_health(successes: Vec<i64>, errors: Vec<(i64, String)>) {
     if !successes.is_empty() {
@@ -525,15 +285,6 @@ pub fn record_server_health(successes: Vec<i64>, errors: Vec<(i64, String)>) {
             &[id.into(), error.into()],
         );
     }
-}
-
-/// How long until the next mail is due, if any is waiting.
-pub fn next_due() -> Option<Duration> {
-    spi(Spi::get_one::<f64>(
-        "SELECT greatest(extract(epoch FROM min(next_attempt_at) - now()), 0)::float8
-         FROM mail_gateway.mail WHERE state = 'outgoing'",
-    ))
-    .map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
 /// `retry_mail`: an exception or cancelled mail goes back to the queue, due now. Returns the

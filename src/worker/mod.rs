@@ -10,10 +10,12 @@
 mod fetch;
 pub mod hooks;
 pub mod launcher;
+mod prepare;
 pub mod registry;
 mod send;
 pub mod wake;
 
+use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
@@ -125,35 +127,21 @@ pub extern "C-unwind" fn mail_gateway_worker_main(_arg: pg_sys::Datum) {
     } else {
         format!("sender {index}")
     };
-    let mut leases_checked = Instant::now();
+    let mut sending = send::Sending::new(index);
+    let wake = sending.wake_fd();
     serve(
         &role,
         id,
         login,
+        Some(wake),
         // Mail this sender held when it last died goes back to the queue.
         || {
             in_transaction("releasing abandoned mail", || {
-                store::queue::release_own(index)
+                store::claim::release_own(index);
+                store::claim::prefer_generic_plans();
             });
         },
-        || {
-            // Full batches mean more is due: go on without sleeping.
-            while send::round(index) as i64 >= gucs::send_batch_size() {
-                if shutting_down() {
-                    return Duration::ZERO;
-                }
-            }
-            // Another sender's expired leases (it died and was not restarted): rare, so
-            // looked at once per poll interval rather than on every wake-up.
-            if leases_checked.elapsed() >= gucs::poll_interval() {
-                in_transaction("releasing expired leases", store::queue::release_expired);
-                leases_checked = Instant::now();
-            }
-            match in_transaction("looking for due mail", store::queue::next_due) {
-                Some(Some(due)) => due.max(Duration::from_millis(10)),
-                _ => gucs::poll_interval(),
-            }
-        },
+        || sending.turn(),
     );
 }
 
@@ -165,6 +153,7 @@ pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
         "fetcher",
         id,
         login,
+        None,
         || {},
         || {
             fetch::round();
@@ -176,6 +165,32 @@ pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
     );
 }
 
+/// Sleeps until the latch is set, `socket` (a sender's connections reporting) is readable, or
+/// `wait` has passed; returns `false` when the worker must stop.
+fn sleep(wait: Duration, socket: Option<RawFd>) -> bool {
+    let Some(fd) = socket else {
+        return BackgroundWorker::wait_latch(Some(wait));
+    };
+    // SAFETY: MyLatch is this process's own latch; `fd` stays open while the sender lives.
+    let events = unsafe {
+        let flags = pg_sys::WL_LATCH_SET
+            | pg_sys::WL_SOCKET_READABLE
+            | pg_sys::WL_TIMEOUT
+            | pg_sys::WL_POSTMASTER_DEATH;
+        let events = pg_sys::WaitLatchOrSocket(
+            pg_sys::MyLatch,
+            flags as i32,
+            fd,
+            wait.as_millis().min(i32::MAX as u128) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        events
+    };
+    pg_sys::check_for_interrupts!();
+    events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !BackgroundWorker::sigterm_received()
+}
+
 /// The life of a worker: connect to its database as the gateway's role, check that the
 /// extension is there (worker 0 tells the launcher either way), then do `work` (which returns
 /// how long to sleep, at most the poll interval) on every wake-up until SIGTERM or until the
@@ -184,6 +199,7 @@ fn serve(
     role: &str,
     id: WorkerId,
     login: pg_sys::Oid,
+    socket: Option<RawFd>,
     mut on_install: impl FnMut(),
     mut work: impl FnMut() -> Duration,
 ) {
@@ -231,6 +247,7 @@ fn serve(
         std::process::id()
     );
     on_install();
+    let mut checked = Instant::now();
     let mut failures = 0;
     loop {
         let mut wait = work().min(gucs::poll_interval());
@@ -242,12 +259,18 @@ fn serve(
         if failures > 0 {
             wait = wait.max(backoff(failures));
         }
-        if shutting_down() || !BackgroundWorker::wait_latch(Some(wait)) {
+        if shutting_down() || !sleep(wait, socket) {
             break;
         }
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
+        // A busy sender wakes for every result: the extension is looked up at most once a
+        // second (a DROP EXTENSION in between makes the work's own statements fail, no more).
+        if checked.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        checked = Instant::now();
         if !extension_ready(role, &database) {
             log!(
                 "mail_gateway {role}: extension dropped from database \"{database}\" (or changed); stopping"

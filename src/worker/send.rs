@@ -1,385 +1,376 @@
-//! One sending round: claim due mail (short transaction) → deliver over SMTP (no transaction)
-//! → record the results (short transaction). A crash anywhere leaves claimed mail `sending`;
-//! it is sent again later, with the same Message-ID (at-least-once).
+//! Sending, on the worker's main thread (the only one that may use SPI): claim due mail (short
+//! transaction) → hand it to the pool's SMTP connection threads → collect their results →
+//! record them (short transaction) → tell the connections their results are committed, which
+//! lets each send its next mail. Results are recorded as they come, in groups as large as what
+//! arrived during the last commit; a crash repeats at most the one mail per connection whose
+//! answer was not committed yet (at-least-once, same Message-ID).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::SystemTime;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use lettre::Address;
 use pgrx::prelude::*;
 
-use super::in_transaction;
-use crate::delivery::{self, Outcome, RecipientState, RecipientStatus};
-use crate::dkim;
-use crate::mime::build::{self, Attachment, Outgoing};
-use crate::routing::address::Sender;
-use crate::routing::server::{Choice, SenderSettings, Server, choose};
-use crate::routing::thread::envelope_sender;
-use crate::smtp::{Client, SmtpError, Stage};
-use crate::store::queue::{QueuedMail, Recorded, ServerRow};
+use super::prepare::{self, InFlight, blocked_port, fail, prepare, recorded};
+use super::{in_transaction, shutting_down, try_transaction};
+use crate::delivery::{self, MailState};
+use crate::outbox::{Attempt, DkimKey, Finished, Pool, Settings};
+use crate::routing::address::Sender as Mailbox;
+use crate::routing::server::{SenderSettings, Server};
+use crate::smtp::{SmtpError, Stage};
+use crate::store::claim::{QueuedMail, Recorded};
+use crate::store::queue::ServerRow;
 use crate::{gucs, store};
 
-/// Everything a round needs, read in the claim transaction.
+/// How long results wait for those of the other connections in the middle of a mail, to be
+/// committed together: on a fast server ten connections answer within a millisecond, and one
+/// commit for ten mails costs far less than ten.
+const GROUP_WAIT: Duration = Duration::from_millis(2);
+
+/// Results waiting for their transaction. When recording fails (a full disk) they stay here,
+/// and the connections wait, until it succeeds.
+#[derive(Default)]
+struct Unrecorded {
+    results: Vec<Recorded>,
+    deferred: Vec<(i64, f64, String)>,
+    successes: HashSet<i64>,
+    errors: HashMap<i64, String>,
+}
+
+impl Unrecorded {
+    fn is_empty(&self) -> bool {
+        self.results.is_empty() && self.deferred.is_empty() && self.errors.is_empty()
+    }
+}
+
+pub struct Sending {
+    worker: i32,
+    pool: Pool,
+    in_flight: HashMap<i64, InFlight>,
+    unrecorded: Unrecorded,
+    leases_checked: Instant,
+    /// Server names, for the log.
+    names: HashMap<i64, String>,
+    /// When each server's last success was recorded: once a second is enough for
+    /// `server_status`, and each UPDATE of a server runs its validation triggers.
+    success_noted: HashMap<i64, Instant>,
+}
+
+impl Sending {
+    pub fn new(worker: i32) -> Sending {
+        let pool = Pool::new(gucs::retry_delay()).unwrap_or_else(|e| {
+            error!("mail_gateway: cannot create the sender's wake-up socket: {e}")
+        });
+        Sending {
+            worker,
+            pool,
+            in_flight: HashMap::new(),
+            unrecorded: Unrecorded::default(),
+            leases_checked: Instant::now(),
+            names: HashMap::new(),
+            success_noted: HashMap::new(),
+        }
+    }
+
+    /// Readable when a connection has a result: the worker's latch waits on it too.
+    pub fn wake_fd(&self) -> RawFd {
+        self.pool.wake_fd()
+    }
+
+    /// Does what can be done now — record, claim, hand out — and returns how long the worker
+    /// may sleep (a connection's result, or a commit that queues mail, wakes it earlier).
+    pub fn turn(&mut self) -> Duration {
+        let batch = gucs::send_batch_size();
+        loop {
+            let finished = self.pool.collect(GROUP_WAIT);
+            self.absorb(finished);
+            // Connections holding a next mail render it while the results are committed.
+            self.pool.dispatch();
+            if !self.record() {
+                // The database cannot take them now: try again after the worker's backoff.
+                return gucs::poll_interval();
+            }
+            if shutting_down() || self.pool.waiting() as i64 >= (batch + 1) / 2 {
+                break;
+            }
+            if self.claim(batch) == 0 {
+                break;
+            }
+            self.pool.dispatch();
+        }
+        if self.pool.unfinished() > 0 {
+            return gucs::poll_interval();
+        }
+        self.idle_wait()
+    }
+
+    /// Nothing in flight: release leases of vanished senders now and then, and sleep until
+    /// the next mail is due.
+    fn idle_wait(&mut self) -> Duration {
+        if self.leases_checked.elapsed() >= gucs::poll_interval() {
+            in_transaction("releasing expired leases", store::claim::release_expired);
+            self.leases_checked = Instant::now();
+        }
+        match in_transaction("looking for due mail", store::claim::next_due) {
+            Some(Some(due)) => due.max(Duration::from_millis(10)),
+            _ => gucs::poll_interval(),
+        }
+    }
+
+    /// Claims due mail and hands it to the pool; returns how many were claimed.
+    fn claim(&mut self, batch: i64) -> usize {
+        let worker = self.worker;
+        let claimed = in_transaction("claiming mail", move || {
+            let mails =
+                store::claim::claim(worker, batch, gucs::send_batch_memory(), gucs::send_lease());
+            if mails.is_empty() {
+                return None;
+            }
+            let addresses: Vec<String> = mails
+                .iter()
+                .flat_map(|m| m.to.iter().chain(&m.cc).chain(&m.bcc))
+                .filter_map(|r| Mailbox::parse(r).ok())
+                .map(|s| s.normalized())
+                .collect();
+            Some(Claimed {
+                mails,
+                blocked: store::queue::blocklisted(addresses),
+                settings: store::config::sender_settings(),
+                configs: store::queue::server_configs(gucs::smtp_timeout()),
+                dkim_keys: store::queue::dkim_keys(),
+            })
+        });
+        let Some(Some(claimed)) = claimed else {
+            return 0;
+        };
+        let count = claimed.mails.len();
+        self.hand_out(claimed);
+        count
+    }
+
+    /// Chooses each mail's server and envelope and submits it; what needs no network (no
+    /// server, a blocked port, nobody left to reach) is finished here.
+    fn hand_out(&mut self, claimed: Claimed) {
+        let Claimed {
+            mails,
+            blocked,
+            settings,
+            configs,
+            dkim_keys,
+        } = claimed;
+        self.pool.set_backoff_unit(gucs::retry_delay());
+        let senders = gucs::senders() as i32;
+        for (&id, row) in &configs {
+            let settings = Settings {
+                config: row.config.clone(),
+                max_mails: row.max_mails_per_connection.max(1) as u32,
+                idle: gucs::smtp_idle_timeout(),
+            };
+            // The limit is the database's: the senders share it (at least one each).
+            let share = (row.max_connections / senders).max(1);
+            self.pool.configure(id, settings, share as usize);
+            self.names.insert(id, row.server.name.clone());
+        }
+        let keys: Arc<HashMap<String, DkimKey>> = Arc::new(
+            dkim_keys
+                .into_iter()
+                .map(|(domain, (selector, algorithm, private_pem))| {
+                    (
+                        domain,
+                        DkimKey {
+                            selector,
+                            algorithm,
+                            private_pem,
+                        },
+                    )
+                })
+                .collect(),
+        );
+        let servers: Vec<Server> = configs.values().map(|row| row.server.clone()).collect();
+        for mail in mails {
+            let ready = match prepare(mail, &blocked, &settings, &servers) {
+                Ok(ready) => ready,
+                Err(done) => {
+                    self.result(*done);
+                    continue;
+                }
+            };
+            let server = ready.choice.server.as_ref().map(|s| s.0);
+            let Some((server_id, row)) = server.and_then(|id| Some((id, configs.get(&id)?))) else {
+                let reason = "no active outgoing server".to_string();
+                self.result(fail(ready, "no_server", reason, true));
+                continue;
+            };
+            if gucs::port_blocked(row.config.port) {
+                let reason = blocked_port(row);
+                self.unrecorded.errors.insert(server_id, reason.clone());
+                self.result(fail(ready, "blocked_port", reason, true));
+                continue;
+            }
+            let (job, in_flight) = prepare::job(ready, server_id, &keys);
+            self.in_flight.insert(job.mail_id, in_flight);
+            if let Some(finished) = self.pool.submit(job) {
+                self.absorb(vec![finished]);
+            }
+        }
+    }
+
+    /// Turns what the connections finished into results to record.
+    fn absorb(&mut self, finished: Vec<Finished>) {
+        for f in finished {
+            match f {
+                Finished::Attempt {
+                    mail_id,
+                    server_id,
+                    attempt,
+                    warning,
+                } => {
+                    if let Some(w) = warning {
+                        warning!("mail_gateway: {w}");
+                    }
+                    let Some(mail) = self.in_flight.remove(&mail_id) else {
+                        continue;
+                    };
+                    let outcome = match attempt {
+                        Attempt::Sent(result) => {
+                            self.note_health(server_id, &result);
+                            delivery::after_delivery(
+                                mail.recipients.clone(),
+                                result,
+                                mail.attempts,
+                                mail.age,
+                            )
+                        }
+                        Attempt::Unbuildable(reason) => delivery::failed(
+                            mail.recipients.clone(),
+                            "build",
+                            reason,
+                            false,
+                            mail.attempts,
+                            mail.age,
+                        ),
+                        Attempt::Panicked(reason) => {
+                            warning!("mail_gateway: mail {mail_id}: {reason}");
+                            delivery::failed(
+                                mail.recipients.clone(),
+                                "internal",
+                                reason,
+                                false,
+                                mail.attempts,
+                                mail.age,
+                            )
+                        }
+                    };
+                    self.result(recorded(mail_id, mail, outcome));
+                }
+                Finished::Unreachable {
+                    mail_id,
+                    server_id,
+                    error,
+                } => {
+                    if self
+                        .unrecorded
+                        .errors
+                        .insert(server_id, error.message.clone())
+                        .is_none()
+                    {
+                        let name = self.names.get(&server_id).map_or("?", String::as_str);
+                        log!("mail_gateway: server \"{name}\": {error}; its mail waits");
+                    }
+                    let Some(mail) = self.in_flight.remove(&mail_id) else {
+                        continue;
+                    };
+                    let outcome = delivery::failed(
+                        mail.recipients.clone(),
+                        delivery::failure_type(error.stage),
+                        error.message,
+                        error.transient,
+                        mail.attempts,
+                        mail.age,
+                    );
+                    self.result(recorded(mail_id, mail, outcome));
+                }
+                Finished::Deferred {
+                    mail_id,
+                    server_id,
+                    wait,
+                    reason,
+                } => {
+                    self.in_flight.remove(&mail_id);
+                    self.unrecorded.errors.insert(server_id, reason.clone());
+                    self.unrecorded
+                        .deferred
+                        .push((mail_id, wait.as_secs_f64(), reason));
+                }
+            }
+        }
+    }
+
+    /// A server's health for `server_status`: the last success, and the last error that was
+    /// the server's (not a refused recipient).
+    fn note_health(&mut self, server_id: i64, result: &Result<crate::smtp::Delivery, SmtpError>) {
+        match result {
+            Ok(d) if d.data.as_ref().is_some_and(|r| r.is_ok()) => {
+                let due = self
+                    .success_noted
+                    .get(&server_id)
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if due {
+                    self.success_noted.insert(server_id, Instant::now());
+                    self.unrecorded.successes.insert(server_id);
+                }
+            }
+            Err(e)
+                if matches!(e.stage, Stage::Connect | Stage::Tls | Stage::Auth)
+                    || e.code.is_none() =>
+            {
+                self.unrecorded.errors.insert(server_id, e.message.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Commits what is waiting to be recorded; then the connections may go on. Returns
+    /// whether nothing is left unrecorded.
+    fn record(&mut self) -> bool {
+        if self.unrecorded.is_empty() && self.unrecorded.successes.is_empty() {
+            return true;
+        }
+        let worker = self.worker;
+        let u = &self.unrecorded;
+        let done = try_transaction("recording results", || {
+            store::claim::record(worker, &u.results);
+            store::claim::defer(worker, &u.deferred);
+            store::queue::record_server_health(
+                u.successes.iter().copied().collect(),
+                u.errors.iter().map(|(id, e)| (*id, e.clone())).collect(),
+            );
+        });
+        if done.is_err() {
+            return false;
+        }
+        self.unrecorded = Unrecorded::default();
+        self.pool.committed();
+        true
+    }
+
+    /// A result to record, its retry delay on the schedule of `mail_gateway.retry_delay`
+    /// (1 min doubling to 1 h by default).
+    fn result(&mut self, mut r: Recorded) {
+        if let MailState::Retry(delay) = r.outcome.state {
+            let scale = gucs::retry_delay().as_secs_f64() / 60.0;
+            r.outcome.state = MailState::Retry(delay.mul_f64(scale));
+        }
+        self.unrecorded.results.push(r);
+    }
+}
+
+/// Everything a claim needs, read in its transaction.
 struct Claimed {
     mails: Vec<QueuedMail>,
     blocked: HashSet<String>,
     settings: SenderSettings,
     configs: HashMap<i64, ServerRow>,
     dkim_keys: HashMap<String, (String, String, String)>,
-}
-
-/// A mail ready to go: its server choice and the recipients still to reach.
-struct Ready {
-    mail: QueuedMail,
-    choice: Choice,
-    envelope: Vec<Address>,
-}
-
-/// Runs one round for sender `worker`; returns how many mails it claimed.
-pub fn round(worker: i32) -> usize {
-    let batch = gucs::send_batch_size();
-    let Some(Some(claimed)) = in_transaction("claiming mail", move || {
-        let mails = store::queue::claim(worker, batch, gucs::send_lease());
-        if mails.is_empty() {
-            return None;
-        }
-        let addresses: Vec<String> = mails
-            .iter()
-            .flat_map(|m| m.to.iter().chain(&m.cc).chain(&m.bcc))
-            .filter_map(|r| Sender::parse(r).ok())
-            .map(|s| s.normalized())
-            .collect();
-        Some(Claimed {
-            mails,
-            blocked: store::queue::blocklisted(addresses),
-            settings: store::config::sender_settings(),
-            configs: store::queue::server_configs(gucs::smtp_timeout()),
-            dkim_keys: store::queue::dkim_keys(),
-        })
-    }) else {
-        return 0;
-    };
-    let count = claimed.mails.len();
-    let (mut results, successes, errors) = deliver(claimed);
-    // The retry schedule (1 min doubling to 1 h) scales with mail_gateway.retry_delay.
-    let scale = gucs::retry_delay().as_secs_f64() / 60.0;
-    for r in &mut results {
-        if let delivery::MailState::Retry(delay) = r.outcome.state {
-            r.outcome.state = delivery::MailState::Retry(delay.mul_f64(scale));
-        }
-    }
-    in_transaction("recording results", move || {
-        store::queue::record(worker, &results);
-        store::queue::record_server_health(successes, errors);
-    });
-    count
-}
-
-/// Outside any transaction: chooses servers, connects once per server, sends.
-fn deliver(claimed: Claimed) -> (Vec<Recorded>, Vec<i64>, Vec<(i64, String)>) {
-    let Claimed {
-        mails,
-        blocked,
-        settings,
-        configs,
-        dkim_keys,
-    } = claimed;
-    let servers: Vec<Server> = configs.values().map(|row| row.server.clone()).collect();
-    let mut results = Vec::with_capacity(mails.len());
-    let mut by_server: BTreeMap<Option<i64>, Vec<Ready>> = BTreeMap::new();
-    for mail in mails {
-        match prepare(mail, &blocked, &settings, &servers) {
-            Ok(ready) => by_server
-                .entry(ready.choice.server.as_ref().map(|s| s.0))
-                .or_default()
-                .push(ready),
-            Err(done) => results.push(*done),
-        }
-    }
-    let (mut successes, mut errors) = (vec![], vec![]);
-    for (server_id, group) in by_server {
-        let Some((server_id, row)) = server_id.and_then(|id| Some((id, configs.get(&id)?))) else {
-            let reason = "no active outgoing server".to_string();
-            results.extend(
-                group
-                    .into_iter()
-                    .map(|r| fail(r, "no_server", reason.clone(), true)),
-            );
-            continue;
-        };
-        if gucs::port_blocked(row.config.port) {
-            let reason = format!(
-                "port {} of server \"{}\" is blocked on this host (mail_gateway.blocked_ports); use 465, 587 or 2525",
-                row.config.port, row.server.name
-            );
-            errors.push((server_id, reason.clone()));
-            results.extend(
-                group
-                    .into_iter()
-                    .map(|r| fail(r, "blocked_port", reason.clone(), true)),
-            );
-            continue;
-        }
-        let mut client = match Client::connect(&row.config) {
-            Ok(c) => c,
-            Err(e) => {
-                log!(
-                    "mail_gateway: server \"{}\": {e}; {} mail(s) wait",
-                    row.server.name,
-                    group.len()
-                );
-                errors.push((server_id, e.message.clone()));
-                results.extend(group.into_iter().map(|r| fail_smtp(r, &e)));
-                continue;
-            }
-        };
-        let mut sent_any = false;
-        let mut broken: Option<SmtpError> = None;
-        for ready in group {
-            if let Some(e) = &broken {
-                results.push(fail_smtp(ready, e));
-                continue;
-            }
-            let message = match render(&ready, &dkim_keys) {
-                Ok(m) => m,
-                Err(reason) => {
-                    results.push(fail(ready, "build", reason, false));
-                    continue;
-                }
-            };
-            // An empty envelope sender is the null sender (MAIL FROM:<>).
-            let from = (!ready.choice.smtp_from.is_empty())
-                .then(|| build::envelope_address(&ready.choice.smtp_from).ok())
-                .flatten();
-            let result = client.send(from.as_ref(), &ready.envelope, &message);
-            if let Err(e) = &result
-                && (client.is_broken()
-                    || matches!(e.stage, Stage::Connect | Stage::Tls)
-                    || e.code.is_none())
-            {
-                errors.push((server_id, e.message.clone()));
-                broken = Some(e.clone());
-            }
-            let outcome = delivery::after_delivery(
-                ready.mail.recipients.clone(),
-                result,
-                ready.mail.attempts,
-                ready.mail.age,
-            );
-            sent_any |= outcome
-                .recipients
-                .values()
-                .any(|r| r.state == RecipientState::Sent);
-            results.push(recorded(ready, outcome));
-        }
-        if broken.is_none() {
-            client.quit();
-        }
-        if sent_any {
-            successes.push(server_id);
-        }
-    }
-    (results, successes, errors)
-}
-
-/// Chooses the server and the recipients still to reach; a mail with nobody left to reach
-/// is finished here.
-fn prepare(
-    mut mail: QueuedMail,
-    blocked: &HashSet<String>,
-    settings: &SenderSettings,
-    servers: &[Server],
-) -> Result<Ready, Box<Recorded>> {
-    let Ok(sender) = Sender::parse(&mail.email_from) else {
-        let outcome = delivery::failed(
-            mail.recipients.clone(),
-            "build",
-            format!("malformed From \"{}\"", mail.email_from),
-            false,
-            mail.attempts,
-            mail.age,
-        );
-        return Err(Box::new(Recorded {
-            id: mail.id,
-            outcome,
-            server_id: None,
-            smtp_from: None,
-            header_from: None,
-        }));
-    };
-    let mut choice = choose(
-        servers,
-        settings,
-        &sender,
-        &mail.email_from,
-        mail.kind == "mass",
-    );
-    choice.smtp_from = envelope_sender(
-        &choice.smtp_from,
-        settings.bounce_address.as_deref(),
-        mail.kind == "auto_reply",
-        mail.id,
-        &mail.message_id,
-    );
-    let mut envelope = Vec::new();
-    let mut seen = HashSet::new();
-    for r in mail.to.iter().chain(&mail.cc).chain(&mail.bcc) {
-        let Ok(r) = Sender::parse(r) else { continue };
-        let key = r.normalized();
-        if !seen.insert(key.clone())
-            || mail
-                .recipients
-                .get(&key)
-                .is_some_and(|s| s.state.is_final())
-        {
-            continue;
-        }
-        if blocked.contains(&key) {
-            mail.recipients.insert(
-                key,
-                RecipientStatus {
-                    state: RecipientState::Blacklisted,
-                    reason: Some("on the blocklist".into()),
-                },
-            );
-            continue;
-        }
-        match key.parse::<Address>() {
-            Ok(address) => envelope.push(address),
-            Err(_) => {
-                mail.recipients.insert(
-                    key,
-                    RecipientStatus {
-                        state: RecipientState::Exception,
-                        reason: Some("malformed address".into()),
-                    },
-                );
-            }
-        }
-    }
-    if envelope.is_empty() {
-        let outcome = delivery::summarise(mail.recipients.clone(), mail.attempts, mail.age);
-        return Err(Box::new(Recorded {
-            id: mail.id,
-            outcome,
-            server_id: choice.server.as_ref().map(|s| s.0),
-            smtp_from: Some(choice.smtp_from),
-            header_from: Some(choice.header_from),
-        }));
-    }
-    Ok(Ready {
-        mail,
-        choice,
-        envelope,
-    })
-}
-
-/// The bytes to send: built, then signed when the From domain has a DKIM key. A bug here
-/// fails one mail, never the worker.
-fn render(
-    ready: &Ready,
-    dkim_keys: &HashMap<String, (String, String, String)>,
-) -> Result<Vec<u8>, String> {
-    catch_unwind(AssertUnwindSafe(|| {
-        let mail = &ready.mail;
-        let headers: Vec<(String, String)> = mail
-            .headers
-            .as_ref()
-            .and_then(|h| h.as_object())
-            .map(|h| {
-                h.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let attachments = attachments(mail.attachments.as_ref())?;
-        let message = build::build(&Outgoing {
-            message_id: &mail.message_id,
-            from: &ready.choice.header_from,
-            to: &mail.to,
-            cc: &mail.cc,
-            reply_to: mail.reply_to.as_deref(),
-            subject: &mail.subject,
-            body_text: mail.body_text.as_deref(),
-            body_html: mail.body_html.as_deref(),
-            headers: &headers,
-            attachments: &attachments,
-            date: SystemTime::now(),
-        })?;
-        let domain = Sender::parse(&ready.choice.header_from)
-            .map(|s| s.domain())
-            .unwrap_or_default();
-        match dkim_keys.get(&domain) {
-            Some((selector, algorithm, key)) => {
-                let Some(alg) = dkim::Algorithm::parse(algorithm) else {
-                    return Ok(message);
-                };
-                dkim::sign(&message, &domain, selector, alg, key).or_else(|e| {
-                    // Unsigned mail may still arrive; a lost mail would not.
-                    warning!("mail_gateway: DKIM key of {domain} unusable, sending unsigned: {e}");
-                    Ok(message)
-                })
-            }
-            None => Ok(message),
-        }
-    }))
-    .unwrap_or_else(|_| Err("internal error while building the message".into()))
-}
-
-fn attachments(value: Option<&serde_json::Value>) -> Result<Vec<Attachment>, String> {
-    let Some(list) = value.and_then(|v| v.as_array()) else {
-        return Ok(vec![]);
-    };
-    list.iter()
-        .map(|a| {
-            let field = |k: &str| {
-                a.get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let content = B64
-                .decode(field("content_base64").as_bytes())
-                .map_err(|e| format!("attachment \"{}\": {e}", field("filename")))?;
-            Ok(Attachment {
-                filename: field("filename"),
-                content_type: field("content_type"),
-                content,
-            })
-        })
-        .collect()
-}
-
-fn recorded(ready: Ready, outcome: Outcome) -> Recorded {
-    Recorded {
-        id: ready.mail.id,
-        outcome,
-        server_id: ready.choice.server.map(|s| s.0),
-        smtp_from: Some(ready.choice.smtp_from),
-        header_from: Some(ready.choice.header_from),
-    }
-}
-
-fn fail(ready: Ready, failure_type: &str, reason: String, transient: bool) -> Recorded {
-    let outcome = delivery::failed(
-        ready.mail.recipients.clone(),
-        failure_type,
-        reason,
-        transient,
-        ready.mail.attempts,
-        ready.mail.age,
-    );
-    recorded(ready, outcome)
-}
-
-fn fail_smtp(ready: Ready, e: &SmtpError) -> Recorded {
-    fail(
-        ready,
-        delivery::failure_type(e.stage),
-        e.message.clone(),
-        e.transient,
-    )
 }

@@ -13,6 +13,12 @@ requires a client certificate signed by FILE (its CN is recorded as "peer").
 --hang accepts connections and never answers (timeout tests).
 --flaky P answers 4xx at random (RCPT with probability P, DATA P/2), drops the line at MAIL
 (P/4) and answers slowly (P/4): a server having a bad day (fault tests).
+--pipelining and --chunking advertise PIPELINING and CHUNKING (BDAT, RFC 3030, implemented
+here); --no-ehlo refuses EHLO, so the client falls back to HELO and gets no extension at all.
+--delay S waits S seconds before answering each message (many connections in flight).
+--rate-limit N:S accepts N messages, then answers every MAIL FROM with 421 and closes the
+connection for S seconds, then accepts N more (a provider's rate limit).
+Each record names its session (the client's port), so tests can count connections.
 Prints READY once it listens.
 """
 import argparse
@@ -27,15 +33,27 @@ import threading
 import time
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 
 class Recorder:
-    def __init__(self, out, xoauth2=None):
+    def __init__(self, out, xoauth2=None, extensions=(), no_ehlo=False, delay=0.0, rate_limit=None):
         self.out = out
         self.xoauth2 = xoauth2
+        self.extensions = list(extensions)
+        self.no_ehlo = no_ehlo
+        self.delay = delay
+        self.rate_limit = rate_limit  # (messages, seconds)
+        self.window_count = 0
+        self.closed_until = 0.0
         self.lock = threading.Lock()
         self.count = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        if self.no_ehlo:
+            return ["502 5.5.2 Error: command not recognized"]
+        session.host_name = hostname
+        return responses[:-1] + ["250-" + e for e in self.extensions] + responses[-1:]
 
     async def auth_XOAUTH2(self, server, args):
         # RFC-less but common: base64("user=U\x01auth=Bearer T\x01\x01") as initial response.
@@ -47,6 +65,10 @@ class Recorder:
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.rate_limit and time.monotonic() < self.closed_until:
+            # 421 closes the connection, after the answer is written.
+            asyncio.get_running_loop().call_later(0.1, server.transport.close)
+            return "421 4.7.0 too many messages, slow down"
         if FLAKY and random.random() < FLAKY / 4:
             server.transport.close()  # the line drops
             return "421 4.3.0 closing"
@@ -70,6 +92,8 @@ class Recorder:
     async def handle_DATA(self, server, session, envelope):
         if FLAKY and random.random() < FLAKY / 2:
             return "451 4.3.0 temporary failure, try again"
+        if self.delay:
+            await asyncio.sleep(self.delay)
         data = envelope.original_content
         if b"\r\nX-Test-Reject: yes\r\n" in data or data.startswith(b"X-Test-Reject: yes\r\n"):
             return "554 5.6.0 message refused by content policy"
@@ -80,8 +104,15 @@ class Recorder:
             "tls": server.transport.get_extra_info("ssl_object") is not None,
             "auth": session.auth_data if session.authenticated else None,
             "peer": peer_cn(server),
+            "session": session.peer[1] if session.peer else None,
+            "open_sessions": OPEN_SESSIONS[0],
         }
         with self.lock:
+            if self.rate_limit:
+                self.window_count += 1
+                if self.window_count >= self.rate_limit[0]:
+                    self.window_count = 0
+                    self.closed_until = time.monotonic() + self.rate_limit[1]
             self.count += 1
             with open(self.out, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -109,6 +140,51 @@ def authenticator(user, password):
 FLAKY = 0.0
 
 
+OPEN_SESSIONS = [0]
+
+
+class ChunkingSMTP(SMTP):
+    """aiosmtpd with BDAT (RFC 3030): chunks of exactly the announced size, not dot-stuffed;
+    the last one hands the message to the handler as DATA would. It also counts the open
+    sessions, which each record reports."""
+
+    def connection_made(self, transport):
+        OPEN_SESSIONS[0] += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error):
+        OPEN_SESSIONS[0] -= 1
+        super().connection_lost(error)
+
+    async def smtp_BDAT(self, arg):
+        words = (arg or "").split()
+        if not words or not words[0].isdigit() or len(words) > 2 or (len(words) == 2 and words[1].upper() != "LAST"):
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        chunk = await self._reader.readexactly(int(words[0]))
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        # The chunks live on the envelope: RSET and the end of a message start a new one.
+        chunks = getattr(self.envelope, "bdat_chunks", [])
+        chunks.append(chunk)
+        self.envelope.bdat_chunks = chunks
+        if len(words) == 1:
+            await self.push("250 2.0.0 %d octets received" % len(chunk))
+            return
+        content = b"".join(chunks)
+        self.envelope.original_content = content
+        self.envelope.content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+
+class RecordingController(Controller):
+    def factory(self):
+        return ChunkingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 def hang(port):
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -133,6 +209,11 @@ def main():
     p.add_argument("--client-ca")
     p.add_argument("--hang", action="store_true")
     p.add_argument("--flaky", type=float, default=0.0, help="probability of a 4xx answer (and of drops and delays)")
+    p.add_argument("--pipelining", action="store_true")
+    p.add_argument("--chunking", action="store_true")
+    p.add_argument("--no-ehlo", action="store_true")
+    p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--rate-limit")
     a = p.parse_args()
     global FLAKY
     FLAKY = a.flaky
@@ -157,7 +238,10 @@ def main():
         kwargs["auth_required"] = True
         kwargs["auth_require_tls"] = a.tls != "none"
     xoauth2 = tuple(a.xoauth2.split(":", 1)) if a.xoauth2 else None
-    controller = Controller(Recorder(a.out, xoauth2), **kwargs)
+    extensions = (["PIPELINING"] if a.pipelining else []) + (["CHUNKING"] if a.chunking else [])
+    rate_limit = tuple(float(x) for x in a.rate_limit.split(":")) if a.rate_limit else None
+    recorder = Recorder(a.out, xoauth2, extensions, a.no_ehlo, a.delay, rate_limit)
+    controller = RecordingController(recorder, **kwargs)
     controller.start()
     print("READY", flush=True)
     try:

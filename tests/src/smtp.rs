@@ -86,6 +86,16 @@ pub struct SmtpOptions<'a> {
     pub hang: bool,
     /// Answer 4xx at random with this probability (and drop or delay some sessions).
     pub flaky: f64,
+    /// Advertise PIPELINING.
+    pub pipelining: bool,
+    /// Advertise CHUNKING and take messages with BDAT.
+    pub chunking: bool,
+    /// Refuse EHLO: the client falls back to HELO, with no extension at all.
+    pub no_ehlo: bool,
+    /// Seconds to wait before answering each message.
+    pub delay: f64,
+    /// `(n, seconds)`: after `n` messages, 421 to every MAIL FROM for `seconds`.
+    pub rate_limit: Option<(u32, f64)>,
 }
 
 /// One message as the server received it.
@@ -98,6 +108,10 @@ pub struct Received {
     pub auth: Option<String>,
     /// The common name of the client certificate, when one was presented.
     pub peer: Option<String>,
+    /// The client's port: one value per connection.
+    pub session: u64,
+    /// Connections open on the server when it took this message.
+    pub open_sessions: u64,
 }
 
 impl Received {
@@ -158,6 +172,21 @@ impl SmtpServer {
         if options.hang {
             cmd.arg("--hang");
         }
+        for (on, flag) in [
+            (options.pipelining, "--pipelining"),
+            (options.chunking, "--chunking"),
+            (options.no_ehlo, "--no-ehlo"),
+        ] {
+            if on {
+                cmd.arg(flag);
+            }
+        }
+        if options.delay > 0.0 {
+            cmd.arg("--delay").arg(options.delay.to_string());
+        }
+        if let Some((n, seconds)) = options.rate_limit {
+            cmd.arg("--rate-limit").arg(format!("{n}:{seconds}"));
+        }
         let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
@@ -193,6 +222,8 @@ impl SmtpServer {
                     tls: v["tls"].as_bool().unwrap_or(false),
                     auth: text("auth"),
                     peer: text("peer"),
+                    session: v["session"].as_u64().unwrap_or_default(),
+                    open_sessions: v["open_sessions"].as_u64().unwrap_or_default(),
                 }
             })
             .collect()

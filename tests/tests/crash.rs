@@ -1,5 +1,9 @@
-//! Nothing lost, nothing doubled: senders killed mid-batch, the whole cluster killed, several
-//! senders racing for the same queue.
+//! Nothing lost, nothing doubled: senders killed with several SMTP connections in flight, the
+//! whole cluster killed, several senders racing for the same queue.
+//!
+//! A sender records each mail's result as soon as its server answers, and a connection sends
+//! its next mail only once the last result is committed: a crash repeats at most one mail per
+//! open connection — `CONNECTIONS` per sender, not a batch.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -11,9 +15,15 @@ use mail_gateway_tests::{Client, Cluster, exec, install_with_relay, wait_for, wa
 
 const MAILS: i64 = 2000;
 const BATCH: usize = 100;
+/// SMTP connections to the server, all senders together.
+const CONNECTIONS: usize = 4;
 
 fn gateway(senders: &str) -> (Cluster, Client, SmtpServer) {
-    let smtp = SmtpServer::start(SmtpOptions::default());
+    gateway_with(senders, SmtpOptions::default())
+}
+
+fn gateway_with(senders: &str, options: SmtpOptions<'_>) -> (Cluster, Client, SmtpServer) {
+    let smtp = SmtpServer::start(options);
     let batch = BATCH.to_string();
     let cluster = Cluster::start(&[
         ("mail_gateway.poll_interval", "200ms"),
@@ -22,6 +32,10 @@ fn gateway(senders: &str) -> (Cluster, Client, SmtpServer) {
     ]);
     let mut db = cluster.connect("postgres");
     install_with_relay(&mut db, smtp.port);
+    exec(
+        &mut db,
+        &format!("UPDATE mail_gateway.outgoing_server SET max_connections = {CONNECTIONS}"),
+    );
     (cluster, db, smtp)
 }
 
@@ -76,6 +90,7 @@ fn assert_nothing_lost(queued: &[String], seen: &HashMap<String, usize>, in_flig
         missing.first()
     );
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    println!("{duplicates} duplicate(s), at most {in_flight} allowed");
     assert!(
         duplicates <= in_flight,
         "{duplicates} duplicates, but at most {in_flight} mails were in flight"
@@ -87,11 +102,23 @@ fn assert_nothing_lost(queued: &[String], seen: &HashMap<String, usize>, in_flig
 }
 
 #[test]
-fn killing_the_sender_mid_batch_loses_nothing() {
-    let (cluster, mut db, smtp) = gateway("1");
+fn killing_the_sender_with_connections_in_flight_doubles_at_most_one_mail_each() {
+    // Each message is answered after 20 ms: every connection has a mail in flight.
+    let (cluster, mut db, smtp) = gateway_with(
+        "1",
+        SmtpOptions {
+            pipelining: true,
+            delay: 0.02,
+            ..Default::default()
+        },
+    );
     let pid = wait_for_worker(&cluster, None);
     queue(&mut db, MAILS);
-    smtp.wait_for(300, Duration::from_secs(60));
+    let before = smtp.wait_for(300, Duration::from_secs(60));
+    assert!(
+        before.iter().any(|m| m.open_sessions >= 2),
+        "several connections were in flight"
+    );
     let status = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -104,7 +131,7 @@ fn killing_the_sender_mid_batch_loses_nothing() {
     let mut db = cluster.connect("postgres");
     let (queued, seen) = arrivals(&mut db, &smtp);
     assert_eq!(queued.len(), MAILS as usize);
-    assert_nothing_lost(&queued, &seen, BATCH);
+    assert_nothing_lost(&queued, &seen, CONNECTIONS);
 }
 
 #[test]
@@ -124,7 +151,7 @@ fn killing_the_whole_cluster_mid_batch_loses_nothing() {
         MAILS as usize,
         "every committed mail survived the crash"
     );
-    assert_nothing_lost(&queued, &seen, BATCH);
+    assert_nothing_lost(&queued, &seen, CONNECTIONS);
     assert!(
         cluster.log().contains("database system was interrupted"),
         "it really crashed"
@@ -404,8 +431,12 @@ fn repeated_kills_at_random_moments_while_sending_and_fetching() {
     assert_stored_once(&cluster);
     let mut db = cluster.connect("postgres");
     let (queued, seen) = arrivals(&mut db, &smtp);
-    // Each kill may repeat what one sending round had in flight.
-    assert_nothing_lost(&queued, &seen, 2 * BATCH);
+    // Killing either background worker with SIGKILL is a crash to the postmaster: it
+    // restarts every process, the sender included. So each of the four kills may repeat what
+    // the sender had in flight — one mail per connection. (The bound was two batches, as if only
+    // the two kills of the sender counted; MG_SEED=1796153893598132833 once gave 243
+    // duplicates, from three kills that each repeated most of a 100-mail batch.)
+    assert_nothing_lost(&queued, &seen, 4 * CONNECTIONS);
     let workers: i64 = db
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%'",

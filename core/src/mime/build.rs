@@ -101,13 +101,15 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
         builder = builder.raw_header(HeaderValue::new(name, value.clone()));
     }
 
-    let text = match (mail.body_text, mail.body_html) {
+    // Line ends are made CRLF here, in one pass: lettre would insert each missing CR one by
+    // one (quadratic in a long body), and a bare CR would push it to quoted-printable.
+    let text = crlf_lines(&match (mail.body_text, mail.body_html) {
         (Some(text), _) => text.to_string(),
         (None, Some(html)) => html_to_text(html),
         (None, None) => String::new(),
-    };
+    });
     let body = match mail.body_html {
-        Some(html) => MultiPart::alternative_plain_html(text, html.to_string()),
+        Some(html) => MultiPart::alternative_plain_html(text, crlf_lines(html)),
         None if mail.attachments.is_empty() => {
             return builder
                 .singlepart(SinglePart::plain(text))
@@ -139,6 +141,15 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
     }
     .map_err(|e| e.to_string())?;
     Ok(message.formatted())
+}
+
+/// `text` with every line end written CR LF (`smtp::wire::crlf_lines`).
+fn crlf_lines(text: &str) -> String {
+    match crate::smtp::wire::crlf_lines(text.as_bytes()) {
+        std::borrow::Cow::Borrowed(_) => text.to_string(),
+        // Only ASCII line ends were touched: still UTF-8.
+        std::borrow::Cow::Owned(bytes) => String::from_utf8(bytes).unwrap_or_default(),
+    }
 }
 
 /// A plain-text alternative for an HTML-only body: tags dropped, block ends as line breaks,
@@ -295,6 +306,18 @@ mod tests {
         assert!(check_header("x-ok", "a\r\nBcc: x@y.com").is_err());
         assert!(check_header("Bad Name", "v").is_err());
         assert!(check_header("", "v").is_err());
+    }
+
+    #[test]
+    fn bare_line_ends_in_bodies_become_crlf() {
+        assert_eq!(crlf_lines("a\rb\nc\r\nd\r"), "a\r\nb\r\nc\r\nd\r\n");
+        let mail = Outgoing {
+            body_text: Some("one\rtwo\nthree"),
+            ..base()
+        };
+        let out = text(&build(&mail).unwrap());
+        assert!(out.ends_with("\r\n\r\none\r\ntwo\r\nthree\r\n"), "{out:?}");
+        assert!(out.contains("Content-Transfer-Encoding: 7bit"), "{out}");
     }
 
     #[test]

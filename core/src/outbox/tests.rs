@@ -1,0 +1,122 @@
+//! The pool's logic without a server: what it does with a bug and with a server that cannot
+//! be reached.
+
+use super::*;
+use crate::smtp::{Auth, Encryption, ServerConfig};
+
+fn settings(port: u16) -> Settings {
+    Settings {
+        config: ServerConfig {
+            host: "127.0.0.1".into(),
+            port,
+            encryption: Encryption::None,
+            auth: Auth::None,
+            username: None,
+            password: None,
+            client_cert: None,
+            client_key: None,
+            verify_tls: true,
+            ca_cert: None,
+            timeout: Duration::from_secs(2),
+        },
+        max_mails: 100,
+        idle: Duration::from_secs(1),
+    }
+}
+
+fn job(mail_id: i64, content: Content) -> Job {
+    Job {
+        mail_id,
+        server_id: 1,
+        from: None,
+        to: vec!["b@customer.example".parse().unwrap()],
+        content,
+    }
+}
+
+/// Waits until `n` mails are finished.
+fn finish(pool: &mut Pool, n: usize) -> Vec<Finished> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut all = Vec::new();
+    while all.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} finished",
+            all.len()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        all.extend(pool.collect(Duration::ZERO));
+        pool.committed();
+        pool.dispatch();
+    }
+    all
+}
+
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_panic_fails_its_mail_only_and_the_connection_goes_on() {
+    let mut pool = Pool::new(Duration::from_secs(1)).unwrap();
+    pool.configure(1, settings(closed_port()), 1);
+    let mut panics = job::tests::content("x");
+    panics.subject = "panic while rendering".into();
+    let mut unbuildable = job::tests::content("x");
+    unbuildable.attachments = Some(serde_json::json!([{"filename": "a", "content_base64": "!!"}]));
+    assert!(pool.submit(job(1, panics)).is_none());
+    assert!(pool.submit(job(2, unbuildable)).is_none());
+    pool.dispatch();
+    let finished = finish(&mut pool, 2);
+    let mut seen = Vec::new();
+    for f in finished {
+        match f {
+            Finished::Attempt {
+                mail_id,
+                attempt: Attempt::Panicked(message),
+                ..
+            } => {
+                assert_eq!(mail_id, 1);
+                assert_eq!(message, "internal error (panic): boom");
+                seen.push(1);
+            }
+            Finished::Attempt {
+                mail_id,
+                attempt: Attempt::Unbuildable(reason),
+                ..
+            } => {
+                assert_eq!(mail_id, 2);
+                assert!(reason.contains("attachment"), "{reason}");
+                seen.push(2);
+            }
+            _ => panic!("unexpected outcome"),
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, [1, 2]);
+    assert_eq!(pool.unfinished(), 0);
+}
+
+#[test]
+fn an_unreachable_server_fails_every_mail_waiting_for_it_at_once() {
+    let mut pool = Pool::new(Duration::from_secs(1)).unwrap();
+    pool.configure(1, settings(closed_port()), 1);
+    for id in 1..=5 {
+        pool.submit(job(id, job::tests::content("x")));
+    }
+    pool.dispatch();
+    let finished = finish(&mut pool, 5);
+    for f in &finished {
+        let Finished::Unreachable { error, .. } = f else {
+            panic!("each mail is unreachable");
+        };
+        assert!(
+            error.message.contains("cannot connect"),
+            "{}",
+            error.message
+        );
+        assert!(error.transient);
+    }
+    assert_eq!(pool.unfinished(), 0);
+}
