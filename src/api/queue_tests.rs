@@ -170,12 +170,19 @@ mod tests {
 
     #[pg_test]
     fn the_erps_own_mail_is_claimed_first() {
-        let auto = queue("'a@x.com', ARRAY['b@y.com'], 'auto', kind => 'auto_reply'");
+        // Relays and automatic answers are queued by the router only (send_mail refuses
+        // kind 'auto_reply'): their rows are set as the router writes them.
+        let auto = queue("'a@x.com', ARRAY['b@y.com'], 'auto'");
         let relay = queue("'a@x.com', ARRAY['b@y.com'], 'relay'");
         let own = queue("'a@x.com', ARRAY['b@y.com'], 'own'");
         Spi::run_with_args(
             "UPDATE mail_gateway.mail SET priority = 1 WHERE id = $1",
             &[relay.into()],
+        )
+        .unwrap();
+        Spi::run_with_args(
+            "UPDATE mail_gateway.mail SET priority = 2, kind = 'auto_reply' WHERE id = $1",
+            &[auto.into()],
         )
         .unwrap();
         let one = |_| {
