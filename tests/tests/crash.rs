@@ -439,7 +439,8 @@ fn repeated_kills_at_random_moments_while_sending_and_fetching() {
     assert_nothing_lost(&queued, &seen, 4 * CONNECTIONS);
     let workers: i64 = db
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'mail_gateway%'",
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE backend_type IN ('mail_gateway worker', 'mail_gateway fetcher')",
             &[],
         )
         .unwrap()
