@@ -279,6 +279,39 @@ row "\`send_mail()\` vs a plain INSERT of the same row" \
   "$(printf '%.3f ms vs %.3f ms = %s×' "$(echo "1000 / $t_send" | bc -l)" "$(echo "1000 / $t_insert" | bc -l)" "$ratio")" "≤ 2×"
 
 echo
+echo "== Queuing 10,000 mails in one statement: the outbox view vs send_mail() per row"
+# The same database and mail as send_mail.sql; each statement its own transaction, timed around
+# psql, on an emptied queue (after pgbench, which it therefore does not disturb).
+OUTBOX_MAILS=10000
+# Seconds that statement $1 takes to queue OUTBOX_MAILS mails.
+queue_seconds() {
+  local start end
+  psql -d bench -c "SET client_min_messages = warning" -c "TRUNCATE mail_gateway.mail CASCADE" -c "CHECKPOINT" >/dev/null
+  start=$(date +%s.%N)
+  psql -d bench -c "$1" >/dev/null
+  end=$(date +%s.%N)
+  [ "$(psql -d bench -tAc "SELECT count(*) FROM mail_gateway.mail")" = "$OUTBOX_MAILS" ] ||
+    { echo "not $OUTBOX_MAILS mails queued by: $1" >&2; exit 1; }
+  echo "$end - $start" | bc -l
+}
+s_send=$(queue_seconds "SELECT count(mail_gateway.send_mail('\"Sales\" <sales@mycompany.com>', ARRAY['customer@customer.example'],
+                               'Order', body_text => 'Thank you for your order.'))
+                          FROM generate_series(1, $OUTBOX_MAILS)")
+s_outbox=$(queue_seconds "INSERT INTO mail_gateway.outbox (email_from, email_to, subject, body_text)
+                          SELECT '\"Sales\" <sales@mycompany.com>', ARRAY['customer@customer.example'],
+                                 'Order', 'Thank you for your order.'
+                            FROM generate_series(1, $OUTBOX_MAILS)")
+psql -d bench -c "SET client_min_messages = warning" -c "TRUNCATE mail_gateway.mail CASCADE" >/dev/null
+r_outbox=$(printf '%.0f' "$(echo "$OUTBOX_MAILS / $s_outbox" | bc -l)")
+r_send=$(printf '%.0f' "$(echo "$OUTBOX_MAILS / $s_send" | bc -l)")
+ms_outbox=$(printf '%.3f' "$(echo "1000 * $s_outbox / $OUTBOX_MAILS" | bc -l)")
+ms_send=$(printf '%.3f' "$(echo "1000 * $s_send / $OUTBOX_MAILS" | bc -l)")
+printf '%-34s %8d mails/s   %s ms each\n' "outbox INSERT ... SELECT" "$r_outbox" "$ms_outbox"
+printf '%-34s %8d mails/s   %s ms each\n' "send_mail() per row" "$r_send" "$ms_send"
+row "queuing 10,000 mails in one statement: \`outbox\` INSERT … SELECT vs \`send_mail()\` per row" \
+  "$r_outbox mails/s vs $r_send mails/s ($ms_outbox ms vs $ms_send ms a mail)" "\`outbox\` within 2× of \`send_mail()\`"
+
+echo
 echo "== Inbound: process_message(), IMAP fetch from Dovecot, fetcher memory (own cluster)"
 ./target/release/bench_inbound "${FETCH:-5000}"
 
