@@ -4,19 +4,25 @@
 # and measures, the default configuration first:
 #   1. mails/s from the queue into smtp-sink with the settings a user gets (one sender):
 #      5 KB text over the loopback, next to smtp-source over one kept connection; 2 KB at
-#      RTT 50 ms, next to smtp-source with 20 kept connections through the same proxy;
+#      RTT 50 ms, next to smtp-source with 20 kept connections through the same proxy; both
+#      next to django-post-office 3.12 in its default configuration (1 process, 5 threads) to
+#      the same sink and proxy (scripts/bench-django-post-office.sh, a venv from PyPI), with the
+#      ratio (target ≥ 4×); fewer mails for it (DJANGO_MAILS=5000, DJANGO_RTT_MAILS=1000);
 #   2. commit-to-250 latency (p50, p99) of single mails on an idle queue, at RTT 50 ms and on
 #      the loopback;
 #   3. tuned rows, labelled: 2 senders, batches of 500 (no DKIM, RSA and Ed25519 DKIM), and
 #      20 connections at RTT 50 ms;
-#   4. the cost of send_mail() in a transaction next to a plain INSERT of the same row;
+#   4. the cost of send_mail() in a transaction next to a plain INSERT of the same row, and
+#      10,000 mails queued in one statement through the outbox view next to send_mail() per row;
 #   5. inbound: process_message() msgs/s (5 KB, 1 MB), routed replies and alias creations,
 #      IMAP fetch msgs/s from Dovecot, the fetcher's peak memory for a 50 MB message
 #      (tests/src/bin/bench_inbound.rs), and the bounce corpus score (bounce_corpus).
 # Progress and details go to stderr; the table (Markdown, as in docs/BENCHMARKS.md) to stdout.
 # Usage: scripts/bench.sh [MAILS]   (default 20000 on the loopback; RTT_MAILS=4000,
 # LATENCY_MAILS=200, FETCH=5000). MG_PG_BIN names the PostgreSQL to use (default Debian's 15);
-# MG_SKIP_SETUP=1 skips scripts/setup.sh; BENCH_PARTS=outbound stops after the sending rows.
+# MG_SKIP_SETUP=1 skips scripts/setup.sh; BENCH_PARTS=outbound stops after the sending rows;
+# MG_BENCH_NO_DJANGO=1 leaves django-post-office out (so does a failed pip install);
+# MG_BENCH_VENV names its venv (default /tmp/mg-bench-venv, reused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec 3>&1 1>&2
@@ -117,6 +123,7 @@ run_queue() {
   rate=$(printf '%.0f' "$(echo "$n / ($end - $start)" | bc -l)")
   printf '%-52s %8d mails/s   (%d mails in %.2f s)\n' "$label" "$rate" "$n" "$(echo "$end - $start" | bc -l)"
   row "$label" "$rate mails/s" "$target"
+  LAST_RATE=$rate
 }
 
 # Postfix's own client to the same sink (or the proxy): $1 sessions kept open, $2 mails of $3 bytes.
@@ -128,6 +135,42 @@ run_source() {
   rate=$(printf '%.0f' "$(echo "$n / ($end - $start)" | bc -l)")
   printf '%-52s %8d mails/s   (%d mails in %.2f s)\n' "$label" "$rate" "$n" "$(echo "$end - $start" | bc -l)"
   row "$label (reference)" "$rate mails/s"
+}
+
+# django-post-office 3.12 in its default configuration to the same sink (or the proxy): $2 mails
+# of $3 bytes to port $4, one process (scripts/bench-django-post-office.sh: its queuing is not
+# timed, run_queue's is). Sets DJANGO_RATE, empty when left out: MG_BENCH_NO_DJANGO=1, a failed
+# install (exit 3: no network to PyPI; then for every later row too) or a failed run.
+DJANGO=run
+[ -z "${MG_BENCH_NO_DJANGO:-}" ] || DJANGO="left out (MG_BENCH_NO_DJANGO)"
+run_django() {
+  local label=$1 n=$2 size=$3 port=$4 rc=0
+  DJANGO_RATE=
+  if [ "$DJANGO" != run ]; then
+    echo "django-post-office $DJANGO: no row \"$label\""
+    return 0
+  fi
+  DJANGO_RATE=$(bash scripts/bench-django-post-office.sh "$port" "$n" "$size" 1) || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    DJANGO_RATE=
+    if [ "$rc" -eq 3 ]; then
+      DJANGO="left out (pip could not install it)"
+      echo "django-post-office could not be installed (see above): its rows are left out"
+    else
+      echo "django-post-office failed (exit $rc): no row \"$label\""
+    fi
+    return 0
+  fi
+  printf '%-52s %8s mails/s   (%d mails)\n' "$label" "$DJANGO_RATE" "$n"
+  row "$label (reference)" "$DJANGO_RATE mails/s"
+}
+# A derived row: $1, our rate $2 over the reference's $3 (nothing if the reference is missing).
+ratio_row() {
+  local label=$1 ours=$2 theirs=$3 target=${4:-} ratio
+  [ -n "$theirs" ] || return 0
+  ratio=$(printf '%.1f' "$(echo "$ours / $theirs" | bc -l)")
+  printf '%-52s %8s×\n' "$label" "$ratio"
+  row "$label" "$ours vs $theirs mails/s = $ratio×" "$target"
 }
 
 # Commit → 250: from just before COMMIT (clock_timestamp() in the transaction that queues the
@@ -172,11 +215,21 @@ SQL
 echo
 echo "== Default settings (1 sender, batches of 200, 10 connections per server)"
 use_server sink
+DJANGO_MAILS=${DJANGO_MAILS:-5000}
+DJANGO_RTT_MAILS=${DJANGO_RTT_MAILS:-1000}
+[ "$DJANGO_MAILS" -le "$MAILS" ] || DJANGO_MAILS=$MAILS
+[ "$DJANGO_RTT_MAILS" -le "$RTT_MAILS" ] || DJANGO_RTT_MAILS=$RTT_MAILS
 run_queue "queue → SMTP (smtp-sink), default settings, 5 KB, loopback" "$MAILS" 5120 mycompany.com "≥ 0.8× smtp-source, 1 connection"
+ours=$LAST_RATE
 run_source "Postfix smtp-source, 1 kept connection, 5 KB, loopback" 1 "$MAILS" 5120 "$SINKPORT"
+run_django "django-post-office 3.12, 1 process, 5 KB, loopback, $DJANGO_MAILS mails" "$DJANGO_MAILS" 5120 "$SINKPORT"
+ratio_row "default settings / django-post-office 3.12, 5 KB, loopback" "$ours" "$DJANGO_RATE" "≥ 4×"
 use_server far
 run_queue "queue → SMTP (smtp-sink), default settings, 2 KB, RTT 50 ms" "$RTT_MAILS" 2048 mycompany.com "≥ 200 mails/s with ≤ 20 connections"
+ours=$LAST_RATE
 run_source "Postfix smtp-source, 20 kept connections, 2 KB, RTT 50 ms" 20 "$RTT_MAILS" 2048 "$PROXYPORT"
+run_django "django-post-office 3.12, 1 process, 2 KB, RTT 50 ms, $DJANGO_RTT_MAILS mails" "$DJANGO_RTT_MAILS" 2048 "$PROXYPORT"
+ratio_row "default settings / django-post-office 3.12, 2 KB, RTT 50 ms" "$ours" "$DJANGO_RATE" "≥ 4×"
 run_latency "commit → 250 latency, idle queue, RTT 50 ms" "p50 ≤ 2 RTT + 10 ms = 110 ms"
 use_server sink
 run_latency "commit → 250 latency, idle queue, loopback"
@@ -224,6 +277,39 @@ ratio=$(printf '%.2f' "$(echo "$t_insert / $t_send" | bc -l)")
 printf '%-34s %8s×\n' "send_mail / INSERT cost" "$ratio"
 row "\`send_mail()\` vs a plain INSERT of the same row" \
   "$(printf '%.3f ms vs %.3f ms = %s×' "$(echo "1000 / $t_send" | bc -l)" "$(echo "1000 / $t_insert" | bc -l)" "$ratio")" "≤ 2×"
+
+echo
+echo "== Queuing 10,000 mails in one statement: the outbox view vs send_mail() per row"
+# The same database and mail as send_mail.sql; each statement its own transaction, timed around
+# psql, on an emptied queue (after pgbench, which it therefore does not disturb).
+OUTBOX_MAILS=10000
+# Seconds that statement $1 takes to queue OUTBOX_MAILS mails.
+queue_seconds() {
+  local start end
+  psql -d bench -c "SET client_min_messages = warning" -c "TRUNCATE mail_gateway.mail CASCADE" -c "CHECKPOINT" >/dev/null
+  start=$(date +%s.%N)
+  psql -d bench -c "$1" >/dev/null
+  end=$(date +%s.%N)
+  [ "$(psql -d bench -tAc "SELECT count(*) FROM mail_gateway.mail")" = "$OUTBOX_MAILS" ] ||
+    { echo "not $OUTBOX_MAILS mails queued by: $1" >&2; exit 1; }
+  echo "$end - $start" | bc -l
+}
+s_send=$(queue_seconds "SELECT count(mail_gateway.send_mail('\"Sales\" <sales@mycompany.com>', ARRAY['customer@customer.example'],
+                               'Order', body_text => 'Thank you for your order.'))
+                          FROM generate_series(1, $OUTBOX_MAILS)")
+s_outbox=$(queue_seconds "INSERT INTO mail_gateway.outbox (email_from, email_to, subject, body_text)
+                          SELECT '\"Sales\" <sales@mycompany.com>', ARRAY['customer@customer.example'],
+                                 'Order', 'Thank you for your order.'
+                            FROM generate_series(1, $OUTBOX_MAILS)")
+psql -d bench -c "SET client_min_messages = warning" -c "TRUNCATE mail_gateway.mail CASCADE" >/dev/null
+r_outbox=$(printf '%.0f' "$(echo "$OUTBOX_MAILS / $s_outbox" | bc -l)")
+r_send=$(printf '%.0f' "$(echo "$OUTBOX_MAILS / $s_send" | bc -l)")
+ms_outbox=$(printf '%.3f' "$(echo "1000 * $s_outbox / $OUTBOX_MAILS" | bc -l)")
+ms_send=$(printf '%.3f' "$(echo "1000 * $s_send / $OUTBOX_MAILS" | bc -l)")
+printf '%-34s %8d mails/s   %s ms each\n' "outbox INSERT ... SELECT" "$r_outbox" "$ms_outbox"
+printf '%-34s %8d mails/s   %s ms each\n' "send_mail() per row" "$r_send" "$ms_send"
+row "queuing 10,000 mails in one statement: \`outbox\` INSERT … SELECT vs \`send_mail()\` per row" \
+  "$r_outbox mails/s vs $r_send mails/s ($ms_outbox ms vs $ms_send ms a mail)" "\`outbox\` within 2× of \`send_mail()\`"
 
 echo
 echo "== Inbound: process_message(), IMAP fetch from Dovecot, fetcher memory (own cluster)"
