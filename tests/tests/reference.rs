@@ -104,13 +104,13 @@ fn the_reference_is_the_catalog() {
             current = Some(key);
         } else if line.starts_with('#') {
             current = None;
-        } else if let (Some(rel), Some(c)) = (&current, cells(line)) {
-            if let (Some(column), Some(Some(ty))) = (code(c[0]), c.get(1).map(|t| code(t))) {
-                documented
-                    .get_mut(rel)
-                    .unwrap()
-                    .push((column.to_string(), ty.to_string()));
-            }
+        } else if let (Some(rel), Some(c)) = (&current, cells(line))
+            && let (Some(column), Some(Some(ty))) = (code(c[0]), c.get(1).map(|t| code(t)))
+        {
+            documented
+                .get_mut(rel)
+                .unwrap()
+                .push((column.to_string(), ty.to_string()));
         }
     }
     let mut catalog: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
