@@ -77,7 +77,7 @@ SELECT mail_gateway.set_parameter('mass_mailing.outgoing_mail_server', 'marketin
 TABLE mail_gateway.parameter;
 \echo '== Outgoing servers'
 SELECT id, name, host, port, encryption, auth, from_filter, priority FROM mail_gateway.outgoing_server;
-\echo '== Choosing the server and the From (SPEC §2.3)'
+\echo '== Choosing the server and the From (find_outgoing_server)'
 SELECT f.email_from, f.kind, s.server_name, s.smtp_from, s.header_from
 FROM (VALUES ('"Admin" <admin@example.com>', 'transactional'),
              ('Sales <sales@mycompany.com>', 'transactional'),

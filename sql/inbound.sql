@@ -1,4 +1,4 @@
--- Received mail (SPEC §2.7): every message stored raw, exactly as received, before anything
+-- Received mail (docs/REFERENCE.md, "Receiving"): every message stored raw, exactly as received, before anything
 -- else happens to it.
 
 ALTER TABLE mail_gateway.incoming_server
@@ -51,7 +51,7 @@ CREATE TABLE mail_gateway.inbound (
 -- the fetcher (see docs/DECISIONS.md).
 ALTER TABLE mail_gateway.inbound ALTER COLUMN raw SET STORAGE EXTERNAL;
 COMMENT ON TABLE mail_gateway.inbound IS
-    'Received mail, raw and summarised; process_message() and the fetcher store here (SPEC §2.7)';
+    'Received mail, raw and summarised; process_message() and the fetcher store here';
 -- Dedupe: a Message-ID is stored once; without one, the exact bytes are.
 CREATE INDEX inbound_message_id_idx ON mail_gateway.inbound (message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX inbound_sha256_idx ON mail_gateway.inbound (raw_sha256) WHERE message_id IS NULL;

@@ -380,6 +380,20 @@ CREATE VIEW mail_gateway.worker_status AS SELECT * FROM mail_gateway.workers();
 COMMENT ON VIEW mail_gateway.worker_status IS
     'Per database: serving, starting, no extension or no worker slot, and the workers'' pids';
 
+-- Table comments no longer cite a document outside the repository.
+COMMENT ON TABLE mail_gateway.alias IS
+    'Email aliases such as sales@: mail to them creates a record in `model`';
+COMMENT ON TABLE mail_gateway.message IS
+    'Chatter messages of business records: posted (post_message) or received by email';
+COMMENT ON TABLE mail_gateway.follower IS
+    'Who is notified of a record''s messages: follow(), unfollow()';
+COMMENT ON TABLE mail_gateway.bounce IS
+    'One row per failed recipient of a received bounce';
+COMMENT ON TABLE mail_gateway.inbound IS
+    'Received mail, raw and summarised; process_message() and the fetcher store here';
+COMMENT ON TABLE mail_gateway.mail IS
+    'Outgoing mail queue: send_mail() adds, the worker sends';
+
 -- Privileges (as finalize.sql grants them at CREATE EXTENSION).
 REVOKE ALL ON mail_gateway.outbox, mail_gateway.worker_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION mail_gateway.parameter_default(text), mail_gateway.parameter_defaults(),

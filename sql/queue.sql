@@ -1,4 +1,4 @@
--- The outgoing mail queue (SPEC §2.4) and DKIM keys (SPEC §2.9).
+-- The outgoing mail queue (docs/REFERENCE.md, "States") and DKIM keys (docs/REFERENCE.md, "check_domain").
 
 -- Server health, written by the worker after each delivery attempt.
 ALTER TABLE mail_gateway.outgoing_server
@@ -51,7 +51,7 @@ CREATE TABLE mail_gateway.mail (
     CONSTRAINT mail_message_id_key UNIQUE (message_id)
 );
 COMMENT ON TABLE mail_gateway.mail IS
-    'Outgoing mail queue: send_mail() adds, the worker sends (SPEC §2.4)';
+    'Outgoing mail queue: send_mail() adds, the worker sends';
 -- The worker's two questions: what is due, and which leases have run out.
 CREATE INDEX mail_due_idx ON mail_gateway.mail (priority, next_attempt_at, id) WHERE state = 'outgoing';
 CREATE INDEX mail_sending_idx ON mail_gateway.mail (lease_until) WHERE state = 'sending';

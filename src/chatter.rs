@@ -1,5 +1,5 @@
-//! Posting in a thread and notifying its followers (SPEC §2.5), and the gateway's automatic
-//! answers (SPEC §2.8). Used by `post_message` and by the router; reads and writes through
+//! Posting in a thread and notifying its followers (docs/REFERENCE.md, "Chatter"), and the gateway's automatic
+//! answers (docs/REFERENCE.md, "Routes"). Used by `post_message` and by the router; reads and writes through
 //! `store`, decides with `routing`.
 
 use pgrx::JsonB;

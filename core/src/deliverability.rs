@@ -1,4 +1,4 @@
-//! `check_domain`'s checks (SPEC §2.9), pure: given what we send with (servers, DKIM keys, the
+//! `check_domain`'s checks (docs/REFERENCE.md, "check_domain"), pure: given what we send with (servers, DKIM keys, the
 //! alias domain) and a DNS `Lookup`, one row per check with what DNS holds, what it should
 //! hold, and the fix in words. No PostgreSQL.
 

@@ -1,4 +1,4 @@
-//! What happens to a mail after a delivery attempt (SPEC §2.4), pure Rust: per-recipient
+//! What happens to a mail after a delivery attempt (docs/REFERENCE.md, "States"), pure Rust: per-recipient
 //! states, retry with growing delays, giving up. The worker applies the result; SMTP produced it.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The system parameters (table `parameter`, SPEC §2.1 and docs/SECURITY.md) and their defaults,
+//! The system parameters (table `parameter`, docs/REFERENCE.md, "Parameters" and docs/SECURITY.md) and their defaults,
 //! in one place: the install script seeds the table from this list, `set_parameter` and the
 //! table's trigger validate by its kinds, and every reader — the SQL functions and the workers
 //! — reads a missing row (an administrator "unsetting" a value by deleting it) as its default.

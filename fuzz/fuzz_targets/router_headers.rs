@@ -1,4 +1,4 @@
-//! What the router reads from a received message (SPEC §2.8) before it asks the database:
+//! What the router reads from a received message (docs/REFERENCE.md, "Routes") before it asks the database:
 //! recipients once each, a tracked bounce only through the bounce alias, a bounded list of
 //! thread candidates.
 #![no_main]

@@ -1,4 +1,4 @@
-//! The chatter's SQL API (SPEC §2.5): `follow`, `unfollow`, `post_message`.
+//! The chatter's SQL API (docs/REFERENCE.md, "Chatter"): `follow`, `unfollow`, `post_message`.
 
 use pgrx::JsonB;
 use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;

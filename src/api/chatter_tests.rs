@@ -1,4 +1,4 @@
-//! SQL tests of the chatter and of routing (SPEC §2.5, §2.6, §2.8) inside PostgreSQL:
+//! SQL tests of the chatter and of routing (docs/REFERENCE.md, "Chatter", "Table alias", "Routes") inside PostgreSQL:
 //! process_message routes synchronously, so every rule is tested here without a worker.
 
 #[pgrx::pg_schema]

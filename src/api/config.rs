@@ -1,4 +1,4 @@
-//! Parameters, address syntax, and server selection (SPEC §2.1–2.3).
+//! Parameters, address syntax, and server selection (docs/REFERENCE.md, "Parameters", "Table outgoing_server", "find_outgoing_server").
 
 use lettre::Address;
 use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;
@@ -97,7 +97,7 @@ pub fn get_parameter(key: &str) -> Option<String> {
     store::config::get_parameter(key)
 }
 
-/// Sets a system parameter (NULL unsets it). Values are checked: see SPEC §2.1.
+/// Sets a system parameter (NULL unsets it). Values are checked: see docs/REFERENCE.md, "Parameters".
 #[pg_extern]
 pub fn set_parameter(key: &str, value: Option<&str>) {
     store::config::set_parameter(key, value);
@@ -107,7 +107,7 @@ pub fn set_parameter(key: &str, value: Option<&str>) {
 }
 
 /// The outgoing server that sends a mail from `email_from`, with the envelope sender and the
-/// From header it will use (SPEC §2.3). `kind => 'mass'` prefers the dedicated mass-mailing
+/// From header it will use (docs/REFERENCE.md, "find_outgoing_server"). `kind => 'mass'` prefers the dedicated mass-mailing
 /// server. Returns one row; `server_id` is NULL when no server is active.
 #[pg_extern(stable, parallel_safe)]
 pub fn find_outgoing_server(

@@ -1,4 +1,4 @@
-//! DKIM keys (SPEC §2.9).
+//! DKIM keys (docs/REFERENCE.md, "check_domain").
 
 use pgrx::PgSqlErrorCode::{ERRCODE_INTERNAL_ERROR, ERRCODE_INVALID_PARAMETER_VALUE};
 use pgrx::prelude::*;

@@ -1,4 +1,4 @@
-//! `check_domain` (SPEC §2.9): SPF, DKIM, DMARC and MX of a sending domain, each with what DNS
+//! `check_domain` (docs/REFERENCE.md, "check_domain"): SPF, DKIM, DMARC and MX of a sending domain, each with what DNS
 //! holds, what it should hold, and the fix. It asks DNS from the caller's session (like the
 //! check button it stands for), never from the worker's send path.
 

@@ -1,4 +1,4 @@
-//! Receiving (SPEC §2.7): `process_message`, the entry point of an MTA pipe and of tests.
+//! Receiving (docs/REFERENCE.md, "Receiving"): `process_message`, the entry point of an MTA pipe and of tests.
 
 use pgrx::PgSqlErrorCode::{ERRCODE_CONNECTION_FAILURE, ERRCODE_UNDEFINED_OBJECT};
 use std::borrow::Cow;
@@ -78,7 +78,7 @@ pub fn reprocess(inbound_id: i64) -> String {
         .unwrap_or_default()
 }
 
-/// "TEST & CONFIRM" of an incoming server (SPEC §2.7): connects, logs in and opens the
+/// "TEST & CONFIRM" of an incoming server (docs/REFERENCE.md, "Receiving"): connects, logs in and opens the
 /// mailbox from the caller's session (like the button it stands for, bounded by
 /// `mail_gateway.fetch_timeout`), then confirms the server so that the worker fetches it.
 /// On failure the server stays in `draft` and the error says what to fix.

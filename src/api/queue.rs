@@ -1,4 +1,4 @@
-//! The outgoing queue's SQL API (SPEC §2.4): `send_mail`, `retry_mail`, `cancel_mail`.
+//! The outgoing queue's SQL API (docs/REFERENCE.md, "States"): `send_mail`, `retry_mail`, `cancel_mail`.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

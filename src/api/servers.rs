@@ -1,4 +1,4 @@
-//! "Test Connection" of an outgoing server (SPEC §2.2). It talks to the network from the
+//! "Test Connection" of an outgoing server (docs/REFERENCE.md, "Table outgoing_server"). It talks to the network from the
 //! caller's session, like the button it stands for: it only reads configuration, holds no lock
 //! that matters, and every step has a timeout (`mail_gateway.smtp_timeout`).
 

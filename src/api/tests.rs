@@ -1,5 +1,5 @@
 //! SQL API tests, run inside PostgreSQL by `cargo pgrx test` (each in a rolled-back transaction).
-//! One test per rule of SPEC §2.1–2.3 and per configuration constraint.
+//! One test per rule of docs/REFERENCE.md, "Parameters", "Table outgoing_server", "find_outgoing_server" and per configuration constraint.
 
 #[pgrx::pg_schema]
 mod tests {
@@ -57,7 +57,7 @@ mod tests {
             ("mail.bounce.spread", Some("7 days")),
             ("mail.fetch.interval", Some("5 minutes")),
             ("mass_mailing.outgoing_mail_server", None),
-            // Beyond SPEC §2.1: what strangers can make us send (docs/SECURITY.md).
+            // Beyond docs/REFERENCE.md, "Parameters": what strangers can make us send (docs/SECURITY.md).
             ("mail.relay.limit.thread", Some("20")),
             ("mail.relay.limit.sender", Some("10")),
             ("mail.auto_reply.limit.recipient", Some("1")),
@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(server_for("x@mycompany.com"), "a");
     }
 
-    // ---- SPEC §2.3, one rule each -------------------------------------------------------------
+    // ---- find_outgoing_server (docs/REFERENCE.md), one rule each ----
 
     #[pg_test]
     fn rule1_exact_address_first() {

@@ -74,7 +74,7 @@ fn sender_settings_from(rows: &[(String, Option<String>)]) -> SenderSettings {
     )
 }
 
-/// The parameters that decide routes (SPEC §2.1, §2.8).
+/// The parameters that decide routes (docs/REFERENCE.md, "Parameters", "Routes").
 pub fn routing_settings() -> RoutingSettings {
     let rows = parameters();
     let get = |key: &str| {

@@ -15,7 +15,7 @@ pub struct Pending {
     pub server_id: Option<i64>,
     pub raw: Vec<u8>,
     pub state: String,
-    /// The server's fallback alias (SPEC §2.8 rule 7).
+    /// The server's fallback alias (docs/REFERENCE.md, "Routes").
     pub fallback_alias: Option<String>,
     /// Who wrote it, as verified when it was received.
     pub authentication: Verdict,
@@ -331,7 +331,7 @@ pub fn sent_mail(id: Option<i64>, message_id: Option<&str>) -> Option<SentMail> 
 
 /// Records one failed recipient of bounce `inbound_id`. A trusted row (tied to a mail we sent
 /// and naming one of its recipients) also marks the mail (the red envelope), raises the
-/// contact's counter and applies the blocklist rule of SPEC §2.8 — counting only trusted
+/// contact's counter and applies the blocklist rule of docs/REFERENCE.md, "Routes" — counting only trusted
 /// bounces since the counter was last reset. Returns whether the address was blocklisted now.
 pub fn record_bounce(inbound_id: i64, b: BounceRow<'_>, settings: &RoutingSettings) -> bool {
     let f = b.failed;

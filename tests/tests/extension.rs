@@ -73,7 +73,7 @@ fn create_in_several_databases_and_drop_leaves_only_the_roles() {
             .query_one("SELECT count(*) FROM mail_gateway.parameter", &[])
             .unwrap()
             .get(0);
-        // SPEC §2.1's thirteen, and docs/SECURITY.md's five.
+        // The thirteen parameters of the first release, and docs/SECURITY.md's five.
         assert_eq!(n, 18);
     }
     // Not relocatable.

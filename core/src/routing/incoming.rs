@@ -1,4 +1,4 @@
-//! What the router reads from a received message before it looks anything up (SPEC §2.8):
+//! What the router reads from a received message before it looks anything up (docs/REFERENCE.md, "Routes"):
 //! its summary and recipients, what it reports (bounce, complaint, auto-reply), whether it
 //! answers one of our loop notices, the tracked bounce address it came back to, and where a
 //! reply would belong. Pure: the router (`src/router.rs`) then asks the database.

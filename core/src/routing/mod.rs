@@ -1,6 +1,6 @@
 //! Routing decisions, pure Rust: which outgoing server sends a mail and with which From
-//! (SPEC §2.3), how mail belongs to its thread (`thread`), and the settings an incoming
-//! message's route depends on (SPEC §2.8).
+//! (docs/REFERENCE.md, "find_outgoing_server"), how mail belongs to its thread (`thread`), and the settings an incoming
+//! message's route depends on (docs/REFERENCE.md, "Routes").
 
 pub mod address;
 pub mod incoming;
@@ -10,7 +10,7 @@ pub mod thread;
 
 use server::SenderSettings;
 
-/// The system parameters routes depend on (SPEC §2.1).
+/// The system parameters routes depend on (docs/REFERENCE.md, "Parameters").
 #[derive(Debug, Clone, Default)]
 pub struct RoutingSettings {
     pub catchall_domain: Option<String>,

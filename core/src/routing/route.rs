@@ -1,4 +1,4 @@
-//! The route of one received message, in the order of SPEC §2.8 (docs/ARCHITECTURE.md,
+//! The route of one received message, in the order of docs/REFERENCE.md, "Routes" (docs/ARCHITECTURE.md,
 //! "Routing"): duplicate, loop, complaint, bounce, reply, alias, catchall, the server's
 //! fallback alias, unroutable. Every decision is here, pure; what it asks of the database and
 //! what it does there go through `Gateway`, which the extension implements with SQL and the
@@ -93,7 +93,7 @@ pub struct Incoming<'a> {
     /// The incoming server's `keep_attachments` / `keep_original`.
     pub keep_attachments: bool,
     pub keep_original: bool,
-    /// The incoming server's fallback alias (SPEC §2.8 rule 7).
+    /// The incoming server's fallback alias (docs/REFERENCE.md, "Routes").
     pub fallback_alias: Option<String>,
     /// Who wrote it, as verified when it was received.
     pub authentication: Verdict,
@@ -312,7 +312,7 @@ impl<'r, G: Gateway> Router<'r, G> {
         let Some(sender) = r.sender.clone() else {
             return Routed::new(State::Unroutable, None, "no sender (From) to route by");
         };
-        // Normal mail from the address shows it works again (SPEC §2.8) — not a robot's, and not
+        // Normal mail from the address shows it works again (docs/REFERENCE.md, "Routes") — not a robot's, and not
         // one that failed authentication: a forged message must not make us forget a dead address.
         if !self.automatic() && self.message.authentication != Verdict::Fail {
             self.gw.reset_bounces(&sender.normalized());

@@ -1,4 +1,4 @@
-//! Choosing the outgoing server and rewriting the From (SPEC §2.3, the seeds' "FROM filter").
+//! Choosing the outgoing server and rewriting the From (docs/REFERENCE.md, "find_outgoing_server", the seeds' "FROM filter").
 
 use super::address::{FilterEntry, Sender, format_mailbox};
 
@@ -11,7 +11,7 @@ pub struct Server {
     pub from_filter: Vec<FilterEntry>,
 }
 
-/// What the system parameters say about senders (SPEC §2.1).
+/// What the system parameters say about senders (docs/REFERENCE.md, "Parameters").
 #[derive(Debug, Clone, Default)]
 pub struct SenderSettings {
     /// The default sender address, when one can be derived.
@@ -27,7 +27,7 @@ pub struct SenderSettings {
 }
 
 impl SenderSettings {
-    /// From the parameters of SPEC §2.1: the default sender is `mail.default.from` when it is
+    /// From the parameters (docs/REFERENCE.md, "Parameters"): the default sender is `mail.default.from` when it is
     /// a full address, else `mail.default.from@mail.catchall.domain`; the bounce address is
     /// `mail.bounce.alias@mail.catchall.domain`.
     pub fn from_parameters(
@@ -109,7 +109,7 @@ pub fn sends_for_domain(
         })
 }
 
-/// The server that sends a mail from `from` (SPEC §2.3 steps 1–5), then its From and envelope.
+/// The server that sends a mail from `from` (docs/REFERENCE.md, "find_outgoing_server"), then its From and envelope.
 /// `from_text` is the From as written; it is kept verbatim when the server may send as it.
 pub fn choose(
     servers: &[Server],
