@@ -158,6 +158,8 @@ pub fn init() {
         GucFlags::UNIT_KB,
     );
     // Only the postmaster can start workers, so their number is fixed at server start.
+    // SAFETY: a global flag PostgreSQL sets while it loads shared_preload_libraries; read on the
+    // backend's own thread.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         GucRegistry::define_int_guc(
             c"mail_gateway.senders",
@@ -171,6 +173,8 @@ pub fn init() {
         );
     }
     // Typos such as mail_gateway.databse are refused instead of silently ignored.
+    // SAFETY: called from _PG_init on the backend's thread with a NUL-terminated static name, as
+    // the GUC API requires.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"mail_gateway".as_ptr()) };
 }
 

@@ -112,6 +112,7 @@ pub(crate) fn first_text(sql: &str, args: &[DatumWithOid<'_>]) -> Option<String>
 /// 128 random bits in hex: the unique part of the Message-IDs we write.
 pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 16];
+    // SAFETY: the buffer is ours, writable and exactly `bytes.len()` long.
     if !unsafe { pgrx::pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) } {
         crate::error::raise(
             pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -127,12 +128,16 @@ pub(crate) fn random_token() -> String {
 pub(crate) fn subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, crate::error::Caught> {
     use pgrx::pg_sys;
     use std::panic::AssertUnwindSafe;
-    let context = unsafe { pg_sys::CurrentMemoryContext };
-    let owner = unsafe { pg_sys::CurrentResourceOwner };
+    // SAFETY: reads PostgreSQL's current memory context and resource owner on the backend's
+    // thread; both are restored below as PL/pgSQL's exception blocks restore them.
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    // SAFETY: inside a transaction (every caller runs in one); a NULL name is allowed.
     unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
     let f = AssertUnwindSafe(f);
     pgrx::PgTryBuilder::new(AssertUnwindSafe(move || {
         let result = (f.0)();
+        // SAFETY: the subtransaction begun above is the current one (f returned normally);
+        // releasing it and restoring the saved context and owner is PL/pgSQL's sequence.
         unsafe {
             pg_sys::ReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(context);
@@ -141,6 +146,8 @@ pub(crate) fn subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, crate::error
         Ok(result)
     }))
     .catch_others(|e| {
+        // SAFETY: an ERROR inside f left the subtransaction begun above current and aborted;
+        // rolling it back and restoring the saved context and owner is PL/pgSQL's sequence.
         unsafe {
             pg_sys::MemoryContextSwitchTo(context);
             pg_sys::RollbackAndReleaseCurrentSubTransaction();

@@ -169,6 +169,7 @@ impl Launcher {
             .set_extra(&id.extra(role))
             .enable_spi_access()
             .set_restart_time(None)
+            // SAFETY: MyProcPid is set once at process start and only read here.
             .set_notify_pid(unsafe { pg_sys::MyProcPid })
             .load_dynamic();
         match loaded {
@@ -375,6 +376,8 @@ pub extern "C-unwind" fn mail_gateway_launcher_main(_arg: pg_sys::Datum) {
             break;
         }
         if BackgroundWorker::sighup_received() {
+            // SAFETY: the documented way for a background worker to reload its configuration after
+            // SIGHUP, on its main thread.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             launcher.told.clear();
         }
@@ -383,5 +386,7 @@ pub extern "C-unwind" fn mail_gateway_launcher_main(_arg: pg_sys::Datum) {
     REGISTRY.exclusive().launcher = 0;
     log!("mail_gateway launcher stopped");
     // Exit code 1: restarted by the postmaster unless the server is shutting down.
+    // SAFETY: ends this background worker process the way PostgreSQL expects; nothing of ours runs
+    // after it.
     unsafe { pg_sys::proc_exit(1) };
 }

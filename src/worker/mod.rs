@@ -30,6 +30,8 @@ use registry::DatabaseState;
 pub fn register() {
     // A library loaded by a plain backend (LOAD, or the first call of one of its functions)
     // must not register a worker: only the postmaster can.
+    // SAFETY: a global flag PostgreSQL sets while it loads shared_preload_libraries; read on the
+    // backend's own thread.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
@@ -46,6 +48,8 @@ pub fn register() {
 
 /// Whether the postmaster asked this worker to stop (SIGTERM).
 pub(crate) fn shutting_down() -> bool {
+    // SAFETY: a sig_atomic_t flag the SIGTERM handler sets; reading it is what PostgreSQL's own
+    // loops do.
     unsafe { pg_sys::ShutdownRequestPending != 0 }
 }
 
@@ -65,6 +69,8 @@ pub(crate) fn try_transaction<R>(what: &str, f: impl FnOnce() -> R) -> Result<R,
     let f = AssertUnwindSafe(f);
     PgTryBuilder::new(AssertUnwindSafe(|| Ok(BackgroundWorker::transaction(f))))
         .catch_others(|e| {
+            // SAFETY: called on the worker's thread after an ERROR inside the transaction it
+            // started, as PostgreSQL's own workers recover.
             unsafe { pg_sys::AbortCurrentTransaction() };
             let caught = Caught::from_error(&e);
             warning!("mail_gateway: {what} failed: {caught}");
@@ -210,6 +216,8 @@ fn serve(
         Some(pg_sys::Oid::from(id.database)),
         Some(login),
     );
+    // SAFETY: inside a transaction, as get_database_name needs; the returned name is checked for
+    // NULL and copied before the transaction ends.
     let database = in_transaction("naming the database", || unsafe {
         let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
         if name.is_null() {
@@ -228,12 +236,16 @@ fn serve(
             gucs::role()
         );
         registry::set_state(DatabaseState::NoExtension);
+        // SAFETY: ends this background worker process the way PostgreSQL expects; nothing of ours
+        // runs after it.
         unsafe { pg_sys::proc_exit(0) };
     }
     if !extension_ready(role, &database) {
         // Worker 0 was started to find out: the launcher looks again after CREATE (or ALTER)
         // EXTENSION.
         registry::set_state(DatabaseState::NoExtension);
+        // SAFETY: ends this background worker process the way PostgreSQL expects; nothing of ours
+        // runs after it.
         unsafe { pg_sys::proc_exit(0) };
     }
     registry::publish(id.index, std::process::id() as i32);
@@ -263,6 +275,8 @@ fn serve(
             break;
         }
         if BackgroundWorker::sighup_received() {
+            // SAFETY: the documented way for a background worker to reload its configuration after
+            // SIGHUP, on its main thread.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         // A busy sender wakes for every result: the extension is looked up at most once a
@@ -281,5 +295,7 @@ fn serve(
     }
     registry::publish(id.index, 0);
     log!("mail_gateway {role} stopped");
+    // SAFETY: ends this background worker process the way PostgreSQL expects; nothing of ours runs
+    // after it.
     unsafe { pg_sys::proc_exit(0) };
 }

@@ -87,6 +87,8 @@ pub struct Registry {
 // SAFETY: plain old data (integers and arrays of them), no pointers: valid in shared memory.
 unsafe impl PGRXSharedMemory for Registry {}
 
+// SAFETY: the name is unique to this library and the lock is initialised by pg_shmem_init! in
+// _PG_init before any use.
 pub static REGISTRY: PgLwLock<Registry> = unsafe { PgLwLock::new(c"mail_gateway_registry") };
 
 /// Set in the postmaster when the library is preloaded; inherited by every backend it forks.
@@ -154,6 +156,7 @@ pub fn publish(index: usize, pid: i32) {
     if !available() || index > FETCHER {
         return;
     }
+    // SAFETY: MyDatabaseId is set once when the backend connects and only read here.
     let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
     let mut registry = REGISTRY.exclusive();
     if let Some(slot) = registry.slot_for(database) {
@@ -166,6 +169,7 @@ pub fn set_state(state: DatabaseState) {
     if !available() {
         return;
     }
+    // SAFETY: MyDatabaseId is set once when the backend connects and only read here.
     let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
     let mut registry = REGISTRY.exclusive();
     if let Some(slot) = registry.slot_for(database) {

@@ -60,6 +60,7 @@ fn wake(target: Target) {
     if target == Target::Launcher {
         return registry::wake_launcher(true);
     }
+    // SAFETY: MyDatabaseId is set once when the backend connects and only read here.
     let here = unsafe { pg_sys::MyDatabaseId.to_u32() };
     let pids = match REGISTRY.share().slot(here) {
         Some(slot) => slot.pids,
