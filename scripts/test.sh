@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting, clippy (warnings are errors), the pure crate's unit tests, a short
 # run of each fuzz target, SQL tests inside PostgreSQL (`cargo pgrx test`), then the
-# integration harness against real clusters with the worker; then the same extension on
+# integration harness against real clusters with the worker, the pg_regress suite of SQL
+# errors (scripts/regress.sh); then the same extension on
 # PostgreSQL 16, 17 and 18 (scripts/matrix.sh).
 # Installs what it needs first (scripts/setup.sh). Runs as root or as a sudoer.
 set -euo pipefail
@@ -56,6 +57,9 @@ else
   cargo pgrx install --sudo --pg-config "$PG_CONFIG"
 fi
 cargo test -p mail_gateway_tests -- --test-threads=2
+
+step "SQL errors pinned with pg_regress (scripts/regress.sh: SQLSTATE, message and hint of each)"
+bash scripts/regress.sh
 
 step "the PostgreSQL 15 Debian package, installed with dpkg -i (scripts/package-test.sh)"
 bash scripts/package-test.sh --debug

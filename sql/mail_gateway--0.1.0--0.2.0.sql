@@ -54,6 +54,16 @@ CREATE FUNCTION "outbox_insert"()
 COMMENT ON TABLE mail_gateway.parameter IS
     'System parameters of the mail gateway; change them with set_parameter(); a deleted row reads as its default';
 
+-- Politeness towards a relay: connections at once, mails per connection (before the
+-- validation triggers below, which read them).
+ALTER TABLE mail_gateway.outgoing_server
+    ADD COLUMN max_connections integer NOT NULL DEFAULT 10,
+    ADD COLUMN max_mails_per_connection integer NOT NULL DEFAULT 1000,
+    ADD CONSTRAINT outgoing_server_max_connections_check CHECK (max_connections BETWEEN 1 AND 100),
+    ADD CONSTRAINT outgoing_server_max_mails_per_connection_check CHECK (max_mails_per_connection >= 1);
+GRANT SELECT (max_connections, max_mails_per_connection) ON mail_gateway.outgoing_server
+    TO mail_gateway_user;
+
 CREATE OR REPLACE FUNCTION mail_gateway.parameter_validate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -183,6 +193,16 @@ BEGIN
         RAISE EXCEPTION 'server "%" uses certificate authentication but has no client_cert or client_key', NEW.name
             USING ERRCODE = 'check_violation', HINT = 'Set both, as PEM text.';
     END IF;
+    IF NEW.max_connections NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'max_connections % of server "%" is out of range', NEW.max_connections, NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'From 1 to 100 connections at once; 10 suits most relays, fewer for a provider that limits sessions.';
+    END IF;
+    IF NEW.max_mails_per_connection < 1 THEN
+        RAISE EXCEPTION 'max_mails_per_connection % of server "%" is out of range', NEW.max_mails_per_connection, NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'At least 1: the mails sent over one connection before it is opened again (some providers allow 20).';
+    END IF;
     NEW.from_filter := nullif(mail_gateway.normalize_from_filter(NEW.from_filter), '');
     RETURN NEW;
 END
@@ -204,6 +224,16 @@ BEGIN
         RAISE EXCEPTION 'alias name "%" is reserved', NEW.name
             USING ERRCODE = 'check_violation',
                   HINT = 'The catchall and bounce aliases collect replies and bounces; choose another name.';
+    END IF;
+    IF NEW.contact_policy NOT IN ('everyone', 'partners', 'followers') THEN
+        RAISE EXCEPTION 'unknown contact_policy "%" for alias "%"', NEW.contact_policy, NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Use everyone, partners (known contacts) or followers (of force_thread_id''s record).';
+    END IF;
+    IF jsonb_typeof(NEW.defaults) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'defaults of alias "%" must be a JSON object', NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Give column values by name, such as ''{"team": "sales"}''.';
     END IF;
     -- Stored schema-qualified, so the worker and a pg_dump restore (which runs with an empty
     -- search_path) find the same table.
@@ -341,14 +371,6 @@ CREATE INDEX mail_auto_reply_idx ON mail_gateway.mail (created_at) WHERE kind = 
 DROP INDEX mail_gateway.mail_due_idx;
 CREATE INDEX mail_due_idx ON mail_gateway.mail (priority, next_attempt_at, id) WHERE state = 'outgoing';
 
--- Politeness towards a relay: connections at once, mails per connection.
-ALTER TABLE mail_gateway.outgoing_server
-    ADD COLUMN max_connections integer NOT NULL DEFAULT 10,
-    ADD COLUMN max_mails_per_connection integer NOT NULL DEFAULT 1000,
-    ADD CONSTRAINT outgoing_server_max_connections_check CHECK (max_connections BETWEEN 1 AND 100),
-    ADD CONSTRAINT outgoing_server_max_mails_per_connection_check CHECK (max_mails_per_connection >= 1);
-GRANT SELECT (max_connections, max_mails_per_connection) ON mail_gateway.outgoing_server
-    TO mail_gateway_user;
 
 -- Mass mailing at volume through the one way into the queue.
 CREATE VIEW mail_gateway.outbox AS

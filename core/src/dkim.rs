@@ -63,6 +63,20 @@ pub fn generate(algorithm: Algorithm) -> Result<KeyPair, String> {
     })
 }
 
+/// Whether `selector` (already trimmed and lower-cased) can name a DNS record: labels of
+/// letters, digits and inner hyphens, joined by dots — the `dkim_key` table's own check.
+pub fn valid_selector(selector: &str) -> bool {
+    !selector.is_empty()
+        && selector.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 /// The TXT record to publish, in zone-file form; long values are split into strings of at most
 /// 255 characters, as DNS requires.
 pub fn dns_record(
@@ -147,6 +161,16 @@ mod tests {
     use super::*;
 
     const MESSAGE: &[u8] = b"From: a@mycompany.com\r\nTo: b@x.com\r\nSubject: hi\r\n\r\nbody\r\n";
+
+    #[test]
+    fn selectors_are_dns_labels() {
+        for good in ["mail", "s1", "2026-12", "a.b-c"] {
+            assert!(valid_selector(good), "{good}");
+        }
+        for bad in ["", "bad_selector!", "-a", "a-", "a..b", "a b", "Mail"] {
+            assert!(!valid_selector(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn records_name_the_algorithm_and_split_long_values() {

@@ -25,6 +25,16 @@ pub fn create_dkim_key(
         );
     };
     let domain = crate::api::config::normalize_domain(domain);
+    let selector = selector.trim().to_lowercase();
+    if !dkim::valid_selector(&selector) {
+        raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("malformed DKIM selector \"{selector}\""),
+            Some(
+                "A selector is a DNS name part: letters, digits, inner hyphens and dots, such as 'mail' or '2026-12'.",
+            ),
+        );
+    }
     let key = dkim::generate(alg).unwrap_or_else(|e| {
         raise(
             ERRCODE_INTERNAL_ERROR,
@@ -34,7 +44,7 @@ pub fn create_dkim_key(
     });
     let selector = store::dkim::save_key(
         &domain,
-        selector,
+        &selector,
         algorithm,
         &key.private_pem,
         &key.public_base64,
