@@ -452,10 +452,48 @@ fn dmarc_policy(record: &str) -> Option<String> {
         .find_map(|t| t.strip_prefix("p=").map(|p| p.trim().to_lowercase()))
 }
 
-/// The organizational domain, roughly: the last two labels (alignment is relaxed by default).
-fn org(domain: &str) -> String {
-    let labels: Vec<&str> = domain.trim_end_matches('.').split('.').collect();
-    labels[labels.len().saturating_sub(2)..].join(".")
+/// The organizational domain of `domain` by the DNS tree walk of DMARCbis (RFC 9989 §4.10.2),
+/// as mail-auth decides it when it verifies: from the domain up (at most 8 names), the first
+/// DMARC record with `psd=n` names it; one with `psd=y` above the domain is a public suffix,
+/// and the name one label below it is the organizational domain; otherwise the shortest name
+/// with a record, or the domain itself. Unlike "the last two labels", `a.co.uk` and `b.co.uk`
+/// are two organizations. A failed lookup counts as no record.
+fn org(domain: &str, lookup: &dyn Lookup) -> String {
+    let domain = domain.trim_end_matches('.').to_lowercase();
+    let labels: Vec<&str> = domain.split('.').collect();
+    // The domain itself, then its parents from at most 7 labels down to 1.
+    let mut names = vec![domain.clone()];
+    for keep in (1..labels.len().min(8)).rev() {
+        names.push(labels[labels.len() - keep..].join("."));
+    }
+    names.dedup();
+    let mut shortest = None;
+    for name in &names {
+        let Some(record) = lookup
+            .txt(&format!("_dmarc.{name}"))
+            .ok()
+            .and_then(|records| {
+                records
+                    .into_iter()
+                    .find(|r| r.trim().to_lowercase().starts_with("v=dmarc1"))
+            })
+        else {
+            continue;
+        };
+        let psd = record
+            .split(';')
+            .map(str::trim)
+            .find_map(|t| t.strip_prefix("psd=").map(|v| v.trim().to_lowercase()));
+        match psd.as_deref() {
+            Some("n") => return name.clone(),
+            Some("y") if *name != domain => {
+                let depth = name.split('.').count() + 1;
+                return labels[labels.len() - depth..].join(".");
+            }
+            _ => shortest = Some(name.clone()),
+        }
+    }
+    shortest.unwrap_or(domain)
 }
 
 fn dmarc(facts: &Facts, lookup: &dyn Lookup) -> Check {
@@ -494,7 +532,7 @@ fn dmarc(facts: &Facts, lookup: &dyn Lookup) -> Check {
     let spf_aligned = facts
         .catchall_domain
         .as_deref()
-        .is_some_and(|c| org(c) == org(domain));
+        .is_some_and(|c| org(c, lookup) == org(domain, lookup));
     let dkim_aligned = !facts.dkim.is_empty();
     let relayed = "Mail relayed from outside authors is sent From our default sender with the author's name, so \
                    their own DMARC policy does not apply to it; an author from a p=reject domain (yahoo.com, aol.com) \
@@ -762,6 +800,47 @@ mod tests {
             Status::Warning,
             "aligned through the organizational domain"
         );
+    }
+
+    #[test]
+    fn organizational_domains_come_from_the_dns_tree_walk() {
+        let mut z = zone();
+        z.txt.insert(
+            "_dmarc.mycompany.co.uk".into(),
+            vec!["v=DMARC1; p=reject".into()],
+        );
+        // co.uk publishes itself as a public suffix (as DMARCbis asks registries to).
+        z.txt.insert(
+            "_dmarc.co.uk".into(),
+            vec!["v=DMARC1; p=none; psd=y".into()],
+        );
+        assert_eq!(org("mail.mycompany.co.uk", &z), "mycompany.co.uk");
+        assert_eq!(org("mycompany.co.uk", &z), "mycompany.co.uk");
+        assert_eq!(org("other.co.uk", &z), "other.co.uk");
+        // Without any record on the way, a domain is its own organization.
+        assert_eq!(org("a.b.example.net", &z), "a.b.example.net");
+        // psd=n marks the organization even below a record of its parent.
+        z.txt.insert(
+            "_dmarc.unit.mycompany.co.uk".into(),
+            vec!["v=DMARC1; p=none; psd=n".into()],
+        );
+        assert_eq!(org("x.unit.mycompany.co.uk", &z), "unit.mycompany.co.uk");
+    }
+
+    #[test]
+    fn a_neighbour_under_the_same_public_suffix_is_not_aligned() {
+        let mut f = facts();
+        f.domain = "mycompany.co.uk".into();
+        f.catchall_domain = Some("other.co.uk".into());
+        let mut z = zone();
+        z.txt.insert(
+            "_dmarc.mycompany.co.uk".into(),
+            vec!["v=DMARC1; p=reject".into()],
+        );
+        // The last two labels ("co.uk") made these two aligned.
+        assert_eq!(dmarc(&f, &z).status, Status::Error);
+        f.catchall_domain = Some("mail.mycompany.co.uk".into());
+        assert_eq!(dmarc(&f, &z).status, Status::Warning);
     }
 
     #[test]
