@@ -33,19 +33,12 @@ pub fn check_domain(
 > {
     let domain = super::config::normalize_domain(domain);
     let settings = store::config::sender_settings();
-    let servers: Vec<SendingServer> = store::queue::server_configs(gucs::smtp_timeout())
-        .into_values()
-        .filter(|row| {
-            sends_for_domain(
-                &row.server.from_filter,
-                &settings.default_from_filter,
-                &domain,
-            )
+    let servers: Vec<SendingServer> = store::queue::server_hosts()
+        .into_iter()
+        .filter(|(_, _, from_filter)| {
+            sends_for_domain(from_filter, &settings.default_from_filter, &domain)
         })
-        .map(|row| SendingServer {
-            name: row.server.name.clone(),
-            host: row.config.host.clone(),
-        })
+        .map(|(name, host, _)| SendingServer { name, host })
         .collect();
     let dkim = store::dkim::active_keys(&domain)
         .into_iter()

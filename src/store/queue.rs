@@ -184,6 +184,27 @@ pub struct ServerRow {
     pub max_mails_per_connection: i32,
 }
 
+/// Name, host and `from_filter` of every active server: what `check_domain` needs, and no
+/// secret.
+pub fn server_hosts() -> Vec<(String, String, Vec<crate::routing::address::FilterEntry>)> {
+    spi(Spi::connect(|client| {
+        super::select(
+            client,
+            "SELECT name, host, from_filter FROM mail_gateway.outgoing_server WHERE active",
+            None,
+            &[],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                parse_from_filter(&row.get::<String>(3)?.unwrap_or_default()).unwrap_or_default(),
+            ))
+        })
+        .collect()
+    }))
+}
+
 /// Every active server.
 pub fn server_configs(timeout: Duration) -> HashMap<i64, ServerRow> {
     load_servers(None, timeout)
