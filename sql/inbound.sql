@@ -28,15 +28,15 @@ CREATE TABLE mail_gateway.inbound (
     raw_size    bigint NOT NULL,            -- size as received, also when refused
     raw_sha256  bytea NOT NULL,
     message_id  text,                       -- with <>, NULL when the message has none
-    remote_uid  text,                       -- IMAP "uidvalidity:uid" or POP3 UIDL, per server
+    remote_uid  text,                       -- IMAP "mailbox;UIDVALIDITY=v;UID=u" or POP3 UIDL, per server
     email_from  text,
     subject     text,
     summary     jsonb NOT NULL DEFAULT '{}',
     state       text NOT NULL DEFAULT 'new',
     reason      text,
-    model       text,                       -- the route taken (issue 5)
+    model       text,                       -- the route taken
     res_id      bigint,
-    message_ref bigint,                     -- chatter message id (issue 5)
+    message_ref bigint,                     -- chatter message id
     received_at timestamptz NOT NULL DEFAULT now(),
     -- Who wrote it: the verdict on the From domain (trusted Authentication-Results, else our
     -- own DKIM check in the fetcher) and what it rests on (docs/SECURITY.md).

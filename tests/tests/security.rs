@@ -1,4 +1,4 @@
-//! Security review, one test per point (issue 7): roles and secrets, secrets kept out of errors,
+//! Security review, one test per point: roles and secrets, secrets kept out of errors,
 //! logs, views and pg_stat_activity, header injection, alias handlers, SECURITY DEFINER, TLS.
 
 use std::time::Duration;
