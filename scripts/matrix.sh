@@ -42,10 +42,12 @@ for major in "${versions[@]}"; do
   fi
 
   step "PostgreSQL $major: install into $bin/.. and run ${#END_TO_END[@]} integration tests"
+  # With the features `cargo pgrx test` just built with, the install reuses that build instead
+  # of compiling the crate again (the `tests` schema it adds is never used by these tests).
   if [ "$(id -u)" -eq 0 ]; then
-    cargo pgrx install --pg-config "$bin/pg_config"
+    cargo pgrx install --features pg_test --pg-config "$bin/pg_config"
   else
-    cargo pgrx install --sudo --pg-config "$bin/pg_config"
+    cargo pgrx install --sudo --features pg_test --pg-config "$bin/pg_config"
   fi
   log=$pgdata_parent/e2e$major.log
   MG_PG_BIN=$bin cargo test -p mail_gateway_tests --test worker --test outbound --test fetch \
