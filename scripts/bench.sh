@@ -213,7 +213,7 @@ SQL
 }
 
 echo
-echo "== Default settings (1 sender, batches of 200, 10 connections per server)"
+echo "== Default settings (1 sender, batches of 200, 20 connections per server)"
 use_server sink
 DJANGO_MAILS=${DJANGO_MAILS:-5000}
 DJANGO_RTT_MAILS=${DJANGO_RTT_MAILS:-1000}

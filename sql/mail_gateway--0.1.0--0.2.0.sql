@@ -57,7 +57,7 @@ COMMENT ON TABLE mail_gateway.parameter IS
 -- Politeness towards a relay: connections at once, mails per connection (before the
 -- validation triggers below, which read them).
 ALTER TABLE mail_gateway.outgoing_server
-    ADD COLUMN max_connections integer NOT NULL DEFAULT 10,
+    ADD COLUMN max_connections integer NOT NULL DEFAULT 20,
     ADD COLUMN max_mails_per_connection integer NOT NULL DEFAULT 1000,
     ADD CONSTRAINT outgoing_server_max_connections_check CHECK (max_connections BETWEEN 1 AND 100),
     ADD CONSTRAINT outgoing_server_max_mails_per_connection_check CHECK (max_mails_per_connection >= 1);
@@ -371,6 +371,19 @@ CREATE INDEX mail_auto_reply_idx ON mail_gateway.mail (created_at) WHERE kind = 
 DROP INDEX mail_gateway.mail_due_idx;
 CREATE INDEX mail_due_idx ON mail_gateway.mail (priority, next_attempt_at, id) WHERE state = 'outgoing';
 
+
+-- Bodies compress with lz4 where the server has it (PostgreSQL's packages do): several times
+-- faster than the default pglz both ways, which send_mail pays once per mail and the sender
+-- once per claim. A server built without lz4 keeps pglz.
+DO $$
+BEGIN
+    ALTER TABLE mail_gateway.mail ALTER COLUMN body_text SET COMPRESSION lz4,
+        ALTER COLUMN body_html SET COMPRESSION lz4, ALTER COLUMN attachments SET COMPRESSION lz4;
+    ALTER TABLE mail_gateway.message ALTER COLUMN body_text SET COMPRESSION lz4,
+        ALTER COLUMN body_html SET COMPRESSION lz4, ALTER COLUMN attachments SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    NULL;
+END $$;
 
 -- Mass mailing at volume through the one way into the queue.
 CREATE VIEW mail_gateway.outbox AS

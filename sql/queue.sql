@@ -7,7 +7,7 @@ ALTER TABLE mail_gateway.outgoing_server
     ADD COLUMN last_error      text,
     -- Politeness: SMTP connections this database keeps open to the server at once (all
     -- senders together), and mails sent over one connection before it is opened again.
-    ADD COLUMN max_connections integer NOT NULL DEFAULT 10,
+    ADD COLUMN max_connections integer NOT NULL DEFAULT 20,
     ADD COLUMN max_mails_per_connection integer NOT NULL DEFAULT 1000,
     ADD CONSTRAINT outgoing_server_max_connections_check CHECK (max_connections BETWEEN 1 AND 100),
     ADD CONSTRAINT outgoing_server_max_mails_per_connection_check CHECK (max_mails_per_connection >= 1);

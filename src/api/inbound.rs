@@ -35,7 +35,7 @@ fn receive_and_route(raw: &[u8], server: Option<&str>) -> i64 {
     // a trusted server (the MTA that pipes the message in) can verify its sender.
     let auth = authentication::authenticate(raw, &trusted, None);
     let id = store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, server_id, None, &auth);
-    if store::routing::pending(id).is_some_and(|p| p.state == "new") {
+    if store::routing::state(id).as_deref() == Some("new") {
         router::route_stored(id);
     }
     id
@@ -73,9 +73,7 @@ pub fn reprocess(inbound_id: i64) -> String {
         );
     }
     router::route_stored(inbound_id);
-    store::routing::pending(inbound_id)
-        .map(|p| p.state)
-        .unwrap_or_default()
+    store::routing::state(inbound_id).unwrap_or_default()
 }
 
 /// "TEST & CONFIRM" of an incoming server (docs/REFERENCE.md, "Receiving"): connects, logs in and opens the

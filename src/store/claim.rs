@@ -102,15 +102,15 @@ pub fn release_expired() {
 fn daily_allowance(
     client: &mut pgrx::spi::SpiClient<'_>,
 ) -> Result<Option<i64>, pgrx::spi::SpiError> {
-    let limit: i64 = super::select(
+    let stored = super::select(
         client,
-        "SELECT mail_gateway.parameter_value('mail.send.daily_limit')::bigint",
+        "SELECT value FROM mail_gateway.parameter WHERE key = 'mail.send.daily_limit'",
         None,
         &[],
     )?
     .first()
-    .get_one::<i64>()?
-    .unwrap_or(0);
+    .get_one::<String>()?;
+    let limit = crate::parameters::number("mail.send.daily_limit", stored.as_deref());
     if limit <= 0 {
         return Ok(None);
     }
@@ -330,8 +330,10 @@ pub fn defer(worker: i32, deferred: &[(i64, f64, String)]) {
 
 /// How long until the next mail is due, if any is waiting.
 pub fn next_due() -> Option<Duration> {
+    // No greatest(…, 0) around the min(): it would turn "no mail at all" (NULL) into "due
+    // now", and an idle sender would poll every 10 ms instead of sleeping.
     spi(Spi::get_one::<f64>(
-        "SELECT greatest(extract(epoch FROM min(next_attempt_at) - now()), 0)::float8
+        "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
          FROM mail_gateway.mail WHERE state = 'outgoing'",
     ))
     .map(|s| Duration::from_secs_f64(s.max(0.0)))

@@ -305,15 +305,16 @@ pub fn due_servers(limits: Limits) -> Vec<IncomingServer> {
 pub fn next_fetch_in() -> Option<std::time::Duration> {
     super::first_text(
         &format!(
-            "SELECT greatest(extract(epoch FROM min(
+            "SELECT extract(epoch FROM min(
                  CASE WHEN {DUE_NOW} THEN clock_timestamp() ELSE {NEXT_FETCH} END)
-                 - clock_timestamp()), 0)::text
+                 - clock_timestamp())::text
              FROM mail_gateway.incoming_server s WHERE s.active AND s.state = 'confirmed'"
         ),
         &[],
     )
     .and_then(|secs| secs.parse::<f64>().ok())
-    .map(std::time::Duration::from_secs_f64)
+    // NULL (no mailbox to fetch) stays None: the fetcher sleeps its poll interval.
+    .map(|secs| std::time::Duration::from_secs_f64(secs.max(0.0)))
 }
 
 /// Marks the start of a fetch (the time `incoming_status` shows, and the interval counts from).

@@ -52,6 +52,14 @@ pub fn pending(id: i64) -> Option<Pending> {
     }))
 }
 
+/// A stored message's state, without reading its bytes.
+pub fn state(id: i64) -> Option<String> {
+    super::first_text(
+        "SELECT state FROM mail_gateway.inbound WHERE id = $1",
+        &[id.into()],
+    )
+}
+
 /// Ids of stored messages still in state `new` (oldest first), at most `limit`.
 pub fn new_ids(limit: i64) -> Vec<i64> {
     spi(Spi::connect(|client| {
