@@ -101,8 +101,14 @@ impl Gateway for Tables<'_> {
         store::routing::recent_routes(route, sender, minutes)
     }
 
-    fn relayed(&mut self, thread: &Thread, sender: &str, minutes: i64) -> (i64, i64) {
-        store::routing::relayed(thread, sender, minutes)
+    fn relayed(
+        &mut self,
+        thread: &Thread,
+        sender: &str,
+        minutes: i64,
+        caps: (i64, i64),
+    ) -> (i64, i64) {
+        store::routing::relayed(thread, sender, minutes, caps)
     }
 
     fn catchall_repeat(&mut self, sender: &str, subject: Option<&str>, minutes: i64) -> bool {

@@ -75,7 +75,7 @@ impl Gateway for Memory {
     fn records_created(&mut self, _: &str, _: &str, _: i64) -> i64 {
         0
     }
-    fn relayed(&mut self, _: &Thread, _: &str, _: i64) -> (i64, i64) {
+    fn relayed(&mut self, _: &Thread, _: &str, _: i64, _: (i64, i64)) -> (i64, i64) {
         (0, 0)
     }
     fn catchall_repeat(&mut self, _: &str, _: Option<&str>, _: i64) -> bool {

@@ -263,23 +263,26 @@ pub fn answers_queued(to: &str, notice: &str, minutes: i64) -> (i64, i64, i64) {
     }))
 }
 
-/// Received messages relayed within the last `minutes`: in `thread`, and from `sender`.
-pub fn relayed(thread: &Thread, sender: &str, minutes: i64) -> (i64, i64) {
+/// Received messages relayed within the last `minutes`: in `thread`, and from `sender`, each
+/// counted up to its cap.
+pub fn relayed(thread: &Thread, sender: &str, minutes: i64, caps: (i64, i64)) -> (i64, i64) {
     spi(Spi::connect(|client| {
         let row = super::select(
             client,
-            "SELECT (SELECT count(*) FROM mail_gateway.inbound
+            "SELECT (SELECT count(*) FROM (SELECT FROM mail_gateway.inbound
                      WHERE relayed > 0 AND model = $1 AND res_id = $2
-                       AND received_at > now() - make_interval(mins => $4::int)),
-                    (SELECT count(*) FROM mail_gateway.inbound
+                       AND received_at > now() - make_interval(mins => $4::int) LIMIT $5) t),
+                    (SELECT count(*) FROM (SELECT FROM mail_gateway.inbound
                      WHERE relayed > 0 AND email_from = $3
-                       AND received_at > now() - make_interval(mins => $4::int))",
+                       AND received_at > now() - make_interval(mins => $4::int) LIMIT $6) s)",
             None,
             &[
                 thread.model.as_str().into(),
                 thread.res_id.into(),
                 sender.into(),
                 (minutes as i32).into(),
+                caps.0.max(0).into(),
+                caps.1.max(0).into(),
             ],
         )?
         .first();

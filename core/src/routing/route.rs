@@ -184,8 +184,11 @@ pub trait Gateway {
     fn is_follower(&mut self, thread: &Thread, email: &str) -> bool;
     /// Records `sender` created through `route` within the last `minutes`.
     fn records_created(&mut self, route: &str, sender: &str, minutes: i64) -> i64;
-    /// Received messages relayed within the last `minutes`: in `thread`, and from `sender`.
-    fn relayed(&mut self, thread: &Thread, sender: &str, minutes: i64) -> (i64, i64);
+    /// Received messages relayed within the last `minutes`: in `thread`, and from `sender`,
+    /// each counted up to its cap (the limit it is compared with: counting further would make
+    /// a busy thread cost more per message the busier it is).
+    fn relayed(&mut self, thread: &Thread, sender: &str, minutes: i64, caps: (i64, i64))
+    -> (i64, i64);
     /// Whether `sender` wrote `subject` to the catchall within the last `minutes`.
     fn catchall_repeat(&mut self, sender: &str, subject: Option<&str>, minutes: i64) -> bool;
     /// Automatic answers queued: to `to` within `minutes` of this `notice` kind, to `to` within
@@ -374,9 +377,12 @@ impl<'r, G: Gateway> Router<'r, G> {
             return Some("automatic message (RFC 3834): stored, not relayed".into());
         }
         let s = self.settings;
-        let (in_thread, from_sender) =
-            self.gw
-                .relayed(thread, &sender.normalized(), s.loop_period_minutes);
+        let (in_thread, from_sender) = self.gw.relayed(
+            thread,
+            &sender.normalized(),
+            s.loop_period_minutes,
+            (s.relay_limit_thread, s.relay_limit_sender),
+        );
         if in_thread >= s.relay_limit_thread {
             return Some(format!(
                 "not relayed: {in_thread} messages were relayed in this thread within {} minutes (mail.relay.limit.thread {})",
