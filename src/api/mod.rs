@@ -6,6 +6,7 @@ pub mod config;
 pub mod dkim;
 pub mod domain;
 pub mod inbound;
+pub mod oauth;
 pub mod outbox;
 pub mod queue;
 pub mod servers;
