@@ -91,7 +91,11 @@ pub fn get(ask: &Ask<'_>) -> Result<Token, Problem> {
             .last_error
             .clone()
             .unwrap_or_else(|| format!("the token endpoint failed {failures} time(s) in a row"));
-        return usable_or(&account, ask.rejected, Problem::new(Failure::Transient, &account, &words));
+        return usable_or(
+            &account,
+            ask.rejected,
+            Problem::new(Failure::Transient, &account, &words),
+        );
     }
     let deadline = Instant::now() + ask.limits.timeout;
     loop {

@@ -46,9 +46,7 @@ pub fn set_oauth(
     account: default!(Option<&str>, "NULL"),
 ) -> String {
     let server = given(server);
-    let servers = server
-        .map(store::oauth::servers_named)
-        .unwrap_or_default();
+    let servers = server.map(store::oauth::servers_named).unwrap_or_default();
     if let Some(name) = server
         && servers.is_empty()
     {
@@ -82,7 +80,9 @@ pub fn set_oauth(
         raise(
             ERRCODE_INVALID_PARAMETER_VALUE,
             "set_oauth needs a server or an account",
-            Some("Name the server (server => 'office365'), or the account to change (account => 'm365')."),
+            Some(
+                "Name the server (server => 'office365'), or the account to change (account => 'm365').",
+            ),
         );
     };
     let provider = given(provider).map(|p| {
@@ -187,7 +187,9 @@ pub fn oauth_authorize_url(
         raise(
             ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("OAuth2 account \"{account}\" has no authorize_endpoint"),
-            Some("Give the provider's authorization URL: SELECT mail_gateway.set_oauth(account => '…', authorize_endpoint => 'https://…')."),
+            Some(
+                "Give the provider's authorization URL: SELECT mail_gateway.set_oauth(account => '…', authorize_endpoint => 'https://…').",
+            ),
         );
     };
     let hint = given(login_hint)
@@ -235,7 +237,9 @@ pub fn oauth_exchange_code(
         raise(
             ERRCODE_INVALID_PARAMETER_VALUE,
             format!("OAuth2 account \"{account}\": {e}"),
-            Some("Give the code=… value of the URL the browser was sent back to, or that whole URL."),
+            Some(
+                "Give the code=… value of the URL the browser was sent back to, or that whole URL.",
+            ),
         )
     });
     let client = Client {
@@ -268,10 +272,16 @@ pub fn oauth_exchange_code(
     let Some(refresh_token) = granted.refresh_token.as_deref() else {
         raise(
             ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("OAuth2 account \"{account}\": the provider gave an access token but no refresh token"),
+            format!(
+                "OAuth2 account \"{account}\": the provider gave an access token but no refresh token"
+            ),
             Some(match acct.provider {
-                Provider::Microsoft => "Add offline_access to the scope (set_oauth(account => …, scope => …)), then consent again through oauth_authorize_url.",
-                _ => "The consent must ask for offline access (access_type=offline&prompt=consent, as oauth_authorize_url does); for Google, remove the app's access at myaccount.google.com/permissions and consent again.",
+                Provider::Microsoft => {
+                    "Add offline_access to the scope (set_oauth(account => …, scope => …)), then consent again through oauth_authorize_url."
+                }
+                _ => {
+                    "The consent must ask for offline access (access_type=offline&prompt=consent, as oauth_authorize_url does); for Google, remove the app's access at myaccount.google.com/permissions and consent again."
+                }
             }),
         );
     };
@@ -329,13 +339,14 @@ fn oauth_account_validate<'a>(
         return Ok(None);
     };
     let mut row = new.into_owned();
-    let get = |row: &PgHeapTuple<'_, AllocatedByRust>, name: &str| -> Result<Option<String>, String> {
-        Ok(row
-            .get_by_name::<String>(name)
-            .map_err(|e| e.to_string())?
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty()))
-    };
+    let get =
+        |row: &PgHeapTuple<'_, AllocatedByRust>, name: &str| -> Result<Option<String>, String> {
+            Ok(row
+                .get_by_name::<String>(name)
+                .map_err(|e| e.to_string())?
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()))
+        };
     let set = |row: &mut PgHeapTuple<'_, AllocatedByRust>, name: &str, value: Option<String>| {
         row.set_by_name(name, value).map_err(|e| e.to_string())
     };
@@ -365,7 +376,9 @@ fn oauth_account_validate<'a>(
                 raise(
                     ERRCODE_CHECK_VIOLATION,
                     format!("tenant \"{tenant}\" of OAuth2 account \"{name}\" is not a tenant"),
-                    Some("Use organizations (work and school accounts), common, consumers, the tenant's id (a GUID) or its domain (contoso.onmicrosoft.com)."),
+                    Some(
+                        "Use organizations (work and school accounts), common, consumers, the tenant's id (a GUID) or its domain (contoso.onmicrosoft.com).",
+                    ),
                 );
             }
             Some(tenant)
@@ -464,7 +477,11 @@ fn oauth_account_validate<'a>(
             row.set_by_name::<Option<pgrx::datum::TimestampWithTimeZone>>("last_error_at", None)
                 .map_err(|e| e.to_string())?;
         }
-        let state = if has_refresh_token { "ok" } else { "needs_consent" };
+        let state = if has_refresh_token {
+            "ok"
+        } else {
+            "needs_consent"
+        };
         set(&mut row, "state", Some(state.into()))?;
     }
     Ok(Some(row))

@@ -36,7 +36,9 @@ fn epoch(seconds: f64) -> SystemTime {
 }
 
 pub(crate) fn seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// The account named `name`.
