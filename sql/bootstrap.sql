@@ -46,7 +46,7 @@ COMMENT ON TABLE mail_gateway.parameter IS
 
 -- OAuth2 accounts (issue 14): an application registered with Microsoft, Google or another
 -- provider, and the refresh token a person's consent gave it. Servers with auth 'xoauth2' that
--- name one log in with an access token the workers obtain and renew (src/oauth.rs); several
+-- name one log in with an access token the workers obtain and renew (src/access_token.rs); several
 -- servers may share one. Secrets: client_secret, refresh_token, access_token. The validation
 -- trigger (oauth_account_validate, in Rust) fills the big providers' endpoints and scopes.
 CREATE TABLE mail_gateway.oauth_account (
