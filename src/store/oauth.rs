@@ -183,7 +183,7 @@ pub fn first_username(account: &str) -> Option<String> {
              SELECT username, 1 AS o FROM mail_gateway.outgoing_server WHERE oauth_account = $1
              UNION ALL
              SELECT username, 2 FROM mail_gateway.incoming_server WHERE oauth_account = $1) s
-         WHERE username LIKE '%@%' ORDER BY o LIMIT 1",
+         WHERE btrim(username) <> '' ORDER BY o LIMIT 1",
         &[account.into()],
     )
 }

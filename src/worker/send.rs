@@ -319,6 +319,13 @@ impl Sending {
                     // look asks for a new one, and the mail waits without an attempt.
                     self.in_flight.remove(&mail_id);
                     let wait = self.token_refused(server_id);
+                    if !self.unrecorded.errors.contains_key(&server_id) {
+                        let name = self.names.get(&server_id).map_or("?", String::as_str);
+                        log!(
+                            "mail_gateway: server \"{name}\" refused the OAuth2 access token: {error}; its mail waits {} s for a new one",
+                            wait.as_secs()
+                        );
+                    }
                     let reason =
                         format!("waiting for a new OAuth2 access token: {}", error.message);
                     self.unrecorded

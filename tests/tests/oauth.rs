@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mail_gateway_tests::dovecot::{Dovecot, USER};
 use mail_gateway_tests::oauth::{CLIENT_ID, CLIENT_SECRET, Provider, REFRESH_TOKEN};
-use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
+use mail_gateway_tests::smtp::{SelfSigned, SmtpOptions, SmtpServer};
 use mail_gateway_tests::{Client, Cluster, error_text, exec, wait_for};
 use serde_json::json;
 
@@ -22,12 +22,17 @@ struct Setup {
     smtp: SmtpServer,
     dovecot: Dovecot,
     provider: Provider,
+    _cert: SelfSigned,
 }
 
 fn setup(control: serde_json::Value, settings: &[(&str, &str)]) -> Setup {
     let provider = Provider::start(USER, control);
     let introspect = provider.introspection_url();
+    // aiosmtpd offers AUTH over TLS only, and then requires it.
+    let cert = SelfSigned::new();
     let smtp = SmtpServer::start(SmtpOptions {
+        tls: Some(("starttls", &cert)),
+        auth: Some(&format!("{USER}:no-password-login")),
         xoauth2: Some(&format!("{USER}:unused")),
         xoauth2_introspect: Some(&introspect),
         ..Default::default()
@@ -48,11 +53,13 @@ fn setup(control: serde_json::Value, settings: &[(&str, &str)]) -> Setup {
             "CREATE EXTENSION mail_gateway;
              SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
              SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
-             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, username, password)
-                 VALUES ('relay', '127.0.0.1', {}, 'none', '{USER}', 'a-static-token');
+             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, username, password, ca_cert)
+                 VALUES ('relay', '127.0.0.1', {}, 'starttls', '{USER}', 'a-static-token', '{}');
              INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, fetch_interval)
                  VALUES ('box', 'imap', '127.0.0.1', {}, 'none', '{USER}', 'x', '1 second');",
-            smtp.port, dovecot.imap
+            smtp.port,
+            cert.cert_pem(),
+            dovecot.imap
         ),
     );
     let summary: String = db
@@ -81,6 +88,7 @@ fn setup(control: serde_json::Value, settings: &[(&str, &str)]) -> Setup {
         smtp,
         dovecot,
         provider,
+        _cert: cert,
     }
 }
 
@@ -96,7 +104,7 @@ fn message(n: usize) -> Vec<u8> {
 fn send(db: &mut Client, n: usize) {
     db.execute(
         "SELECT mail_gateway.send_mail('notifications@mycompany.com', ARRAY['r' || $1::text || '@customer.example'], 'Mail ' || $1::text)",
-        &[&(n as i64)],
+        &[&n.to_string()],
     )
     .map_err(|e| error_text(&e))
     .unwrap();
@@ -133,6 +141,7 @@ fn tokens_that_expire_during_a_run_of_sends_and_fetches_fail_no_mail() {
         smtp,
         dovecot,
         provider,
+        ..
     } = setup(
         json!({"lifetime": 4, "rotate": true}),
         &[
@@ -206,6 +215,7 @@ fn a_revoked_grant_holds_mail_with_a_hint_until_consent_is_given_again() {
         smtp,
         dovecot,
         provider,
+        ..
     } = setup(json!({"lifetime": 3}), &[]);
     exec(
         &mut db,

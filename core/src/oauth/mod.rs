@@ -237,10 +237,11 @@ pub fn authorize_url(
         ("client_id", client_id),
         ("response_type", "code"),
         ("redirect_uri", redirect_uri),
-        ("scope", scope),
-        ("state", state),
-        ("prompt", "consent"),
     ];
+    if !scope.trim().is_empty() {
+        pairs.push(("scope", scope));
+    }
+    pairs.extend([("state", state), ("prompt", "consent")]);
     match provider {
         Provider::Microsoft => pairs.push(("response_mode", "query")),
         Provider::Google | Provider::Custom => pairs.push(("access_type", "offline")),
