@@ -81,7 +81,7 @@ thread_local! {
 
 /// The account's token: cached, or refreshed now.
 pub fn get(ask: &Ask<'_>) -> Result<Token, Problem> {
-    let account = read(ask)?;
+    let mut account = read(ask)?;
     if let Some(token) = fresh(&account, ask.rejected) {
         return Ok(token);
     }
@@ -104,7 +104,15 @@ pub fn get(ask: &Ask<'_>) -> Result<Token, Problem> {
         })? {
             break;
         }
-        // Another session refreshes: wait for what it stores.
+        // Another session refreshes: meanwhile the cached token serves while it may, else
+        // wait for what that session stores.
+        if let Ok(token) = usable_or(
+            &account,
+            ask.rejected,
+            Problem::new(Failure::Transient, &account, ""),
+        ) {
+            return Ok(token);
+        }
         if Instant::now() >= deadline || (ask.limits.cancelled)() {
             let problem = Problem::new(
                 Failure::Transient,
@@ -114,11 +122,11 @@ pub fn get(ask: &Ask<'_>) -> Result<Token, Problem> {
             return usable_or(&account, ask.rejected, problem);
         }
         pause(ask.caller);
-        let now = read(ask)?;
-        if let Some(token) = fresh(&now, ask.rejected) {
+        account = read(ask)?;
+        if let Some(token) = fresh(&account, ask.rejected) {
             return Ok(token);
         }
-        blocked(&now)?;
+        blocked(&account)?;
     }
     let result = refresh_locked(ask);
     if ask.caller == Caller::Worker {
