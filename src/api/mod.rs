@@ -17,6 +17,8 @@ mod chatter_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod inbound_tests;
 #[cfg(any(test, feature = "pg_test"))]
+mod oauth_tests;
+#[cfg(any(test, feature = "pg_test"))]
 mod queue_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

@@ -201,8 +201,14 @@ fn tokens_that_expire_during_a_run_of_sends_and_fetches_fail_no_mail() {
     let state = provider.state();
     eprintln!(
         "provider: {state}\nrefused logins: {}, held for a token: {}",
-        cluster.log().matches("refused the OAuth2 access token").count(),
-        count(&mut db, "SELECT count(*) FROM mail_gateway.mail WHERE failure_reason LIKE '%OAuth2%'")
+        cluster
+            .log()
+            .matches("refused the OAuth2 access token")
+            .count(),
+        count(
+            &mut db,
+            "SELECT count(*) FROM mail_gateway.mail WHERE failure_reason LIKE '%OAuth2%'"
+        )
     );
     assert!(state["grants"].as_u64().unwrap() >= 5, "{state}");
     assert_eq!(state["reuses"], 0, "{state}");
