@@ -3,8 +3,10 @@
 //! sessions by a lock per account, and whoever did not get the lock reads what the holder
 //! stored, so a rotated refresh token is never used twice. The worker reads the account in
 //! one short transaction, asks the token endpoint outside any, stores the result in another
-//! and only then lets the lock go; a SQL caller (a test function) does all of it in its own
-//! transaction, under a lock held until its commit.
+//! and only then lets the lock go. A SQL caller (a test function) has a helper worker do the
+//! same (`worker::refresh`), so that what it stores outlives the caller's transaction; without
+//! a free worker slot it does all of it in its own transaction, under a lock held until its
+//! end.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -86,6 +88,26 @@ pub fn get(ask: &Ask<'_>) -> Result<Token, Problem> {
         return Ok(token);
     }
     blocked(&account)?;
+    // A SQL caller's refresh runs in a helper worker that commits it at once: a rotated refresh
+    // token must outlive the caller's transaction, which a failed test rolls back. Not for an
+    // account this transaction changed (the helper would not see the change), nor without a
+    // free worker slot: then in the caller's transaction.
+    if ask.caller == Caller::Sql
+        && !store::oauth::changed_here(account.id)
+        && crate::worker::refresh::in_helper(account.id, ask.limits.timeout)
+    {
+        account = read(ask)?;
+        if let Some(token) = fresh(&account, ask.rejected) {
+            return Ok(token);
+        }
+        blocked(&account)?;
+        let words = account
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "the token could not be renewed (see the server log)".into());
+        let problem = Problem::new(Failure::Transient, &account, &words);
+        return usable_or(&account, ask.rejected, problem);
+    }
     if let Some(failures) = backing_off(account.id) {
         let words = account
             .last_error

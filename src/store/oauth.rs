@@ -85,6 +85,32 @@ pub fn account(name: &str) -> Option<Account> {
     }))
 }
 
+/// The name of account `id`.
+pub fn name_of(id: i64) -> Option<String> {
+    super::first_text(
+        "SELECT name FROM mail_gateway.oauth_account WHERE id = $1",
+        &[id.into()],
+    )
+}
+
+/// Whether the caller's transaction wrote the account's row (not committed: a helper worker
+/// would see the old row, and wait for the new one's lock).
+pub fn changed_here(id: i64) -> bool {
+    super::first_text(
+        "SELECT (xmin = pg_current_xact_id_if_assigned()::xid)::text
+         FROM mail_gateway.oauth_account WHERE id = $1",
+        &[id.into()],
+    )
+    .as_deref()
+        == Some("true")
+}
+
+/// A helper worker waits at most a few seconds for a row lock: its caller, who may hold one
+/// (a change made in a savepoint), waits for it.
+pub fn prepare_helper() {
+    super::first_text("SELECT set_config('lock_timeout', '3s', false)", &[]);
+}
+
 /// Takes the account's refresh lock without waiting. `until_commit`: a transaction-level lock
 /// (a SQL caller, whose writes are visible to others only at its commit); otherwise a session
 /// lock, released by `unlock` once the result is committed.
