@@ -41,10 +41,11 @@ pub(crate) fn seconds(t: SystemTime) -> f64 {
         .as_secs_f64()
 }
 
-/// The account named `name`.
+/// The account named `name`, as committed now: read-write, for a new snapshot (in READ
+/// COMMITTED), so that a SQL caller sees what a helper or another session just stored.
 pub fn account(name: &str) -> Option<Account> {
-    spi(Spi::connect(|client| {
-        let mut rows = super::select(
+    spi(Spi::connect_mut(|client| {
+        let mut rows = super::update(
             client,
             "SELECT id, name, provider, tenant, token_endpoint, authorize_endpoint, client_id,
                     client_secret, refresh_token, scope, ca_cert, access_token,

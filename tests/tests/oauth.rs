@@ -426,6 +426,48 @@ fn a_slow_or_failing_token_endpoint_delays_mail_but_fails_none() {
 }
 
 #[test]
+fn a_failed_test_keeps_the_rotated_refresh_token() {
+    // A strict-rotation provider: the refresh token used is dead once a new one is issued.
+    let Setup {
+        cluster: _cluster,
+        mut db,
+        smtp: _smtp,
+        dovecot: _dovecot,
+        provider,
+        _cert,
+    } = setup(json!({"lifetime": 60, "rotate": true}), &[]);
+    // The server refuses the login (another user than the token's): the test fails after the
+    // refresh, and its ERROR rolls back the caller's transaction — not the new refresh token,
+    // which a helper worker committed.
+    exec(
+        &mut db,
+        "UPDATE mail_gateway.outgoing_server SET username = 'someone-else'",
+    );
+    let (code, message, hint) =
+        sql_error(&mut db, "SELECT mail_gateway.test_outgoing_server('relay')");
+    assert_eq!(code, "08006", "{message}");
+    assert!(
+        message.contains("authentication") && hint.contains("username is the mailbox"),
+        "{message} / {hint}"
+    );
+    assert_eq!(provider.count("grants"), 1);
+    let stored = text(
+        &mut db,
+        "SELECT refresh_token FROM mail_gateway.oauth_account",
+    );
+    assert_eq!(stored, provider.state()["refresh_token"].as_str().unwrap());
+    assert_ne!(stored, REFRESH_TOKEN);
+    // … and the cached token serves the next test without a refresh.
+    exec(
+        &mut db,
+        &format!("UPDATE mail_gateway.outgoing_server SET username = '{USER}'"),
+    );
+    let out = text(&mut db, "SELECT mail_gateway.test_outgoing_server('relay')");
+    assert!(out.starts_with("OK: "), "{out}");
+    assert_eq!(provider.count("grants"), 1);
+}
+
+#[test]
 fn set_oauth_sets_up_a_server_in_one_statement_and_keeps_secrets_hidden() {
     let cluster = Cluster::start(&[("mail_gateway.poll_interval", "200ms")]);
     let mut db = cluster.connect("postgres");
