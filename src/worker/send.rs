@@ -76,6 +76,9 @@ struct OAuthToken {
     rejected: bool,
     /// Logins refused in a row, for the wait of the mails.
     refusals: u32,
+    /// When the account was last looked at (the database is asked at most once a second
+    /// while the cached token is still usable, e.g. while the endpoint fails).
+    looked: Option<Instant>,
 }
 
 impl Sending {
@@ -452,6 +455,14 @@ impl Sending {
             return Ok(());
         }
         if !entry.rejected
+            && entry
+                .looked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            && entry.lifetime.is_some_and(|l| l.usable(now))
+        {
+            return Ok(());
+        }
+        if !entry.rejected
             && let Some((problem, next)) = &entry.problem
             && Instant::now() < *next
         {
@@ -459,6 +470,7 @@ impl Sending {
         }
         let rejected = entry.rejected.then(|| entry.cell.get());
         entry.rejected = false;
+        entry.looked = Some(Instant::now());
         let ask = Ask {
             account,
             caller: Caller::Worker,
