@@ -81,5 +81,7 @@ pub extern "C-unwind" fn mail_gateway_oauth_refresh_main(_arg: pg_sys::Datum) {
         // What it got, or why not, is in the account's row.
         let _ = access_token::get(&ask);
     }
+    // SAFETY: ends this background worker process the way PostgreSQL expects; nothing of ours
+    // runs after it.
     unsafe { pg_sys::proc_exit(0) };
 }
