@@ -14,7 +14,7 @@ versions=("$@")
 # The integration tests run on every version: together they cross each layer that meets
 # PostgreSQL (background workers and latches, SPI, commit hooks, catalogs, pg_dump).
 END_TO_END=(
-  worker_starts_logs_once_and_waits_for_the_extension
+  the_launcher_waits_for_the_extension_and_starts_the_workers_at_once
   committed_mail_arrives_at_once_and_rolled_back_mail_never
   imap_messages_arrive_byte_for_byte_and_are_flagged_seen_after_commit
   a_reply_goes_round_the_whole_gateway
