@@ -32,6 +32,10 @@ GRANT UPDATE (last_success_at, last_error_at, last_error) ON mail_gateway.outgoi
     TO mail_gateway_worker;
 GRANT UPDATE (last_fetch_at, last_success_at, last_error_at, last_error, fetch_cursor)
     ON mail_gateway.incoming_server TO mail_gateway_worker;
+-- OAuth2: the cached access token, a rotated refresh token (stored at once), the state.
+GRANT UPDATE (access_token, expires_at, last_refresh_at, refresh_token, state, last_error,
+              last_error_at)
+    ON mail_gateway.oauth_account TO mail_gateway_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA mail_gateway TO mail_gateway_worker;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mail_gateway TO mail_gateway_worker;
 
@@ -39,12 +43,16 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mail_gateway TO mail_gateway_worker;
 GRANT SELECT ON mail_gateway.parameter, mail_gateway.alias, mail_gateway.blacklist
     TO mail_gateway_user;
 GRANT SELECT (id, name, host, port, encryption, auth, username, client_cert, from_filter, priority,
-              active, verify_tls, ca_cert, created_at, max_connections, max_mails_per_connection)
+              active, verify_tls, ca_cert, created_at, max_connections, max_mails_per_connection,
+              oauth_account)
     ON mail_gateway.outgoing_server TO mail_gateway_user;
 GRANT SELECT (id, name, protocol, host, port, encryption, auth, username, verify_tls, ca_cert, mailbox,
               priority, state, fetch_interval, keep_original, keep_attachments, active,
-              last_fetch_at, last_error, created_at)
+              last_fetch_at, last_error, created_at, oauth_account)
     ON mail_gateway.incoming_server TO mail_gateway_user;
+GRANT SELECT (id, name, provider, tenant, token_endpoint, authorize_endpoint, client_id, scope,
+              ca_cert, expires_at, last_refresh_at, state, last_error, last_error_at, created_at)
+    ON mail_gateway.oauth_account TO mail_gateway_user;
 -- ERP code queues mail (send_mail, never a direct INSERT) and reads its state; retry and
 -- cancel are for administrators.
 GRANT SELECT ON mail_gateway.mail TO mail_gateway_user;
@@ -85,6 +93,9 @@ GRANT EXECUTE ON FUNCTION
 -- Rows of extension tables are dumped only when registered: every table that holds the
 -- ERP's configuration or data is, with its identity sequence so restored ids stay free.
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.parameter', '');
+-- (oauth_account before the servers that name it: pg_dump orders their data by foreign key.)
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.oauth_account', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.oauth_account_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.outgoing_server', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.outgoing_server_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('mail_gateway.incoming_server', '');

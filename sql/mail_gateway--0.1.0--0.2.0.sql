@@ -51,6 +51,41 @@ CREATE FUNCTION "outbox_insert"()
 	LANGUAGE c
 	AS 'MODULE_PATHNAME', 'outbox_insert_wrapper';
 
+-- OAuth2 accounts (issue 14).
+CREATE FUNCTION "oauth_account_validate"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'oauth_account_validate_wrapper';
+CREATE FUNCTION "set_oauth"(
+	"server" TEXT DEFAULT NULL, /* Option < & str > */
+	"provider" TEXT DEFAULT NULL, /* Option < & str > */
+	"client_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"client_secret" TEXT DEFAULT NULL, /* Option < & str > */
+	"refresh_token" TEXT DEFAULT NULL, /* Option < & str > */
+	"tenant" TEXT DEFAULT NULL, /* Option < & str > */
+	"scope" TEXT DEFAULT NULL, /* Option < & str > */
+	"token_endpoint" TEXT DEFAULT NULL, /* Option < & str > */
+	"authorize_endpoint" TEXT DEFAULT NULL, /* Option < & str > */
+	"account" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TEXT /* String */
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_oauth_wrapper';
+CREATE FUNCTION "oauth_authorize_url"(
+	"account" TEXT, /* & str */
+	"redirect_uri" TEXT DEFAULT 'http://localhost', /* & str */
+	"login_hint" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TEXT /* String */
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'oauth_authorize_url_wrapper';
+CREATE FUNCTION "oauth_exchange_code"(
+	"account" TEXT, /* & str */
+	"code" TEXT, /* & str */
+	"redirect_uri" TEXT DEFAULT 'http://localhost' /* & str */
+) RETURNS TEXT /* String */
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'oauth_exchange_code_wrapper';
+
 COMMENT ON TABLE mail_gateway.parameter IS
     'System parameters of the mail gateway; change them with set_parameter(); a deleted row reads as its default';
 
@@ -156,6 +191,21 @@ BEGIN
             USING ERRCODE = 'check_violation',
                   HINT = 'Give a host name or IP address only, e.g. smtp.example.com, without scheme or port.';
     END IF;
+    -- XOAUTH2 logs in as a mailbox: the providers refuse an empty user name, with an error
+    -- that does not say so.
+    IF (NEW.auth = 'xoauth2' OR NEW.auth IS NULL AND NEW.oauth_account IS NOT NULL)
+       AND coalesce(btrim(NEW.username), '') = '' THEN
+        RAISE EXCEPTION 'server "%" uses xoauth2 authentication but has no username', NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com.';
+    END IF;
+    IF NEW.oauth_account IS NOT NULL AND NEW.auth IS DISTINCT FROM 'xoauth2'
+       AND NOT (TG_TABLE_NAME = 'outgoing_server' AND NEW.auth IS NULL) THEN
+        RAISE EXCEPTION 'server "%" names OAuth2 account "%" but uses % authentication', NEW.name,
+                NEW.oauth_account, NEW.auth
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Set auth = ''xoauth2'' (set_oauth does), or oauth_account = NULL.';
+    END IF;
     -- Credentials never cross a network unencrypted unless the administrator says so: an
     -- outgoing server that logs in, and every incoming server (IMAP and POP3 always log in).
     -- The loopback is not a network (a local tunnel such as stunnel encrypts beyond it).
@@ -177,17 +227,22 @@ BEGIN
         NEW.port := CASE NEW.encryption WHEN 'ssl' THEN 465 WHEN 'starttls' THEN 587 ELSE 25 END;
     END IF;
     IF NEW.auth IS NULL THEN
-        NEW.auth := CASE WHEN NEW.username IS NULL THEN 'none' ELSE 'login' END;
+        NEW.auth := CASE WHEN NEW.oauth_account IS NOT NULL THEN 'xoauth2'
+                         WHEN NEW.username IS NULL THEN 'none' ELSE 'login' END;
     END IF;
     IF NEW.auth NOT IN ('none', 'login', 'certificate', 'xoauth2') THEN
         RAISE EXCEPTION 'unknown authentication "%" for server "%"', NEW.auth, NEW.name
             USING ERRCODE = 'check_violation', HINT = 'Use none, login, certificate or xoauth2.';
     END IF;
-    IF NEW.auth IN ('login', 'xoauth2') AND (NEW.username IS NULL OR NEW.password IS NULL) THEN
-        RAISE EXCEPTION 'server "%" uses % authentication but has no username or %', NEW.name, NEW.auth,
-                CASE NEW.auth WHEN 'xoauth2' THEN 'access token' ELSE 'password' END
+    IF NEW.auth = 'login' AND (NEW.username IS NULL OR NEW.password IS NULL) THEN
+        RAISE EXCEPTION 'server "%" uses login authentication but has no username or password', NEW.name
             USING ERRCODE = 'check_violation',
-                  HINT = 'Set username and password (the OAuth2 access token for xoauth2), or auth = ''none''.';
+                  HINT = 'Set username and password, or auth = ''none''.';
+    END IF;
+    IF NEW.auth = 'xoauth2' AND NEW.password IS NULL AND NEW.oauth_account IS NULL THEN
+        RAISE EXCEPTION 'server "%" uses xoauth2 authentication but has no OAuth2 account or access token', NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Set it up with SELECT mail_gateway.set_oauth(server => ''…'', provider => ''microsoft'', client_id => …, client_secret => …, refresh_token => …) (docs/OPERATIONS.md, "OAuth2"); or put a static access token in password.';
     END IF;
     IF NEW.auth = 'certificate' AND (NEW.client_cert IS NULL OR NEW.client_key IS NULL) THEN
         RAISE EXCEPTION 'server "%" uses certificate authentication but has no client_cert or client_key', NEW.name
@@ -204,6 +259,33 @@ BEGIN
                   HINT = 'At least 1: the mails sent over one connection before it is opened again (some providers allow 20).';
     END IF;
     NEW.from_filter := nullif(mail_gateway.normalize_from_filter(NEW.from_filter), '');
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mail_gateway.incoming_server_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.protocol IS NULL OR NEW.protocol NOT IN ('imap', 'pop3') THEN
+        RAISE EXCEPTION 'unknown protocol "%" for server "%"', NEW.protocol, NEW.name
+            USING ERRCODE = 'check_violation', HINT = 'Use imap or pop3.';
+    END IF;
+    IF NEW.port IS NULL THEN
+        NEW.port := CASE NEW.protocol
+            WHEN 'imap' THEN CASE NEW.encryption WHEN 'ssl' THEN 993 ELSE 143 END
+            ELSE CASE NEW.encryption WHEN 'ssl' THEN 995 ELSE 110 END END;
+    END IF;
+    IF NEW.state NOT IN ('draft', 'confirmed') THEN
+        RAISE EXCEPTION 'unknown state "%" for server "%"', NEW.state, NEW.name
+            USING ERRCODE = 'check_violation', HINT = 'Use draft; test_incoming_server() confirms it.';
+    END IF;
+    -- A changed connection must be tested again before it is fetched ("TEST & CONFIRM").
+    IF TG_OP = 'UPDATE' AND (NEW.protocol, NEW.host, NEW.port, NEW.encryption, NEW.auth, NEW.username,
+            NEW.password, NEW.verify_tls, NEW.ca_cert, NEW.mailbox, NEW.oauth_account)
+            IS DISTINCT FROM (OLD.protocol, OLD.host, OLD.port, OLD.encryption, OLD.auth, OLD.username,
+            OLD.password, OLD.verify_tls, OLD.ca_cert, OLD.mailbox, OLD.oauth_account) THEN
+        NEW.state := 'draft';
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -283,6 +365,54 @@ BEGIN
 END
 $$;
 
+
+-- OAuth2 accounts (issue 14): an application registered with Microsoft, Google or another
+-- provider, and the refresh token a person's consent gave it. Servers with auth 'xoauth2' that
+-- name one log in with an access token the workers obtain and renew (src/access_token.rs); several
+-- servers may share one. Secrets: client_secret, refresh_token, access_token. The validation
+-- trigger (oauth_account_validate, in Rust) fills the big providers' endpoints and scopes.
+CREATE TABLE mail_gateway.oauth_account (
+    id                 bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    name               text NOT NULL,
+    provider           text NOT NULL,  -- microsoft, google or custom
+    tenant             text,           -- microsoft only: organizations (default), common, or the tenant
+    token_endpoint     text NOT NULL,  -- filled for microsoft and google
+    authorize_endpoint text,           -- where a person consents (oauth_authorize_url)
+    client_id          text NOT NULL,
+    client_secret      text,           -- secret
+    refresh_token      text,           -- secret; replaced at once when the provider rotates it
+    scope              text,           -- filled for microsoft and google
+    ca_cert            text,           -- PEM of a CA for a custom endpoint
+    access_token       text,           -- secret: the cached token
+    expires_at         timestamptz,    -- of access_token
+    last_refresh_at    timestamptz,    -- when access_token was obtained
+    -- ok; needs_consent (no refresh token, or the provider refused it: invalid_grant);
+    -- misconfigured (the provider refused the application's settings). Only set_oauth, or a
+    -- change of the settings, makes the workers try again.
+    state              text NOT NULL,
+    last_error         text,
+    last_error_at      timestamptz,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT oauth_account_name_key UNIQUE (name),
+    CONSTRAINT oauth_account_name_check CHECK (btrim(name) <> ''),
+    CONSTRAINT oauth_account_provider_check CHECK (provider IN ('microsoft', 'google', 'custom')),
+    CONSTRAINT oauth_account_state_check CHECK (state IN ('ok', 'needs_consent', 'misconfigured'))
+);
+COMMENT ON TABLE mail_gateway.oauth_account IS
+    'OAuth2 applications and refresh tokens for xoauth2 logins; set them up with set_oauth()';
+
+CREATE TRIGGER oauth_account_validate BEFORE INSERT OR UPDATE ON mail_gateway.oauth_account
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.oauth_account_validate();
+ALTER TABLE mail_gateway.outgoing_server
+    ADD COLUMN oauth_account text,
+    ADD CONSTRAINT outgoing_server_oauth_account_fkey FOREIGN KEY (oauth_account)
+        REFERENCES mail_gateway.oauth_account (name) ON UPDATE CASCADE;
+ALTER TABLE mail_gateway.incoming_server
+    ADD COLUMN oauth_account text,
+    ADD CONSTRAINT incoming_server_oauth_account_fkey FOREIGN KEY (oauth_account)
+        REFERENCES mail_gateway.oauth_account (name) ON UPDATE CASCADE;
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.oauth_account', '');
+SELECT pg_catalog.pg_extension_config_dump('mail_gateway.oauth_account_id_seq', '');
 
 -- The new parameters, with their defaults (a row an administrator deleted stays deleted: it
 -- reads as its default).
@@ -460,3 +590,25 @@ GRANT SELECT, INSERT ON mail_gateway.outbox TO mail_gateway_user;
 GRANT SELECT ON mail_gateway.worker_status TO mail_gateway_user;
 GRANT EXECUTE ON FUNCTION mail_gateway.parameter_value(text), mail_gateway.parameter_default(text),
     mail_gateway.parameter_kind(text), mail_gateway.workers() TO mail_gateway_user;
+
+-- OAuth2 accounts: administrators manage them, the gateway stores tokens, users see no secret.
+REVOKE ALL ON FUNCTION mail_gateway.oauth_account_validate(),
+    mail_gateway.set_oauth(text, text, text, text, text, text, text, text, text, text),
+    mail_gateway.oauth_authorize_url(text, text, text), mail_gateway.oauth_exchange_code(text, text, text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mail_gateway.oauth_account_validate(),
+    mail_gateway.set_oauth(text, text, text, text, text, text, text, text, text, text),
+    mail_gateway.oauth_authorize_url(text, text, text), mail_gateway.oauth_exchange_code(text, text, text)
+    TO mail_gateway_admin, mail_gateway_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mail_gateway.oauth_account TO mail_gateway_admin;
+GRANT USAGE, SELECT ON SEQUENCE mail_gateway.oauth_account_id_seq TO mail_gateway_admin;
+GRANT SELECT ON mail_gateway.oauth_account TO mail_gateway_worker;
+GRANT USAGE ON SEQUENCE mail_gateway.oauth_account_id_seq TO mail_gateway_worker;
+GRANT UPDATE (access_token, expires_at, last_refresh_at, refresh_token, state, last_error,
+              last_error_at)
+    ON mail_gateway.oauth_account TO mail_gateway_worker;
+GRANT SELECT (oauth_account) ON mail_gateway.outgoing_server, mail_gateway.incoming_server
+    TO mail_gateway_user;
+GRANT SELECT (id, name, provider, tenant, token_endpoint, authorize_endpoint, client_id, scope,
+              ca_cert, expires_at, last_refresh_at, state, last_error, last_error_at, created_at)
+    ON mail_gateway.oauth_account TO mail_gateway_user;

@@ -99,6 +99,21 @@ BEGIN
             USING ERRCODE = 'check_violation',
                   HINT = 'Give a host name or IP address only, e.g. smtp.example.com, without scheme or port.';
     END IF;
+    -- XOAUTH2 logs in as a mailbox: the providers refuse an empty user name, with an error
+    -- that does not say so.
+    IF (NEW.auth = 'xoauth2' OR NEW.auth IS NULL AND NEW.oauth_account IS NOT NULL)
+       AND coalesce(btrim(NEW.username), '') = '' THEN
+        RAISE EXCEPTION 'server "%" uses xoauth2 authentication but has no username', NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com.';
+    END IF;
+    IF NEW.oauth_account IS NOT NULL AND NEW.auth IS DISTINCT FROM 'xoauth2'
+       AND NOT (TG_TABLE_NAME = 'outgoing_server' AND NEW.auth IS NULL) THEN
+        RAISE EXCEPTION 'server "%" names OAuth2 account "%" but uses % authentication', NEW.name,
+                NEW.oauth_account, NEW.auth
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Set auth = ''xoauth2'' (set_oauth does), or oauth_account = NULL.';
+    END IF;
     -- Credentials never cross a network unencrypted unless the administrator says so: an
     -- outgoing server that logs in, and every incoming server (IMAP and POP3 always log in).
     -- The loopback is not a network (a local tunnel such as stunnel encrypts beyond it).
@@ -120,17 +135,22 @@ BEGIN
         NEW.port := CASE NEW.encryption WHEN 'ssl' THEN 465 WHEN 'starttls' THEN 587 ELSE 25 END;
     END IF;
     IF NEW.auth IS NULL THEN
-        NEW.auth := CASE WHEN NEW.username IS NULL THEN 'none' ELSE 'login' END;
+        NEW.auth := CASE WHEN NEW.oauth_account IS NOT NULL THEN 'xoauth2'
+                         WHEN NEW.username IS NULL THEN 'none' ELSE 'login' END;
     END IF;
     IF NEW.auth NOT IN ('none', 'login', 'certificate', 'xoauth2') THEN
         RAISE EXCEPTION 'unknown authentication "%" for server "%"', NEW.auth, NEW.name
             USING ERRCODE = 'check_violation', HINT = 'Use none, login, certificate or xoauth2.';
     END IF;
-    IF NEW.auth IN ('login', 'xoauth2') AND (NEW.username IS NULL OR NEW.password IS NULL) THEN
-        RAISE EXCEPTION 'server "%" uses % authentication but has no username or %', NEW.name, NEW.auth,
-                CASE NEW.auth WHEN 'xoauth2' THEN 'access token' ELSE 'password' END
+    IF NEW.auth = 'login' AND (NEW.username IS NULL OR NEW.password IS NULL) THEN
+        RAISE EXCEPTION 'server "%" uses login authentication but has no username or password', NEW.name
             USING ERRCODE = 'check_violation',
-                  HINT = 'Set username and password (the OAuth2 access token for xoauth2), or auth = ''none''.';
+                  HINT = 'Set username and password, or auth = ''none''.';
+    END IF;
+    IF NEW.auth = 'xoauth2' AND NEW.password IS NULL AND NEW.oauth_account IS NULL THEN
+        RAISE EXCEPTION 'server "%" uses xoauth2 authentication but has no OAuth2 account or access token', NEW.name
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Set it up with SELECT mail_gateway.set_oauth(server => ''…'', provider => ''microsoft'', client_id => …, client_secret => …, refresh_token => …) (docs/OPERATIONS.md, "OAuth2"); or put a static access token in password.';
     END IF;
     IF NEW.auth = 'certificate' AND (NEW.client_cert IS NULL OR NEW.client_key IS NULL) THEN
         RAISE EXCEPTION 'server "%" uses certificate authentication but has no client_cert or client_key', NEW.name
@@ -174,9 +194,9 @@ BEGIN
     END IF;
     -- A changed connection must be tested again before it is fetched ("TEST & CONFIRM").
     IF TG_OP = 'UPDATE' AND (NEW.protocol, NEW.host, NEW.port, NEW.encryption, NEW.auth, NEW.username,
-            NEW.password, NEW.verify_tls, NEW.ca_cert, NEW.mailbox)
+            NEW.password, NEW.verify_tls, NEW.ca_cert, NEW.mailbox, NEW.oauth_account)
             IS DISTINCT FROM (OLD.protocol, OLD.host, OLD.port, OLD.encryption, OLD.auth, OLD.username,
-            OLD.password, OLD.verify_tls, OLD.ca_cert, OLD.mailbox) THEN
+            OLD.password, OLD.verify_tls, OLD.ca_cert, OLD.mailbox, OLD.oauth_account) THEN
         NEW.state := 'draft';
     END IF;
     RETURN NEW;
@@ -279,3 +299,8 @@ CREATE TRIGGER contact_email_normalize BEFORE INSERT OR UPDATE OF email ON mail_
     FOR EACH ROW EXECUTE FUNCTION mail_gateway.email_normalize();
 CREATE TRIGGER blacklist_email_normalize BEFORE INSERT OR UPDATE OF email ON mail_gateway.blacklist
     FOR EACH ROW EXECUTE FUNCTION mail_gateway.email_normalize();
+
+-- OAuth2 accounts: checked and completed in Rust (api/oauth.rs), with the providers' endpoints
+-- and scopes from one place (core/src/oauth).
+CREATE TRIGGER oauth_account_validate BEFORE INSERT OR UPDATE ON mail_gateway.oauth_account
+    FOR EACH ROW EXECUTE FUNCTION mail_gateway.oauth_account_validate();

@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+mod access_token;
 pub mod api;
 mod chatter;
 mod error;
@@ -17,7 +18,7 @@ mod worker;
 // The mail logic that needs no PostgreSQL lives in its own crate (core/); `crate::mime` and
 // friends keep their names here.
 pub use mail_gateway_core::{
-    authentication, deliverability, delivery, dkim, dns, imap, mailbox, mime, net, outbox,
+    authentication, deliverability, delivery, dkim, dns, imap, mailbox, mime, net, oauth, outbox,
     parameters, pop3, routing, smtp,
 };
 
@@ -33,7 +34,8 @@ extension_sql_file!(
         api::config::normalize_local_part,
         api::config::normalize_from_filter,
         api::config::parameter_default,
-        api::config::parameter_kind
+        api::config::parameter_kind,
+        api::oauth::oauth_account_validate
     ]
 );
 extension_sql_file!(

@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod mailbox;
 pub mod mime;
 pub mod net;
+pub mod oauth;
 pub mod outbox;
 pub mod parameters;
 pub mod pop3;

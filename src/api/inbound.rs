@@ -90,7 +90,14 @@ pub fn test_incoming_server(name: &str) -> String {
             None,
         );
     };
-    let opened = mailbox::open(&server.config).and_then(|mailbox| {
+    let mut config = server.config.clone();
+    let token = server.oauth_account.as_deref().map(|account| {
+        super::servers::oauth_token(&format!("incoming server \"{name}\""), account)
+    });
+    if let Some(token) = &token {
+        config.password = token.access_token.clone();
+    }
+    let opened = mailbox::open(&config).and_then(|mailbox| {
         let summary = mailbox.describe();
         mailbox.close()?;
         Ok(summary)
@@ -98,12 +105,18 @@ pub fn test_incoming_server(name: &str) -> String {
     match opened {
         Ok(summary) => {
             store::inbound::confirm(server.id);
-            format!("OK: {summary}; server confirmed")
+            format!(
+                "OK: {summary}{}; server confirmed",
+                super::servers::oauth_summary(server.oauth_account.as_deref(), token.as_ref())
+            )
         }
         Err(e) => raise(
             ERRCODE_CONNECTION_FAILURE,
             format!("incoming server \"{name}\": {e}"),
-            Some(e.hint()),
+            Some(match e.stage {
+                mailbox::Stage::Login if token.is_some() => super::servers::OAUTH_LOGIN_HINT,
+                _ => e.hint(),
+            }),
         ),
     }
 }

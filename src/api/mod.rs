@@ -6,6 +6,7 @@ pub mod config;
 pub mod dkim;
 pub mod domain;
 pub mod inbound;
+pub mod oauth;
 pub mod outbox;
 pub mod queue;
 pub mod servers;
@@ -15,6 +16,8 @@ pub mod workers;
 mod chatter_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod inbound_tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod oauth_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod queue_tests;
 #[cfg(any(test, feature = "pg_test"))]

@@ -2,10 +2,16 @@
 //! caller's session, like the button it stands for: it only reads configuration, holds no lock
 //! that matters, and every step has a timeout (`mail_gateway.smtp_timeout`).
 
-use pgrx::PgSqlErrorCode::{ERRCODE_CONNECTION_FAILURE, ERRCODE_UNDEFINED_OBJECT};
+use pgrx::PgSqlErrorCode::{
+    ERRCODE_CONNECTION_FAILURE, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+    ERRCODE_UNDEFINED_OBJECT,
+};
 use pgrx::prelude::*;
 
+use crate::access_token::{self, Ask, Caller, Token};
 use crate::error::raise;
+use crate::net::Limits;
+use crate::oauth::Failure;
 use crate::routing::address::Sender;
 use crate::routing::server::choose;
 use crate::smtp::Session;
@@ -56,28 +62,82 @@ pub fn test_outgoing_server(name: &str) -> String {
     let from = crate::mime::build::envelope_address(&choice.smtp_from)
         .unwrap_or_else(|e| raise(ERRCODE_CONNECTION_FAILURE, e, None));
 
-    let mut client = Session::open(&row.config).unwrap_or_else(|e| {
+    let mut config = row.config.clone();
+    let token = row
+        .oauth_account
+        .as_deref()
+        .map(|account| oauth_token(&format!("server \"{name}\""), account));
+    if let Some(token) = &token {
+        config.password = Some(token.access_token.clone());
+    }
+    let oauth = token.is_some();
+    let mut client = Session::open(&config).unwrap_or_else(|e| {
         raise(
             ERRCODE_CONNECTION_FAILURE,
             format!("server \"{name}\": {e}"),
-            Some(hint(&e)),
+            Some(hint(&e, oauth)),
         )
     });
     if let Err(e) = client.probe(&from, &from) {
         raise(
             ERRCODE_CONNECTION_FAILURE,
             format!("server \"{name}\": {e}"),
-            Some(hint(&e)),
+            Some(hint(&e, oauth)),
         );
     }
-    let summary = format!("OK: {}; sender <{from}> accepted", client.summary);
+    let summary = format!(
+        "OK: {}; sender <{from}> accepted{}",
+        client.summary,
+        oauth_summary(row.oauth_account.as_deref(), token.as_ref())
+    );
     client.quit();
     summary
 }
 
-fn hint(e: &crate::smtp::SmtpError) -> &'static str {
+/// The access token of a server's OAuth2 account for a test (refreshed in the caller's
+/// transaction when due), or an ERROR that says what to renew: SQLSTATE 28000 when a person
+/// or an administrator must act, 08006 when the token endpoint failed.
+pub fn oauth_token(server: &str, account: &str) -> Token {
+    let ask = Ask {
+        account,
+        caller: Caller::Sql,
+        limits: Limits::new(gucs::smtp_timeout()),
+        rejected: None,
+    };
+    access_token::get(&ask).unwrap_or_else(|p| {
+        let code = match p.failure {
+            Failure::Transient => ERRCODE_CONNECTION_FAILURE,
+            Failure::NeedsConsent | Failure::Misconfigured => {
+                ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
+            }
+        };
+        raise(code, format!("{server}: {}", p.message), Some(&p.hint))
+    })
+}
+
+/// "; OAuth2 account "m365": access token valid for another 3599 s".
+pub fn oauth_summary(account: Option<&str>, token: Option<&Token>) -> String {
+    match (account, token) {
+        (Some(account), Some(token)) => format!(
+            "; OAuth2 account \"{account}\": access token valid for another {} s",
+            token
+                .lifetime
+                .expires_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .as_secs()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// What to check after a login refused with an OAuth2 access token that the provider gave.
+pub const OAUTH_LOGIN_HINT: &str = "The server refused a fresh access token: check that username is the mailbox the consent was given for, that the app has the permission for this protocol (Microsoft: SMTP.Send, IMAP.AccessAsUser.All or POP.AccessAsUser.All, and SMTP AUTH, IMAP or POP enabled for the mailbox; Google: the scope https://mail.google.com/), and the scope of the account.";
+
+fn hint(e: &crate::smtp::SmtpError, oauth: bool) -> &'static str {
     use crate::smtp::Stage;
     match e.stage {
+        Stage::Auth if oauth => OAUTH_LOGIN_HINT,
         Stage::Connect => {
             "Check host and port, and that this machine may reach them (firewall, mail_gateway.blocked_ports)."
         }

@@ -225,6 +225,8 @@ pub struct IncomingServer {
     pub name: String,
     pub config: MailboxConfig,
     pub cursor: Option<String>,
+    /// The OAuth2 account whose access tokens it logs in with (XOAUTH2).
+    pub oauth_account: Option<String>,
 }
 
 /// Servers matching `condition` (a fixed clause, never user text), in fetching order.
@@ -235,7 +237,7 @@ fn load_servers(
 ) -> Vec<IncomingServer> {
     let sql = format!(
         "SELECT id, name, protocol, host, port, encryption, auth, username, coalesce(password, ''),
-                verify_tls, ca_cert, mailbox, fetch_cursor
+                verify_tls, ca_cert, mailbox, fetch_cursor, oauth_account
          FROM mail_gateway.incoming_server s WHERE {condition} ORDER BY priority, id"
     );
     spi(Spi::connect(|client| {
@@ -269,6 +271,7 @@ fn load_servers(
                         limits,
                     },
                     cursor: row.get::<String>(13)?,
+                    oauth_account: row.get::<String>(14)?,
                 })
             })
             .collect()

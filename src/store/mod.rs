@@ -14,6 +14,7 @@ pub mod claim;
 pub mod config;
 pub mod dkim;
 pub mod inbound;
+pub mod oauth;
 pub mod queue;
 pub mod routing;
 

@@ -182,6 +182,8 @@ pub struct ServerRow {
     pub max_connections: i32,
     /// Mails per connection before it is closed and opened again.
     pub max_mails_per_connection: i32,
+    /// The OAuth2 account whose access tokens it logs in with (XOAUTH2).
+    pub oauth_account: Option<String>,
 }
 
 /// Name, host and `from_filter` of every active server: what `check_domain` needs, and no
@@ -214,7 +216,7 @@ fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow
     spi(Spi::connect(|client| {
         super::select(client, "SELECT id, name, host, port, encryption, auth, username, password, client_cert, client_key,
                         verify_tls, ca_cert, priority, from_filter, max_connections,
-                        max_mails_per_connection
+                        max_mails_per_connection, oauth_account
                  FROM mail_gateway.outgoing_server
                  WHERE CASE WHEN $1::text IS NULL THEN active ELSE name = $1 END",
                 None,
@@ -257,6 +259,7 @@ fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow
                     config,
                     max_connections: row.get::<i32>(15)?.unwrap_or(1),
                     max_mails_per_connection: row.get::<i32>(16)?.unwrap_or(1),
+                    oauth_account: row.get::<String>(17)?,
                 }))
             })
             .collect()

@@ -10,6 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use pgrx::prelude::*;
 
 use super::{in_transaction, shutting_down, try_transaction};
+use crate::access_token::{self, Ask, Caller};
 use crate::authentication::{self, Authentication, Verifier};
 use crate::error::Caught;
 use crate::mailbox::{self, FetchError, Fetched, Listed, Stage};
@@ -132,7 +133,7 @@ impl Authenticating {
 /// Fetches one server; returns how many messages it stored and, when it went through the
 /// whole list, the IMAP cursor to remember.
 fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError> {
-    let mut mailbox = mailbox::open(&server.config)?;
+    let mut mailbox = open(server)?;
     let listed = mailbox.list(server.cursor.as_deref())?;
     let keys: Vec<String> = listed.iter().filter_map(|l| l.key.clone()).collect();
     let (stored, trusted) = in_transaction("reading fetched ids", || {
@@ -184,6 +185,35 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
     let cursor = if complete { mailbox.cursor() } else { None };
     mailbox.close()?;
     Ok((count, cursor))
+}
+
+/// Connects and logs in; with an OAuth2 account, with its access token (refreshed when due,
+/// outside any transaction), and once more with a new one should the server refuse it.
+fn open(server: &IncomingServer) -> Result<Box<dyn mailbox::Mailbox>, FetchError> {
+    let Some(account) = server.oauth_account.as_deref() else {
+        return mailbox::open(&server.config);
+    };
+    let mut rejected: Option<String> = None;
+    loop {
+        let ask = Ask {
+            account,
+            caller: Caller::Worker,
+            limits: limits(),
+            rejected: rejected.as_deref(),
+        };
+        // No token, no login: the reason and what to do go to last_error; mail waits on the
+        // server.
+        let token =
+            access_token::get(&ask).map_err(|p| FetchError::new(Stage::Login, p.with_hint()))?;
+        let mut config = server.config.clone();
+        config.password = token.access_token;
+        match mailbox::open(&config) {
+            Err(e) if e.stage == Stage::Login && rejected.is_none() => {
+                rejected = Some(config.password);
+            }
+            opened => return opened,
+        }
+    }
 }
 
 /// What storing a batch did: the messages stored (committed), and the failure of the database

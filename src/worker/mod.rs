@@ -11,6 +11,7 @@ mod fetch;
 pub mod hooks;
 pub mod launcher;
 mod prepare;
+pub(crate) mod refresh;
 pub mod registry;
 mod send;
 pub mod wake;

@@ -14,8 +14,11 @@ use pgrx::prelude::*;
 
 use super::prepare::{self, InFlight, blocked_port, fail, prepare, recorded};
 use super::{in_transaction, shutting_down, try_transaction};
+use crate::access_token::{self, Ask, Caller, Problem};
 use crate::delivery::{self, MailState};
-use crate::outbox::{Attempt, DkimKey, Finished, Pool, Settings};
+use crate::net::Limits;
+use crate::oauth::{self, Failure, Lifetime};
+use crate::outbox::{Attempt, DkimKey, Finished, Pool, Settings, SharedToken};
 use crate::routing::address::Sender as Mailbox;
 use crate::routing::server::{SenderSettings, Server};
 use crate::smtp::{SmtpError, Stage};
@@ -55,6 +58,27 @@ pub struct Sending {
     /// When each server's last success was recorded: once a second is enough for
     /// `server_status`, and each UPDATE of a server runs its validation triggers.
     success_noted: HashMap<i64, Instant>,
+    /// The OAuth2 accounts of the servers, by name, and each server's account.
+    oauth: HashMap<String, OAuthToken>,
+    server_accounts: HashMap<i64, String>,
+}
+
+/// What this sender knows of an OAuth2 account's access token.
+#[derive(Default)]
+struct OAuthToken {
+    /// What new connections of its servers log in with.
+    cell: SharedToken,
+    /// Of the token in `cell`, when there is one.
+    lifetime: Option<Lifetime>,
+    /// Why there is no token, and when to ask again.
+    problem: Option<(Problem, Instant)>,
+    /// A server refused the token in `cell`: the next look asks for a new one.
+    rejected: bool,
+    /// Logins refused in a row, for the wait of the mails.
+    refusals: u32,
+    /// When the account was last looked at (the database is asked at most once a second
+    /// while the cached token is still usable, e.g. while the endpoint fails).
+    looked: Option<Instant>,
 }
 
 impl Sending {
@@ -70,6 +94,8 @@ impl Sending {
             leases_checked: Instant::now(),
             names: HashMap::new(),
             success_noted: HashMap::new(),
+            oauth: HashMap::new(),
+            server_accounts: HashMap::new(),
         }
     }
 
@@ -82,6 +108,7 @@ impl Sending {
     /// may sleep (a connection's result, or a commit that queues mail, wakes it earlier).
     pub fn turn(&mut self) -> Duration {
         let batch = gucs::send_batch_size();
+        self.keep_tokens_fresh();
         loop {
             let finished = self.pool.collect(GROUP_WAIT);
             self.absorb(finished);
@@ -162,10 +189,18 @@ impl Sending {
         self.pool.set_backoff_unit(gucs::retry_delay());
         let senders = gucs::senders() as i32;
         for (&id, row) in &configs {
+            let token = row.oauth_account.as_ref().map(|account| {
+                self.server_accounts.insert(id, account.clone());
+                self.oauth.entry(account.clone()).or_default().cell.clone()
+            });
+            if token.is_none() {
+                self.server_accounts.remove(&id);
+            }
             let settings = Settings {
                 config: row.config.clone(),
                 max_mails: row.max_mails_per_connection.max(1) as u32,
                 idle: gucs::smtp_idle_timeout(),
+                token,
             };
             // The limit is the database's: the senders share it (at least one each).
             let share = (row.max_connections / senders).max(1);
@@ -206,6 +241,18 @@ impl Sending {
                 let reason = blocked_port(row);
                 self.unrecorded.errors.insert(server_id, reason.clone());
                 self.result(fail(ready, "blocked_port", reason, true));
+                continue;
+            }
+            // No access token for its server: the mail waits (not an attempt, never failed),
+            // and the server's last_error says what to renew.
+            if let Some(account) = &row.oauth_account
+                && let Err(problem) = self.token_for(account)
+            {
+                let wait = match problem.failure {
+                    Failure::Transient => Duration::from_secs(5),
+                    Failure::NeedsConsent | Failure::Misconfigured => gucs::retry_delay(),
+                };
+                self.hold(ready.mail.id, server_id, wait, &problem);
                 continue;
             }
             let (job, in_flight) = prepare::job(ready, server_id, &keys);
@@ -268,6 +315,33 @@ impl Sending {
                     mail_id,
                     server_id,
                     error,
+                } if error.stage == Stage::Auth
+                    && self.server_accounts.contains_key(&server_id) =>
+                {
+                    // The server refused the access token (expired early, revoked): the next
+                    // look asks for a new one, and the mail waits without an attempt.
+                    self.in_flight.remove(&mail_id);
+                    let wait = self.token_refused(server_id);
+                    if !self.unrecorded.errors.contains_key(&server_id) {
+                        let name = self.names.get(&server_id).map_or("?", String::as_str);
+                        log!(
+                            "mail_gateway: server \"{name}\" refused the OAuth2 access token: {error}; its mail waits {} s for a new one",
+                            wait.as_secs()
+                        );
+                    }
+                    let reason =
+                        format!("waiting for a new OAuth2 access token: {}", error.message);
+                    self.unrecorded
+                        .errors
+                        .insert(server_id, error.message.clone());
+                    self.unrecorded
+                        .deferred
+                        .push((mail_id, wait.as_secs_f64(), reason));
+                }
+                Finished::Unreachable {
+                    mail_id,
+                    server_id,
+                    error,
                 } => {
                     if self
                         .unrecorded
@@ -320,6 +394,11 @@ impl Sending {
                     self.success_noted.insert(server_id, Instant::now());
                     self.unrecorded.successes.insert(server_id);
                 }
+                if let Some(account) = self.server_accounts.get(&server_id)
+                    && let Some(token) = self.oauth.get_mut(account)
+                {
+                    token.refusals = 0;
+                }
             }
             Err(e)
                 if matches!(e.stage, Stage::Connect | Stage::Tls | Stage::Auth)
@@ -363,6 +442,102 @@ impl Sending {
             r.outcome.state = MailState::Retry(delay.mul_f64(scale));
         }
         self.unrecorded.results.push(r);
+    }
+}
+
+impl Sending {
+    /// Makes sure the account's cell holds a token a new login may use, refreshing it when
+    /// due (outside any transaction; `access_token` serialises refreshes between sessions).
+    fn token_for(&mut self, account: &str) -> Result<(), Problem> {
+        let entry = self.oauth.entry(account.to_string()).or_default();
+        let now = std::time::SystemTime::now();
+        if !entry.rejected && entry.lifetime.is_some_and(|l| !l.refresh_due(now)) {
+            return Ok(());
+        }
+        if !entry.rejected
+            && entry
+                .looked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            && entry.lifetime.is_some_and(|l| l.usable(now))
+        {
+            return Ok(());
+        }
+        if !entry.rejected
+            && let Some((problem, next)) = &entry.problem
+            && Instant::now() < *next
+        {
+            return Err(problem.clone());
+        }
+        let rejected = entry.rejected.then(|| entry.cell.get());
+        entry.rejected = false;
+        entry.looked = Some(Instant::now());
+        let ask = Ask {
+            account,
+            caller: Caller::Worker,
+            limits: Limits {
+                timeout: gucs::smtp_timeout(),
+                cancelled: shutting_down,
+            },
+            rejected: rejected.as_deref(),
+        };
+        match access_token::get(&ask) {
+            Ok(token) => {
+                entry.cell.set(token.access_token);
+                entry.lifetime = Some(token.lifetime);
+                entry.problem = None;
+                Ok(())
+            }
+            Err(problem) => {
+                // The database is read again at most once a second for this account.
+                entry.lifetime = None;
+                entry.problem = Some((problem.clone(), Instant::now() + Duration::from_secs(1)));
+                Err(problem)
+            }
+        }
+    }
+
+    /// While mail is in flight, tokens due for renewal are renewed before they run out (a
+    /// connection that logs in later must find a valid one).
+    fn keep_tokens_fresh(&mut self) {
+        if self.pool.unfinished() == 0 {
+            return;
+        }
+        let now = std::time::SystemTime::now();
+        let due: Vec<String> = self
+            .oauth
+            .iter()
+            .filter(|(_, t)| t.rejected || t.lifetime.is_some_and(|l| l.refresh_due(now)))
+            .map(|(account, _)| account.clone())
+            .collect();
+        for account in due {
+            let _ = self.token_for(&account);
+        }
+    }
+
+    /// A login refused with the account's token: ask for a new one; the mails wait 1 s,
+    /// doubling while refusals go on (up to a minute: the token may be fine and the user name
+    /// or a permission wrong).
+    fn token_refused(&mut self, server_id: i64) -> Duration {
+        let Some(token) = self
+            .server_accounts
+            .get(&server_id)
+            .and_then(|account| self.oauth.get_mut(account))
+        else {
+            return gucs::retry_delay();
+        };
+        token.rejected = true;
+        token.refusals += 1;
+        oauth::backoff(token.refusals)
+    }
+
+    /// Sends a claimed mail back to the queue for `wait`, without an attempt, because its
+    /// server has no access token; the server's last_error says why.
+    fn hold(&mut self, mail_id: i64, server_id: i64, wait: Duration, problem: &Problem) {
+        let reason = problem.with_hint();
+        self.unrecorded.errors.insert(server_id, reason.clone());
+        self.unrecorded
+            .deferred
+            .push((mail_id, wait.as_secs_f64(), reason));
     }
 }
 

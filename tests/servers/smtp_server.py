@@ -8,7 +8,8 @@ It records every message it accepts, byte for byte with its envelope, as one JSO
   RCPT TO   tempfail…@…         -> 451 4.2.0
   a message with a line "X-Test-Reject: yes" -> 554 5.6.0 after DATA
 --tls starttls|ssl uses --cert/--key; --auth USER:PASSWORD requires AUTH (PLAIN or LOGIN);
---xoauth2 USER:TOKEN also accepts AUTH XOAUTH2 with that access token; --client-ca FILE
+--xoauth2 USER:TOKEN also accepts AUTH XOAUTH2 with that access token (with --xoauth2-introspect
+URL: any token for USER that URL calls active, as an OAuth2 provider would); --client-ca FILE
 requires a client certificate signed by FILE (its CN is recorded as "peer").
 --hang accepts connections and never answers (timeout tests).
 --flaky P answers 4xx at random (RCPT with probability P, DATA P/2), drops the line at MAIL
@@ -61,7 +62,13 @@ class Recorder:
             return AuthResult(success=False, handled=False)
         fields = dict(f.split("=", 1) for f in base64.b64decode(args[1]).decode().split("\x01") if "=" in f)
         user, token = self.xoauth2
-        ok = fields.get("user") == user and fields.get("auth") == "Bearer " + token
+        bearer = fields.get("auth", "")
+        if INTROSPECT:
+            given = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else ""
+            active = await asyncio.get_running_loop().run_in_executor(None, introspect, given)
+            ok = fields.get("user") == user and active
+        else:
+            ok = fields.get("user") == user and bearer == "Bearer " + token
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -138,6 +145,19 @@ def authenticator(user, password):
 
 
 FLAKY = 0.0
+INTROSPECT = None
+
+
+def introspect(token):
+    """Asks the test OAuth2 provider whether an access token is valid now."""
+    import urllib.parse
+    import urllib.request
+    data = urllib.parse.urlencode({"token": token}).encode()
+    try:
+        with urllib.request.urlopen(INTROSPECT, data=data, timeout=5) as r:
+            return bool(json.load(r).get("active"))
+    except Exception:
+        return False
 
 
 OPEN_SESSIONS = [0]
@@ -206,6 +226,7 @@ def main():
     p.add_argument("--key")
     p.add_argument("--auth")
     p.add_argument("--xoauth2")
+    p.add_argument("--xoauth2-introspect")
     p.add_argument("--client-ca")
     p.add_argument("--hang", action="store_true")
     p.add_argument("--flaky", type=float, default=0.0, help="probability of a 4xx answer (and of drops and delays)")
@@ -215,8 +236,9 @@ def main():
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--rate-limit")
     a = p.parse_args()
-    global FLAKY
+    global FLAKY, INTROSPECT
     FLAKY = a.flaky
+    INTROSPECT = a.xoauth2_introspect
     if a.hang:
         hang(a.port)
         return

@@ -30,6 +30,16 @@ pub struct Dovecot {
 
 impl Dovecot {
     pub fn start() -> Dovecot {
+        Dovecot::start_with(None)
+    }
+
+    /// A Dovecot whose oauth2 passdb asks `introspection_url` (RFC 7662, POST) whether an
+    /// access token is active and whose it is: the test OAuth2 provider (`oauth::Provider`).
+    pub fn with_introspection(introspection_url: &str) -> Dovecot {
+        Dovecot::start_with(Some(introspection_url))
+    }
+
+    fn start_with(introspection_url: Option<&str>) -> Dovecot {
         let dir = temp_dir("mgdovecot");
         // mktemp makes it 0700; Dovecot's mail processes (user dovecot) must get through.
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -52,14 +62,17 @@ impl Dovecot {
         )
         .unwrap();
         let d = dir.display();
-        std::fs::write(
-            dir.join("oauth2.conf.ext"),
-            format!(
+        let oauth2 = match introspection_url {
+            None => format!(
                 "tokeninfo_url = http://127.0.0.1:{tokeninfo_port}/tokeninfo?access_token=\n\
                  username_attribute = email\n"
             ),
-        )
-        .unwrap();
+            Some(url) => format!(
+                "introspection_url = {url}\nintrospection_mode = post\nforce_introspection = yes\n\
+                 username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+            ),
+        };
+        std::fs::write(dir.join("oauth2.conf.ext"), oauth2).unwrap();
         let config = dir.join("dovecot.conf");
         std::fs::write(
             &config,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod dns;
 pub mod dovecot;
+pub mod oauth;
 pub mod proxy;
 pub mod smtp;
 

@@ -80,6 +80,9 @@ pub struct SmtpOptions<'a> {
     pub auth: Option<&'a str>,
     /// Also accept XOAUTH2 with `user:token`.
     pub xoauth2: Option<&'a str>,
+    /// With `xoauth2`: accept any token this introspection URL calls active (the test OAuth2
+    /// provider, `oauth::Provider`) instead of the one given.
+    pub xoauth2_introspect: Option<&'a str>,
     /// Require a client certificate issued by this one.
     pub client_ca: Option<&'a SelfSigned>,
     /// Accept connections and never answer.
@@ -162,6 +165,9 @@ impl SmtpServer {
         }
         if let Some(x) = options.xoauth2 {
             cmd.args(["--xoauth2", x]);
+        }
+        if let Some(url) = options.xoauth2_introspect {
+            cmd.args(["--xoauth2-introspect", url]);
         }
         if let Some(ca) = options.client_ca {
             cmd.arg("--client-ca").arg(&ca.cert);

@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::job::Job;
@@ -60,6 +60,34 @@ pub struct Settings {
     pub max_mails: u32,
     /// QUIT after this long without a mail.
     pub idle: Duration,
+    /// The server's OAuth2 access token (XOAUTH2), when it has an account: each new
+    /// connection logs in with the token it holds then.
+    pub token: Option<SharedToken>,
+}
+
+/// An access token the worker replaces before it expires, read by the connection threads
+/// when they log in (a connection already logged in keeps its session). Settings with the
+/// same cell are the same settings, whatever token it holds: a new token closes nothing.
+#[derive(Clone, Default)]
+pub struct SharedToken(Arc<Mutex<String>>);
+
+impl SharedToken {
+    pub fn set(&self, token: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    pub fn get(&self) -> String {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl PartialEq for SharedToken {
+    fn eq(&self, other: &SharedToken) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 struct Ready {
@@ -181,8 +209,11 @@ impl Connection {
         if !self.session.as_ref().is_some_and(Session::is_usable) {
             // Broken, or closed by the server while idle: a new connection.
             self.session = None;
-            let config = &self.settings.config;
-            let opened = catch_unwind(AssertUnwindSafe(|| Session::open(config)))
+            let mut config = self.settings.config.clone();
+            if let Some(token) = &self.settings.token {
+                config.password = Some(token.get());
+            }
+            let opened = catch_unwind(AssertUnwindSafe(|| Session::open(&config)))
                 .unwrap_or_else(|p| Err(crate::smtp::SmtpError::internal(panic_message(&*p))));
             match opened {
                 Ok(session) => {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-pub use connection::{Attempt, Settings};
+pub use connection::{Attempt, Settings, SharedToken};
 pub use job::{Content, DkimKey, Job, Rendered};
 
 use connection::{Order, Report};

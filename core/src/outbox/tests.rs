@@ -21,6 +21,7 @@ fn settings(port: u16) -> Settings {
         },
         max_mails: 100,
         idle: Duration::from_secs(1),
+        token: None,
     }
 }
 

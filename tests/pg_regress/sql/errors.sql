@@ -43,6 +43,14 @@ SELECT try($$INSERT INTO mail_gateway.incoming_server (name, protocol, host, por
 SELECT try($$SELECT mail_gateway.test_incoming_server('nowhere')$$);
 SELECT try($$SELECT mail_gateway.fetch_now('nowhere')$$);
 
+-- OAuth2.
+SELECT try($$INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, auth) VALUES ('s1', 'smtp.x.com', 587, 'starttls', 'xoauth2')$$);
+SELECT try($$SELECT mail_gateway.set_oauth(server => 'nowhere', provider => 'microsoft', client_id => 'c')$$);
+SELECT try($$SELECT mail_gateway.set_oauth(account => 'a1', provider => 'yahoo', client_id => 'c')$$);
+SELECT try($$SELECT mail_gateway.set_oauth(account => 'a1', provider => 'custom', client_id => 'c')$$);
+SELECT try($$SELECT mail_gateway.oauth_authorize_url('nowhere')$$);
+SELECT try($$SELECT mail_gateway.oauth_exchange_code('nowhere', 'code')$$);
+
 -- Received mail and routing.
 SELECT try($$SELECT mail_gateway.reprocess(424242)$$);
 SELECT try($$SELECT mail_gateway.process_message('From: a@x.com', server => 'nowhere')$$);

@@ -1,0 +1,302 @@
+//! OAuth2 accounts: reading one (secrets included: only administrators and the gateway can),
+//! the per-account lock that serialises refreshes between sessions, and storing what a
+//! refresh brought — guarded, so that a result obtained with a refresh token that has been
+//! replaced since (set_oauth, another session's rotation) is dropped rather than stored.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pgrx::prelude::*;
+
+use super::spi;
+use crate::oauth::{Lifetime, Provider};
+
+/// One `oauth_account` row.
+#[derive(Clone)]
+pub struct Account {
+    pub id: i64,
+    pub name: String,
+    pub provider: Provider,
+    pub tenant: Option<String>,
+    pub token_endpoint: String,
+    pub authorize_endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub refresh_token: Option<String>,
+    pub scope: Option<String>,
+    pub ca_cert: Option<String>,
+    pub access_token: Option<String>,
+    /// When the cached access token was obtained and when it expires.
+    pub lifetime: Option<Lifetime>,
+    pub state: String,
+    pub last_error: Option<String>,
+}
+
+fn epoch(seconds: f64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
+}
+
+pub(crate) fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// The account named `name`, as committed now: read-write, for a new snapshot (in READ
+/// COMMITTED), so that a SQL caller sees what a helper or another session just stored.
+pub fn account(name: &str) -> Option<Account> {
+    spi(Spi::connect_mut(|client| {
+        let mut rows = super::update(
+            client,
+            "SELECT id, name, provider, tenant, token_endpoint, authorize_endpoint, client_id,
+                    client_secret, refresh_token, scope, ca_cert, access_token,
+                    extract(epoch FROM last_refresh_at)::float8, extract(epoch FROM expires_at)::float8,
+                    state, last_error
+             FROM mail_gateway.oauth_account WHERE name = $1",
+            None,
+            &[name.into()],
+        )?;
+        let Some(row) = rows.next() else {
+            return Ok(None);
+        };
+        let text = |i| row.get::<String>(i);
+        let lifetime = match (row.get::<f64>(13)?, row.get::<f64>(14)?) {
+            (Some(obtained), Some(expires)) => Some(Lifetime {
+                obtained_at: epoch(obtained),
+                expires_at: epoch(expires),
+            }),
+            _ => None,
+        };
+        Ok(Some(Account {
+            id: row.get::<i64>(1)?.unwrap_or_default(),
+            name: text(2)?.unwrap_or_default(),
+            provider: Provider::parse(&text(3)?.unwrap_or_default()).unwrap_or(Provider::Custom),
+            tenant: text(4)?,
+            token_endpoint: text(5)?.unwrap_or_default(),
+            authorize_endpoint: text(6)?,
+            client_id: text(7)?.unwrap_or_default(),
+            client_secret: text(8)?,
+            refresh_token: text(9)?,
+            scope: text(10)?,
+            ca_cert: text(11)?,
+            access_token: text(12)?,
+            lifetime,
+            state: text(15)?.unwrap_or_default(),
+            last_error: text(16)?,
+        }))
+    }))
+}
+
+/// The name of account `id`.
+pub fn name_of(id: i64) -> Option<String> {
+    super::first_text(
+        "SELECT name FROM mail_gateway.oauth_account WHERE id = $1",
+        &[id.into()],
+    )
+}
+
+/// Whether the caller's transaction wrote the account's row (not committed: a helper worker
+/// would see the old row, and wait for the new one's lock).
+pub fn changed_here(id: i64) -> bool {
+    super::first_text(
+        "SELECT (xmin = pg_current_xact_id_if_assigned()::xid)::text
+         FROM mail_gateway.oauth_account WHERE id = $1",
+        &[id.into()],
+    )
+    .as_deref()
+        == Some("true")
+}
+
+/// A helper worker waits at most a few seconds for a row lock: its caller, who may hold one
+/// (a change made in a savepoint), waits for it.
+pub fn prepare_helper() {
+    super::first_text("SELECT set_config('lock_timeout', '3s', false)", &[]);
+}
+
+/// Takes the account's refresh lock without waiting. `until_commit`: a transaction-level lock
+/// (a SQL caller, whose writes are visible to others only at its commit); otherwise a session
+/// lock, released by `unlock` once the result is committed.
+pub fn try_lock(id: i64, until_commit: bool) -> bool {
+    let sql = if until_commit {
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('mail_gateway.oauth:' || $1::text, 0))"
+    } else {
+        "SELECT pg_try_advisory_lock(hashtextextended('mail_gateway.oauth:' || $1::text, 0))"
+    };
+    locking(sql, id)
+}
+
+pub fn unlock(id: i64) {
+    locking(
+        "SELECT pg_advisory_unlock(hashtextextended('mail_gateway.oauth:' || $1::text, 0))",
+        id,
+    );
+}
+
+/// Runs a lock function (volatile: not in a read-only statement) and returns its answer.
+fn locking(sql: &str, id: i64) -> bool {
+    spi(Spi::connect_mut(|client| {
+        super::update(client, sql, None, &[id.into()])?
+            .first()
+            .get_one::<bool>()
+    }))
+    .unwrap_or(false)
+}
+
+/// Stores a new access token and, when the provider rotated it, the new refresh token — only
+/// if the account still has the refresh token `used`. Returns whether it was stored.
+pub fn store_granted(
+    id: i64,
+    used: &str,
+    access_token: &str,
+    lifetime: Lifetime,
+    rotated: Option<&str>,
+) -> bool {
+    super::first_text(
+        "UPDATE mail_gateway.oauth_account
+         SET access_token = $3, last_refresh_at = to_timestamp($4), expires_at = to_timestamp($5),
+             refresh_token = coalesce($6, refresh_token), state = 'ok',
+             last_error = NULL, last_error_at = NULL
+         WHERE id = $1 AND refresh_token = $2
+         RETURNING 'stored'",
+        &[
+            id.into(),
+            used.into(),
+            access_token.into(),
+            seconds(lifetime.obtained_at).into(),
+            seconds(lifetime.expires_at).into(),
+            rotated.into(),
+        ],
+    )
+    .is_some()
+}
+
+/// Records a failed refresh made with refresh token `used`: the error, and for a failure that
+/// no retry can fix, the state that stops the workers from trying (`needs_consent`,
+/// `misconfigured`).
+pub fn store_failure(id: i64, used: Option<&str>, state: Option<&str>, error: &str) {
+    super::execute(
+        "UPDATE mail_gateway.oauth_account
+         SET state = coalesce($3, state), last_error = $4, last_error_at = clock_timestamp()
+         WHERE id = $1 AND refresh_token IS NOT DISTINCT FROM $2",
+        &[id.into(), used.into(), state.into(), error.into()],
+    );
+}
+
+/// Servers named `name` in either table: (table, username, current account).
+pub fn servers_named(name: &str) -> Vec<(String, Option<String>, Option<String>)> {
+    spi(Spi::connect(|client| {
+        super::select(
+            client,
+            "SELECT 'outgoing', username, oauth_account FROM mail_gateway.outgoing_server WHERE name = $1
+             UNION ALL
+             SELECT 'incoming', username, oauth_account FROM mail_gateway.incoming_server WHERE name = $1",
+            None,
+            &[name.into()],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?,
+                row.get::<String>(3)?,
+            ))
+        })
+        .collect()
+    }))
+}
+
+/// The user name of the first server that uses the account (a login hint for the consent).
+pub fn first_username(account: &str) -> Option<String> {
+    super::first_text(
+        "SELECT username FROM (
+             SELECT username, 1 AS o FROM mail_gateway.outgoing_server WHERE oauth_account = $1
+             UNION ALL
+             SELECT username, 2 FROM mail_gateway.incoming_server WHERE oauth_account = $1) s
+         WHERE btrim(username) <> '' ORDER BY o LIMIT 1",
+        &[account.into()],
+    )
+}
+
+/// The settings `set_oauth` changes; `None` keeps a value.
+#[derive(Default)]
+pub struct Settings<'a> {
+    pub provider: Option<&'a str>,
+    pub tenant: Option<Option<&'a str>>,
+    pub token_endpoint: Option<&'a str>,
+    pub authorize_endpoint: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub client_secret: Option<&'a str>,
+    pub refresh_token: Option<&'a str>,
+    pub scope: Option<&'a str>,
+}
+
+/// Creates the account, or changes what `settings` gives (the validation trigger completes
+/// and checks it).
+pub fn save(name: &str, exists: bool, s: &Settings<'_>) {
+    let clear_tenant = matches!(s.tenant, Some(None));
+    let tenant = s.tenant.flatten();
+    if exists {
+        super::execute(
+            "UPDATE mail_gateway.oauth_account SET
+                 provider = coalesce($2, provider),
+                 tenant = CASE WHEN $3 THEN NULL ELSE coalesce($4, tenant) END,
+                 token_endpoint = coalesce($5, token_endpoint),
+                 authorize_endpoint = coalesce($6, authorize_endpoint),
+                 client_id = coalesce($7, client_id),
+                 client_secret = coalesce($8, client_secret),
+                 refresh_token = coalesce($9, refresh_token),
+                 scope = coalesce($10, scope)
+             WHERE name = $1",
+            &[
+                name.into(),
+                s.provider.into(),
+                clear_tenant.into(),
+                tenant.into(),
+                s.token_endpoint.into(),
+                s.authorize_endpoint.into(),
+                s.client_id.into(),
+                s.client_secret.into(),
+                s.refresh_token.into(),
+                s.scope.into(),
+            ],
+        );
+    } else {
+        super::execute(
+            "INSERT INTO mail_gateway.oauth_account (name, provider, tenant, token_endpoint,
+                 authorize_endpoint, client_id, client_secret, refresh_token, scope)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                name.into(),
+                s.provider.into(),
+                tenant.into(),
+                s.token_endpoint.into(),
+                s.authorize_endpoint.into(),
+                s.client_id.into(),
+                s.client_secret.into(),
+                s.refresh_token.into(),
+                s.scope.into(),
+            ],
+        );
+    }
+}
+
+/// Makes the servers named `name` log in with the account's tokens (XOAUTH2); a static token
+/// in `password` is dropped. Returns the tables changed.
+pub fn link(name: &str, account: &str) -> Vec<String> {
+    let mut linked = Vec::new();
+    for (table, sql) in [
+        (
+            "outgoing",
+            "UPDATE mail_gateway.outgoing_server SET auth = 'xoauth2', oauth_account = $2, password = NULL
+             WHERE name = $1 RETURNING 'done'",
+        ),
+        (
+            "incoming",
+            "UPDATE mail_gateway.incoming_server SET auth = 'xoauth2', oauth_account = $2, password = NULL
+             WHERE name = $1 RETURNING 'done'",
+        ),
+    ] {
+        if super::first_text(sql, &[name.into(), account.into()]).is_some() {
+            linked.push(table.to_string());
+        }
+    }
+    linked
+}
