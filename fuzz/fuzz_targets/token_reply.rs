@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
     for (status, body) in body.into_iter().chain([(status, data.to_vec())]) {
         match read_reply(status, &body) {
             Ok(granted) => {
-                assert!(!granted.access_token.contains(|c: char| c.is_whitespace() || c.is_control()));
+                assert!(
+                    !granted
+                        .access_token
+                        .contains(|c: char| c.is_whitespace() || c.is_control())
+                );
                 assert!(!granted.lifetime.is_zero());
             }
             Err(e) => {

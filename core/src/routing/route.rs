@@ -187,8 +187,13 @@ pub trait Gateway {
     /// Received messages relayed within the last `minutes`: in `thread`, and from `sender`,
     /// each counted up to its cap (the limit it is compared with: counting further would make
     /// a busy thread cost more per message the busier it is).
-    fn relayed(&mut self, thread: &Thread, sender: &str, minutes: i64, caps: (i64, i64))
-    -> (i64, i64);
+    fn relayed(
+        &mut self,
+        thread: &Thread,
+        sender: &str,
+        minutes: i64,
+        caps: (i64, i64),
+    ) -> (i64, i64);
     /// Whether `sender` wrote `subject` to the catchall within the last `minutes`.
     fn catchall_repeat(&mut self, sender: &str, subject: Option<&str>, minutes: i64) -> bool;
     /// Automatic answers queued: to `to` within `minutes` of this `notice` kind, to `to` within
