@@ -19,7 +19,7 @@ mod worker;
 // friends keep their names here.
 pub use mail_gateway_core::{
     authentication, deliverability, delivery, dkim, dns, imap, mailbox, mime, net, oauth, outbox,
-    parameters, pop3, routing, smtp,
+    parameters, pop3, provider_hints, routing, smtp,
 };
 
 pg_module_magic!();

@@ -18,5 +18,6 @@ pub mod oauth;
 pub mod outbox;
 pub mod parameters;
 pub mod pop3;
+pub mod provider_hints;
 pub mod routing;
 pub mod smtp;

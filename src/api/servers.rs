@@ -136,6 +136,9 @@ pub const OAUTH_LOGIN_HINT: &str = "The server refused a fresh access token: che
 
 fn hint(e: &crate::smtp::SmtpError, oauth: bool) -> &'static str {
     use crate::smtp::Stage;
+    if let Some(hint) = crate::provider_hints::hint(&e.message) {
+        return hint;
+    }
     match e.stage {
         Stage::Auth if oauth => OAUTH_LOGIN_HINT,
         Stage::Connect => {

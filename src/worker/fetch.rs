@@ -97,7 +97,10 @@ pub fn round() {
                     e.message
                 );
                 in_transaction("recording a fetch error", || {
-                    store::inbound::fetch_failed(server.id, &e.message)
+                    store::inbound::fetch_failed(
+                        server.id,
+                        &crate::provider_hints::with_hint(&e.message),
+                    )
                 });
             }
         }

@@ -334,6 +334,7 @@ impl Sending {
                     self.unrecorded
                         .errors
                         .insert(server_id, error.message.clone());
+                    let reason = crate::provider_hints::with_hint(&reason);
                     self.unrecorded
                         .deferred
                         .push((mail_id, wait.as_secs_f64(), reason));
@@ -373,6 +374,7 @@ impl Sending {
                 } => {
                     self.in_flight.remove(&mail_id);
                     self.unrecorded.errors.insert(server_id, reason.clone());
+                    let reason = crate::provider_hints::with_hint(&reason);
                     self.unrecorded
                         .deferred
                         .push((mail_id, wait.as_secs_f64(), reason));
@@ -423,7 +425,10 @@ impl Sending {
             store::claim::defer(worker, &u.deferred);
             store::queue::record_server_health(
                 u.successes.iter().copied().collect(),
-                u.errors.iter().map(|(id, e)| (*id, e.clone())).collect(),
+                u.errors
+                    .iter()
+                    .map(|(id, e)| (*id, crate::provider_hints::with_hint(e)))
+                    .collect(),
             );
         });
         if done.is_err() {
@@ -441,6 +446,11 @@ impl Sending {
             let scale = gucs::retry_delay().as_secs_f64() / 60.0;
             r.outcome.state = MailState::Retry(delay.mul_f64(scale));
         }
+        // A provider's answer we know says what to change (docs/OPERATIONS.md, "Provider hints").
+        r.outcome.failure_reason = r
+            .outcome
+            .failure_reason
+            .map(|reason| crate::provider_hints::with_hint(&reason));
         self.unrecorded.results.push(r);
     }
 }

@@ -7,6 +7,10 @@ It records every message it accepts, byte for byte with its envelope, as one JSO
   RCPT TO   reject…@…           -> 550 5.1.1
   RCPT TO   tempfail…@…         -> 451 4.2.0
   a message with a line "X-Test-Reject: yes" -> 554 5.6.0 after DATA
+  MAIL FROM quota…@…            -> Google's 550 5.4.5 daily sending limit (its own text)
+  MAIL FROM sendas…@…           -> Microsoft 365's 554 5.2.252 SendAsDenied (its own text)
+--auth-reply TEXT answers every AUTH with TEXT (a provider's refusal, e.g. Microsoft's
+"535 5.7.139 … SmtpClientAuthentication is disabled for the Tenant").
 --tls starttls|ssl uses --cert/--key; --auth USER:PASSWORD requires AUTH (PLAIN or LOGIN);
 --xoauth2 USER:TOKEN also accepts AUTH XOAUTH2 with that access token (with --xoauth2-introspect
 URL: any token for USER that URL calls active, as an OAuth2 provider would); --client-ca FILE
@@ -83,6 +87,15 @@ class Recorder:
             await asyncio.sleep(0.3)  # a slow answer
         if address.lower().startswith("refuse-sender"):
             return "553 5.7.1 <%s>: sender address rejected" % address
+        if address.lower().startswith("quota"):
+            return ("550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\r\n"
+                    "550-5.4.5 sending limits go to\r\n"
+                    "550 5.4.5  https://support.google.com/a/answer/166852 d9443c01a7336-2 - gsmtp")
+        if address.lower().startswith("sendas"):
+            return ("554 5.2.252 SendAsDenied; %s not allowed to send as %s; "
+                    "STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; "
+                    "Failed to process message due to a permanent exception with message "
+                    "[BeginDiagnosticData]Cannot submit message.[EndDiagnosticData]" % (session.auth_data, address))
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -136,8 +149,10 @@ def peer_cn(server):
     return None
 
 
-def authenticator(user, password):
+def authenticator(user, password, refusal=None):
     def check(server, session, envelope, mechanism, auth_data):
+        if refusal:
+            return AuthResult(success=False, handled=False, message=refusal)
         ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user and auth_data.password.decode() == password
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
@@ -225,6 +240,7 @@ def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--auth")
+    p.add_argument("--auth-reply")
     p.add_argument("--xoauth2")
     p.add_argument("--xoauth2-introspect")
     p.add_argument("--client-ca")
@@ -256,7 +272,7 @@ def main():
             kwargs["require_starttls"] = True
     if a.auth:
         user, password = a.auth.split(":", 1)
-        kwargs["authenticator"] = authenticator(user, password)
+        kwargs["authenticator"] = authenticator(user, password, a.auth_reply)
         kwargs["auth_required"] = True
         kwargs["auth_require_tls"] = a.tls != "none"
     xoauth2 = tuple(a.xoauth2.split(":", 1)) if a.xoauth2 else None

@@ -99,6 +99,8 @@ pub struct SmtpOptions<'a> {
     pub delay: f64,
     /// `(n, seconds)`: after `n` messages, 421 to every MAIL FROM for `seconds`.
     pub rate_limit: Option<(u32, f64)>,
+    /// With `auth`: refuse every login with this reply (a provider's own words).
+    pub auth_reply: Option<&'a str>,
 }
 
 /// One message as the server received it.
@@ -162,6 +164,9 @@ impl SmtpServer {
         }
         if let Some(auth) = options.auth {
             cmd.args(["--auth", auth]);
+        }
+        if let Some(reply) = options.auth_reply {
+            cmd.args(["--auth-reply", reply]);
         }
         if let Some(x) = options.xoauth2 {
             cmd.args(["--xoauth2", x]);

@@ -82,7 +82,11 @@ impl SmtpError {
             // mail's: the mail waits and is tried again. After that, only a 5xx is final.
             transient: match stage {
                 Stage::Connect | Stage::Tls | Stage::Auth => true,
-                Stage::Sender | Stage::Recipient | Stage::Message => reply.code < 500,
+                // A provider's "daily sending limit reached" is a 550 that stops being true
+                // tomorrow: the mail waits.
+                Stage::Sender | Stage::Recipient | Stage::Message => {
+                    reply.code < 500 || crate::provider_hints::quota_exhausted(&reply.words())
+                }
             },
             code: Some(reply.code),
             message: format!("{what}: {}", reply.words()),
@@ -105,11 +109,15 @@ impl SmtpError {
     }
 
     /// The server asks us to slow down rather than refusing this mail: 421 (closing, "too
-    /// many connections / messages"), or a 4xx to MAIL FROM ("rate limit exceeded").
+    /// many connections / messages"), a 4xx to MAIL FROM ("rate limit exceeded"), or a
+    /// provider's answer that the account's sending quota is used up (Google's 550 5.4.5).
     pub fn is_pushback(&self) -> bool {
         match self.code {
             Some(421) => true,
-            Some(code) => self.stage == Stage::Sender && (400..500).contains(&code),
+            Some(code) => {
+                (self.stage == Stage::Sender && (400..500).contains(&code))
+                    || crate::provider_hints::quota_exhausted(&self.message)
+            }
             None => false,
         }
     }
