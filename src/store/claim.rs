@@ -104,7 +104,8 @@ fn daily_allowance(
 ) -> Result<Option<i64>, pgrx::spi::SpiError> {
     let stored = super::select(
         client,
-        "SELECT value FROM mail_gateway.parameter WHERE key = 'mail.send.daily_limit'",
+        // One row even when the parameter's row was deleted (then its default applies).
+        "SELECT (SELECT value FROM mail_gateway.parameter WHERE key = 'mail.send.daily_limit')",
         None,
         &[],
     )?

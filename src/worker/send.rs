@@ -29,7 +29,7 @@ use crate::{gucs, store};
 /// How long results wait for those of the other connections in the middle of a mail, to be
 /// committed together: on a fast server ten connections answer within a millisecond, and one
 /// commit for ten mails costs far less than ten.
-const GROUP_WAIT: Duration = Duration::from_millis(2);
+const GROUP_WAIT: Duration = Duration::from_micros(0);
 
 /// Results waiting for their transaction. When recording fails (a full disk) they stay here,
 /// and the connections wait, until it succeeds.

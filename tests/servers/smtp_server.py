@@ -7,8 +7,9 @@ It records every message it accepts, byte for byte with its envelope, as one JSO
   RCPT TO   reject…@…           -> 550 5.1.1
   RCPT TO   tempfail…@…         -> 451 4.2.0
   a message with a line "X-Test-Reject: yes" -> 554 5.6.0 after DATA
-  MAIL FROM quota…@…            -> Google's 550 5.4.5 daily sending limit (its own text)
-  MAIL FROM sendas…@…           -> Microsoft 365's 554 5.2.252 SendAsDenied (its own text)
+  a message From: sendas…@…     -> Microsoft 365's 554 5.2.252 SendAsDenied after DATA (its own text)
+--quota-after N accepts N messages, then answers every MAIL FROM with Google's 550 5.4.5
+"Daily user sending limit exceeded" (its own text).
 --auth-reply TEXT answers every AUTH with TEXT (a provider's refusal, e.g. Microsoft's
 "535 5.7.139 … SmtpClientAuthentication is disabled for the Tenant").
 --tls starttls|ssl uses --cert/--key; --auth USER:PASSWORD requires AUTH (PLAIN or LOGIN);
@@ -42,8 +43,10 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 
 class Recorder:
-    def __init__(self, out, xoauth2=None, extensions=(), no_ehlo=False, delay=0.0, rate_limit=None):
+    def __init__(self, out, xoauth2=None, extensions=(), no_ehlo=False, delay=0.0, rate_limit=None,
+                 quota_after=None):
         self.out = out
+        self.quota_after = quota_after
         self.xoauth2 = xoauth2
         self.extensions = list(extensions)
         self.no_ehlo = no_ehlo
@@ -87,15 +90,10 @@ class Recorder:
             await asyncio.sleep(0.3)  # a slow answer
         if address.lower().startswith("refuse-sender"):
             return "553 5.7.1 <%s>: sender address rejected" % address
-        if address.lower().startswith("quota"):
+        if self.quota_after is not None and self.count >= self.quota_after:
             return ("550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\r\n"
                     "550-5.4.5 sending limits go to\r\n"
                     "550 5.4.5  https://support.google.com/a/answer/166852 d9443c01a7336-2 - gsmtp")
-        if address.lower().startswith("sendas"):
-            return ("554 5.2.252 SendAsDenied; %s not allowed to send as %s; "
-                    "STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; "
-                    "Failed to process message due to a permanent exception with message "
-                    "[BeginDiagnosticData]Cannot submit message.[EndDiagnosticData]" % (session.auth_data, address))
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -117,6 +115,11 @@ class Recorder:
         data = envelope.original_content
         if b"\r\nX-Test-Reject: yes\r\n" in data or data.startswith(b"X-Test-Reject: yes\r\n"):
             return "554 5.6.0 message refused by content policy"
+        if b"\r\nFrom: sendas" in data or data.startswith(b"From: sendas"):
+            return ("554 5.2.252 SendAsDenied; %s not allowed to send as sendas@mycompany.com; "
+                    "STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; "
+                    "Failed to process message due to a permanent exception with message "
+                    "[BeginDiagnosticData]Cannot submit message.[EndDiagnosticData]" % envelope.mail_from)
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
@@ -251,6 +254,7 @@ def main():
     p.add_argument("--no-ehlo", action="store_true")
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--rate-limit")
+    p.add_argument("--quota-after", type=int)
     a = p.parse_args()
     global FLAKY, INTROSPECT
     FLAKY = a.flaky
@@ -278,7 +282,7 @@ def main():
     xoauth2 = tuple(a.xoauth2.split(":", 1)) if a.xoauth2 else None
     extensions = (["PIPELINING"] if a.pipelining else []) + (["CHUNKING"] if a.chunking else [])
     rate_limit = tuple(float(x) for x in a.rate_limit.split(":")) if a.rate_limit else None
-    recorder = Recorder(a.out, xoauth2, extensions, a.no_ehlo, a.delay, rate_limit)
+    recorder = Recorder(a.out, xoauth2, extensions, a.no_ehlo, a.delay, rate_limit, a.quota_after)
     controller = RecordingController(recorder, **kwargs)
     controller.start()
     print("READY", flush=True)

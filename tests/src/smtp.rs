@@ -101,6 +101,9 @@ pub struct SmtpOptions<'a> {
     pub rate_limit: Option<(u32, f64)>,
     /// With `auth`: refuse every login with this reply (a provider's own words).
     pub auth_reply: Option<&'a str>,
+    /// After this many messages, Google's "550 5.4.5 Daily user sending limit exceeded" to
+    /// every MAIL FROM.
+    pub quota_after: Option<u32>,
 }
 
 /// One message as the server received it.
@@ -167,6 +170,9 @@ impl SmtpServer {
         }
         if let Some(reply) = options.auth_reply {
             cmd.args(["--auth-reply", reply]);
+        }
+        if let Some(n) = options.quota_after {
+            cmd.arg("--quota-after").arg(n.to_string());
         }
         if let Some(x) = options.xoauth2 {
             cmd.args(["--xoauth2", x]);

@@ -147,7 +147,11 @@ fn logins_refused_by_microsoft_and_google_say_what_to_change() {
 
 #[test]
 fn a_daily_sending_quota_makes_mail_wait_and_send_as_refusals_explain_themselves() {
-    let smtp = SmtpServer::start(SmtpOptions::default());
+    // The account's quota: one message, then Google's 550 5.4.5 to every MAIL FROM.
+    let smtp = SmtpServer::start(SmtpOptions {
+        quota_after: Some(1),
+        ..Default::default()
+    });
     let (_cluster, mut db) = gateway();
     exec(
         &mut db,
@@ -157,13 +161,28 @@ fn a_daily_sending_quota_makes_mail_wait_and_send_as_refusals_explain_themselves
             smtp.port
         ),
     );
+    let first = send(&mut db, "sales@mycompany.com");
+    smtp.wait_for(1, WAIT);
+    wait_for("the first mail recorded as sent", WAIT, || {
+        let state: String = db
+            .query_one(
+                "SELECT state FROM mail_gateway.mail WHERE id = $1",
+                &[&first],
+            )
+            .unwrap()
+            .get(0);
+        (state == "sent").then_some(())
+    });
 
-    // Google's 550 5.4.5 at MAIL FROM: not an attempt, not an exception; the mail waits with
-    // the reason and the hint, and the server is backed off (the next mail waits too).
-    let quota = send(&mut db, "quota@mycompany.com");
-    let (state, attempts, reason) = answered(&mut db, quota);
+    // Over the quota: not an attempt, not an exception; the mail waits with the reason and
+    // the hint, and the server is backed off (the next mail waits without being tried).
+    let over = send(&mut db, "sales@mycompany.com");
+    let (state, attempts, reason) = answered(&mut db, over);
     assert_eq!(state, "outgoing", "{reason}");
-    assert_eq!(attempts, 0, "a refused MAIL FROM is not an attempt");
+    assert_eq!(
+        attempts, 0,
+        "a refused MAIL FROM is not an attempt: {reason}"
+    );
     assert!(
         reason.contains("5.4.5 Daily user sending limit exceeded"),
         "{reason}"
@@ -177,13 +196,10 @@ fn a_daily_sending_quota_makes_mail_wait_and_send_as_refusals_explain_themselves
     let next = send(&mut db, "sales@mycompany.com");
     let (state, attempts, reason) = answered(&mut db, next);
     assert_eq!((state.as_str(), attempts), ("outgoing", 0), "{reason}");
-    assert!(
-        smtp.received().is_empty(),
-        "nothing was sent while backed off"
-    );
+    assert_eq!(smtp.received().len(), 1, "nothing more was sent");
 
-    // Microsoft's SendAsDenied is final for the mail, with what to change.
-    for id in [quota, next] {
+    // Microsoft's SendAsDenied (after DATA) is final for the mail, with what to change.
+    for id in [over, next] {
         db.execute("SELECT mail_gateway.cancel_mail($1)", &[&id])
             .unwrap();
     }
@@ -191,13 +207,13 @@ fn a_daily_sending_quota_makes_mail_wait_and_send_as_refusals_explain_themselves
         &mut db,
         "UPDATE mail_gateway.outgoing_server SET active = false",
     );
-    let smtp2 = SmtpServer::start(SmtpOptions::default());
+    let m365 = SmtpServer::start(SmtpOptions::default());
     exec(
         &mut db,
         &format!(
             "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
              VALUES ('m365', '127.0.0.1', {}, 'none')",
-            smtp2.port
+            m365.port
         ),
     );
     let denied = send(&mut db, "sendas@mycompany.com");

@@ -415,7 +415,15 @@ fn a_server_that_pushes_back_is_backed_off_alone() {
         ..Default::default()
     });
     let (_cluster, mut db) = gateway(&[("mail_gateway.retry_delay", "500ms")]);
-    add_server(&mut db, "limited", limited.port, "limited.example", "");
+    // Fewer connections than mails: with one connection per mail, every MAIL FROM would
+    // arrive before the fifth message and none would be pushed back.
+    add_server(
+        &mut db,
+        "limited",
+        limited.port,
+        "limited.example",
+        "UPDATE mail_gateway.outgoing_server SET max_connections = 4 WHERE name = 'limited';",
+    );
     add_server(&mut db, "other", other.port, "other.example", "");
     exec(
         &mut db,

@@ -20,10 +20,6 @@ impl Reply {
         (200..400).contains(&self.code)
     }
 
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-
     /// The server's words on one line, for errors and logs: "550 5.1.1 <x>: user unknown".
     pub fn words(&self) -> String {
         crate::net::printable(format!("{} {}", self.code, self.lines.join(" ")))
@@ -145,7 +141,7 @@ mod tests {
         assert_eq!(ehlo.lines, ["smtp.example", "PIPELINING", "CHUNKING"]);
         assert_eq!(r.read(&mut input).unwrap().words(), "250 2.1.0 Ok");
         let refused = r.read(&mut input).unwrap();
-        assert!(!refused.is_positive() && !refused.is_transient());
+        assert!(!refused.is_positive() && refused.code >= 500);
         assert_eq!(refused.words(), "550 5.1.1 <x@y>: no");
         assert_eq!(r.read(&mut input).unwrap().code, 354);
         assert!(!r.has_unread());
@@ -166,7 +162,7 @@ mod tests {
         }
         let mut r = Replies::default();
         let reply = r.read(&mut Drip(b"421 4.7.0 too many\r\n")).unwrap();
-        assert_eq!((reply.code, reply.is_transient()), (421, true));
+        assert_eq!(reply.code, 421);
         assert_eq!(r.read(&mut &b"250\r\n"[..]).unwrap().lines, [""]);
     }
 

@@ -229,10 +229,10 @@ impl Session {
         if reply.code == 235 {
             return Ok(());
         }
-        let mut error = SmtpError::reply(Stage::Auth, &reply, &what);
-        // Wrong credentials do not fix themselves; a 4xx here is a server hiccup.
-        error.transient = reply.is_transient();
-        Err(error)
+        // Transient, even for a 5xx: wrong credentials are the server's settings, not the
+        // mail's; the mail waits while the administrator fixes them (docs/DECISIONS.md,
+        // "Server problems are not the mail's").
+        Err(SmtpError::reply(Stage::Auth, &reply, &what))
     }
 
     /// Adds a command to the group being written.
