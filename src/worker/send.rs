@@ -26,11 +26,6 @@ use crate::store::claim::{QueuedMail, Recorded};
 use crate::store::queue::ServerRow;
 use crate::{gucs, store};
 
-/// How long results wait for those of the other connections in the middle of a mail, to be
-/// committed together: on a fast server ten connections answer within a millisecond, and one
-/// commit for ten mails costs far less than ten.
-const GROUP_WAIT: Duration = Duration::from_micros(0);
-
 /// Results waiting for their transaction. When recording fails (a full disk) they stay here,
 /// and the connections wait, until it succeeds.
 #[derive(Default)]
@@ -110,7 +105,7 @@ impl Sending {
         let batch = gucs::send_batch_size();
         self.keep_tokens_fresh();
         loop {
-            let finished = self.pool.collect(GROUP_WAIT);
+            let finished = self.pool.collect();
             self.absorb(finished);
             // Connections holding a next mail render it while the results are committed.
             self.pool.dispatch();

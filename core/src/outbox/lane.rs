@@ -18,8 +18,6 @@ pub(super) struct Conn {
     pub(super) assigned: usize,
     /// It has delivered a mail: the server does accept our connections.
     pub(super) proven: bool,
-    /// It reported a mail and waits for the worker's commit before sending another.
-    pub(super) waiting_commit: bool,
 }
 
 pub(super) struct Lane {
@@ -100,6 +98,5 @@ pub(super) fn spawn(
         orders,
         assigned: 0,
         proven: false,
-        waiting_commit: false,
     })
 }

@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use connection::{Attempt, Settings, SharedToken};
 pub use job::{Content, DkimKey, Job, Rendered};
@@ -199,37 +199,17 @@ impl Pool {
         }
     }
 
-    /// Everything the connections reported since the last call — and, while some connection
-    /// is still in the middle of a mail, what they report within `linger`: results recorded
-    /// in one transaction instead of one each (a group bounded in time).
-    pub fn collect(&mut self, linger: Duration) -> Vec<Finished> {
-        let deadline = Instant::now() + linger;
+    /// Everything the connections reported since the last call. It does not wait for more:
+    /// what arrives while the worker commits this group makes the next one, so groups grow by
+    /// themselves with the cost of a commit (waiting for them made every group slower).
+    pub fn collect(&mut self) -> Vec<Finished> {
         let mut finished = Vec::new();
-        loop {
-            while let Ok(report) = self.reports.try_recv() {
-                self.handle(report, &mut finished);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if finished.is_empty() || left.is_zero() || self.sending() == 0 {
-                break;
-            }
-            match self.reports.recv_timeout(left) {
-                Ok(report) => self.handle(report, &mut finished),
-                Err(_) => break,
-            }
+        while let Ok(report) = self.reports.try_recv() {
+            self.handle(report, &mut finished);
         }
         let mut drained = [0u8; 256];
         while matches!(self.wake_read.read(&mut drained), Ok(n) if n > 0) {}
         finished
-    }
-
-    /// Connections in the middle of a mail (not waiting for a commit).
-    fn sending(&self) -> usize {
-        self.lanes
-            .values()
-            .flat_map(|l| &l.conns)
-            .filter(|c| c.assigned > 0 && !c.waiting_commit)
-            .count()
     }
 
     fn handle(&mut self, report: Report, finished: &mut Vec<Finished>) {
@@ -267,7 +247,6 @@ impl Pool {
         if let Some(c) = lane.conns.iter_mut().find(|c| c.id == conn) {
             c.assigned = c.assigned.saturating_sub(1);
             c.proven |= matches!(attempt, Attempt::Sent(Ok(_)));
-            c.waiting_commit = true;
         }
         match &attempt {
             Attempt::Sent(Ok(_)) => lane.pushbacks = 0,
@@ -355,7 +334,6 @@ impl Pool {
                 .get_mut(&server_id)
                 .and_then(|l| l.conns.iter_mut().find(|c| c.id == conn))
             {
-                c.waiting_commit = false;
                 let _ = c.orders.send(Order::Committed(mail_id));
             }
         }

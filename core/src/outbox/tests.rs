@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::smtp::{Auth, Encryption, ServerConfig};
+use std::time::Instant;
 
 fn settings(port: u16) -> Settings {
     Settings {
@@ -46,7 +47,7 @@ fn finish(pool: &mut Pool, n: usize) -> Vec<Finished> {
             all.len()
         );
         std::thread::sleep(Duration::from_millis(10));
-        all.extend(pool.collect(Duration::ZERO));
+        all.extend(pool.collect());
         pool.committed();
         pool.dispatch();
     }
