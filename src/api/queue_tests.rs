@@ -11,6 +11,21 @@ mod tests {
             .unwrap()
     }
 
+    /// An idle worker sleeps its poll interval: with nothing queued and no mailbox, nothing is
+    /// due (a NULL min() once read as "due now", and idle workers polled every 10 ms).
+    #[pg_test]
+    fn nothing_is_due_when_there_is_nothing_to_do() {
+        Spi::run("DELETE FROM mail_gateway.mail; DELETE FROM mail_gateway.incoming_server")
+            .unwrap();
+        assert_eq!(crate::store::claim::next_due(), None);
+        assert_eq!(crate::store::inbound::next_fetch_in(), None);
+        queue(
+            "'ann@mycompany.com', ARRAY['b@customer.example'], 'Later', scheduled_at => now() + interval '1 hour'",
+        );
+        let due = crate::store::claim::next_due().expect("a scheduled mail is due later");
+        assert!(due > std::time::Duration::from_secs(3500), "{due:?}");
+    }
+
     #[pg_test]
     fn send_mail_queues_in_the_callers_transaction() {
         let id = queue(

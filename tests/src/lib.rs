@@ -398,6 +398,27 @@ pub fn error_text(e: &postgres::Error) -> String {
     }
 }
 
+/// What most integration tests start from: a cluster whose workers serve `postgres` (polling
+/// every 200 ms, SMTP and fetch timeouts of 5 s), with the extension, the alias domain
+/// `mycompany.com` and no daily limit. `settings` come after these and override them.
+pub fn gateway(settings: &[(&str, &str)]) -> (Cluster, Client) {
+    let mut all = vec![
+        ("mail_gateway.poll_interval", "200ms"),
+        ("mail_gateway.smtp_timeout", "5s"),
+        ("mail_gateway.fetch_timeout", "5s"),
+    ];
+    all.extend_from_slice(settings);
+    let cluster = Cluster::start(&all);
+    let mut db = cluster.connect("postgres");
+    exec(
+        &mut db,
+        "CREATE EXTENSION mail_gateway;
+         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
+         SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');",
+    );
+    (cluster, db)
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

@@ -3,27 +3,9 @@
 use std::time::Duration;
 
 use mail_gateway_tests::smtp::{SelfSigned, SmtpOptions, SmtpServer, dkim_verifies};
-use mail_gateway_tests::{Client, Cluster, error_text, exec, wait_for};
+use mail_gateway_tests::{Client, error_text, exec, gateway, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A cluster whose worker serves `postgres`, with the extension and a catchall domain.
-fn gateway(settings: &[(&str, &str)]) -> (Cluster, Client) {
-    let mut all = vec![
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.smtp_timeout", "5s"),
-    ];
-    all.extend_from_slice(settings);
-    let cluster = Cluster::start(&all);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');",
-    );
-    (cluster, db)
-}
 
 fn add_server(db: &mut Client, name: &str, port: u16, extra_columns: &str, extra_values: &str) {
     exec(

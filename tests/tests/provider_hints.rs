@@ -14,18 +14,7 @@ const M365_SMTP_AUTH_DISABLED: &str = "535 5.7.139 Authentication unsuccessful, 
 const GOOGLE_APP_PASSWORD: &str = "534-5.7.9 Application-specific password required. Learn more at\r\n534 5.7.9  https://support.google.com/mail/?p=InvalidSecondFactor d2e1a72fcca58-7 - gsmtp";
 
 fn gateway() -> (Cluster, Client) {
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.smtp_timeout", "5s"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');",
-    );
-    (cluster, db)
+    mail_gateway_tests::gateway(&[])
 }
 
 /// A server with a login over the loopback (allowed in clear, as the test server has no TLS).
