@@ -175,10 +175,11 @@ pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
                     lmtp.store_arrived();
                 });
             }
-            let wait = match in_transaction("looking for due mailboxes", store::inbound::next_fetch_in) {
-                Some(Some(due)) => due.max(Duration::from_millis(10)),
-                _ => gucs::poll_interval(),
-            };
+            let wait =
+                match in_transaction("looking for due mailboxes", store::inbound::next_fetch_in) {
+                    Some(Some(due)) => due.max(Duration::from_millis(10)),
+                    _ => gucs::poll_interval(),
+                };
             due_at = Instant::now() + wait;
             wait
         },

@@ -63,9 +63,15 @@ impl Lmtp {
 
     /// One transaction; the replies to DATA, one per recipient.
     fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Vec<String> {
-        assert!(self.command(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+        assert!(
+            self.command(&format!("MAIL FROM:<{from}>"))
+                .starts_with("250")
+        );
         for rcpt in to {
-            assert!(self.command(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+            assert!(
+                self.command(&format!("RCPT TO:<{rcpt}>"))
+                    .starts_with("250")
+            );
         }
         assert!(self.command("DATA").starts_with("354"));
         let mut data = Vec::new();
@@ -131,8 +137,13 @@ fn a_reply_over_lmtp_lands_in_its_thread_once_and_is_acknowledged_after_commit()
         ),
         ("routed".into(), "reply".into(), "sale_order".into(), 42)
     );
-    assert_eq!(row.get::<_, Vec<u8>>(4), reply.as_bytes(), "stored byte for byte");
-    let in_thread = "SELECT count(*) FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42";
+    assert_eq!(
+        row.get::<_, Vec<u8>>(4),
+        reply.as_bytes(),
+        "stored byte for byte"
+    );
+    let in_thread =
+        "SELECT count(*) FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42";
     assert_eq!(count(&mut db, in_thread), 2);
 
     // The MTA delivers it again (it lost our answer): acknowledged, stored once.
@@ -166,20 +177,29 @@ fn a_message_over_the_size_limit_gets_552_and_nothing_is_stored() {
     let mut lmtp = Lmtp::connect(port);
     // Declared: refused at MAIL.
     assert!(
-        lmtp.command(&format!("MAIL FROM:<a@customer.example> SIZE={}", big.len()))
-            .starts_with("552 5.3.4"),
+        lmtp.command(&format!(
+            "MAIL FROM:<a@customer.example> SIZE={}",
+            big.len()
+        ))
+        .starts_with("552 5.3.4"),
     );
     // Undeclared: refused after DATA, for each recipient.
     let answers = lmtp.send("a@customer.example", &["sales@mycompany.com"], &big);
     assert!(answers[0].starts_with("552 5.3.4"), "{answers:?}");
-    assert_eq!(count(&mut db, "SELECT count(*) FROM mail_gateway.inbound"), 0);
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM mail_gateway.inbound"),
+        0
+    );
 
     // The listener still takes mail.
     let small = b"From: a@customer.example\r\nTo: sales@mycompany.com\r\nSubject: small\r\n\
                   Message-ID: <small@customer.example>\r\n\r\nhi\r\n";
     let answers = Lmtp::connect(port).send("a@customer.example", &["sales@mycompany.com"], small);
     assert_eq!(answers, ["250 2.0.0 stored"]);
-    assert_eq!(count(&mut db, "SELECT count(*) FROM mail_gateway.inbound"), 1);
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM mail_gateway.inbound"),
+        1
+    );
 }
 
 #[test]

@@ -174,7 +174,11 @@ impl Acceptor {
     }
 
     fn start(&self, mut tcp: TcpStream) {
-        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let timeout = settings.limits.timeout.max(Duration::from_millis(100));
         let setup = tcp
             .set_nonblocking(false)
@@ -215,7 +219,8 @@ struct Connection {
 impl Connection {
     fn run(self, tcp: TcpStream, limits: Limits) {
         let stopping = || self.stop.load(Ordering::Relaxed);
-        let mut deliver = |envelope: &Envelope, raw: Vec<u8>| self.hand_over(envelope, raw, &limits);
+        let mut deliver =
+            |envelope: &Envelope, raw: Vec<u8>| self.hand_over(envelope, raw, &limits);
         session::serve(tcp, &limits, &stopping, &mut deliver);
         self.active.fetch_sub(1, Ordering::AcqRel);
     }

@@ -144,7 +144,8 @@ impl<S: Read + Write> Session<'_, S> {
                 "RCPT" => self.rcpt(arg),
                 "DATA" => match &self.envelope {
                     Some(e) if !e.recipients.is_empty() => {
-                        self.io.send("354 2.0.0 go ahead, end with <CRLF>.<CRLF>\r\n")?;
+                        self.io
+                            .send("354 2.0.0 go ahead, end with <CRLF>.<CRLF>\r\n")?;
                         return match self.data(deliver)? {
                             Some(end) => Ok(end),
                             None => continue,

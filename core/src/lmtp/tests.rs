@@ -54,8 +54,15 @@ fn run(
         verdict.clone()
     });
     let text = String::from_utf8(script.output).unwrap();
-    assert!(text.ends_with("\r\n"), "every reply ends with CRLF: {text:?}");
-    let lines = text.split("\r\n").filter(|l| !l.is_empty()).map(String::from).collect();
+    assert!(
+        text.ends_with("\r\n"),
+        "every reply ends with CRLF: {text:?}"
+    );
+    let lines = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     (end, lines, got)
 }
 
@@ -80,7 +87,10 @@ fn one_reply_per_recipient_after_data_and_dots_unstuffed() {
     assert!(matches!(end, End::Quit), "{end:?}");
     assert_eq!(
         codes(&lines),
-        ["220", "250", "250", "250", "250", "250", "250", "250", "250", "354", "250", "250", "221"]
+        [
+            "220", "250", "250", "250", "250", "250", "250", "250", "250", "354", "250", "250",
+            "221"
+        ]
     );
     assert!(lines[5].contains("SIZE 1000"), "{lines:?}");
     assert_eq!(got.len(), 1);
@@ -103,7 +113,8 @@ fn try_later_and_refused_answer_every_recipient() {
 
 #[test]
 fn over_the_size_limit_is_552_per_recipient_and_disconnects() {
-    let mut input = b"LHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n".to_vec();
+    let mut input =
+        b"LHLO x\r\nMAIL FROM:<>\r\nRCPT TO:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n".to_vec();
     for _ in 0..30 {
         input.extend_from_slice(&[b'x'; 60]);
         input.extend_from_slice(b"\r\n");
@@ -248,7 +259,10 @@ fn the_server_answers_data_only_after_the_worker_does() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let mut byte = [0u8; 1];
-    assert!(r.get_ref().peek(&mut byte).is_err(), "answered before the commit");
+    assert!(
+        r.get_ref().peek(&mut byte).is_err(),
+        "answered before the commit"
+    );
     let started = Instant::now();
     let delivery = loop {
         if let Some(d) = server.take().pop() {
@@ -270,7 +284,9 @@ fn the_server_answers_data_only_after_the_worker_does() {
     let mut second = BufReader::new(second);
     assert!(reply(&mut second).starts_with("220"));
     let third = TcpStream::connect(address).unwrap();
-    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut third = BufReader::new(third);
     assert!(reply(&mut third).starts_with("421 4.3.2"));
 }
