@@ -37,13 +37,12 @@ impl Write for Script {
     }
 }
 
+/// The messages a session handed over, with their envelopes.
+type Handed = Vec<(Envelope, Vec<u8>)>;
+
 /// Runs a session on `input`; returns how it ended, the reply lines and the messages handed
 /// over.
-fn run(
-    input: &[u8],
-    limits: &Limits,
-    verdict: Verdict,
-) -> (End, Vec<String>, Vec<(Envelope, Vec<u8>)>) {
+fn run(input: &[u8], limits: &Limits, verdict: Verdict) -> (End, Vec<String>, Handed) {
     let mut script = Script {
         input: Cursor::new(input.to_vec()),
         output: Vec::new(),
