@@ -21,6 +21,9 @@ static FETCH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 static FETCH_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
 static DNS_SERVER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static BLOCKED_PORTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static LMTP_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static LMTP_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(10);
+static LMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -157,6 +160,34 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_KB,
     );
+    GucRegistry::define_string_guc(
+        c"mail_gateway.lmtp_listen",
+        c"Address (host:port) on which the fetcher takes mail pushed over LMTP; empty: no listener.",
+        c"Only when mail_gateway.database names one database. Messages are stored and routed like process_message's, and acknowledged only after the commit.",
+        &LMTP_LISTEN,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.lmtp_max_connections",
+        c"Most LMTP sessions at a time; more are answered 421 (the MTA retries).",
+        c"Each session is a thread of the fetcher.",
+        &LMTP_MAX_CONNECTIONS,
+        1,
+        1000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mail_gateway.lmtp_timeout",
+        c"Timeout of every LMTP read, and of the wait for the commit of a received message (then 451).",
+        c"DATA also gets the time to transfer mail_gateway.max_message_size at 64 KiB/s.",
+        &LMTP_TIMEOUT_MS,
+        100,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
     // Only the postmaster can start workers, so their number is fixed at server start.
     // SAFETY: a global flag PostgreSQL sets while it loads shared_preload_libraries; read on the
     // backend's own thread.
@@ -257,4 +288,21 @@ pub fn port_blocked(port: u16) -> bool {
 /// In bytes.
 pub fn max_message_size() -> usize {
     MAX_MESSAGE_SIZE_KB.get().max(64) as usize * 1024
+}
+
+/// `mail_gateway.lmtp_listen`, trimmed; empty when off.
+pub fn lmtp_listen() -> String {
+    LMTP_LISTEN
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn lmtp_max_connections() -> usize {
+    LMTP_MAX_CONNECTIONS.get().max(1) as usize
+}
+
+pub fn lmtp_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(LMTP_TIMEOUT_MS.get().max(100) as u64)
 }

@@ -11,6 +11,7 @@ pub mod dkim;
 pub mod dns;
 pub mod imap;
 pub mod interrupt;
+pub mod lmtp;
 pub mod mailbox;
 pub mod mime;
 pub mod net;

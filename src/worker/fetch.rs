@@ -57,14 +57,16 @@ pub fn route_pending() {
     }
 }
 
-/// Fetches every due server once, routing what each brought.
-pub fn round() {
+/// Fetches every due server once, routing what each brought; `between` runs between servers
+/// (mail pushed over LMTP waits for its commit no longer than one server's fetch).
+pub fn round(between: &mut dyn FnMut()) {
     route_pending();
     let servers = in_transaction("looking for due mailboxes", || {
         store::inbound::due_servers(limits())
     })
     .unwrap_or_default();
     for server in servers {
+        between();
         if shutting_down() {
             return;
         }

@@ -10,6 +10,7 @@
 mod fetch;
 pub mod hooks;
 pub mod launcher;
+mod lmtp;
 mod prepare;
 pub(crate) mod refresh;
 pub mod registry;
@@ -156,23 +157,37 @@ pub extern "C-unwind" fn mail_gateway_worker_main(_arg: pg_sys::Datum) {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
     let (id, login) = this_worker();
+    let mut lmtp = lmtp::Lmtp::new();
+    let wake = lmtp.wake_fd();
+    // When the next fetch round is due: a wake-up that only brought LMTP mail skips it.
+    let mut due_at = Instant::now();
     serve(
         "fetcher",
         id,
         login,
-        None,
+        wake,
         || {},
         || {
-            fetch::round();
-            match in_transaction("looking for due mailboxes", store::inbound::next_fetch_in) {
-                Some(Some(due)) => due.max(Duration::from_millis(10)),
-                _ => gucs::poll_interval(),
+            lmtp.configure();
+            let pushed = lmtp.store_arrived();
+            if pushed == 0 || Instant::now() >= due_at {
+                fetch::round(&mut || {
+                    lmtp.store_arrived();
+                });
             }
+            let wait =
+                match in_transaction("looking for due mailboxes", store::inbound::next_fetch_in) {
+                    Some(Some(due)) => due.max(Duration::from_millis(10)),
+                    _ => gucs::poll_interval(),
+                };
+            due_at = Instant::now() + wait;
+            wait
         },
     );
 }
 
-/// Sleeps until the latch is set, `socket` (a sender's connections reporting) is readable, or
+/// Sleeps until the latch is set, `socket` (a sender's connections or the fetcher's LMTP
+/// sessions reporting) is readable, or
 /// `wait` has passed; returns `false` when the worker must stop.
 fn sleep(wait: Duration, socket: Option<RawFd>) -> bool {
     let Some(fd) = socket else {
