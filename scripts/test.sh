@@ -23,6 +23,13 @@ if [ -z "${MG_ISOLATED:-}" ] && [ "$(id -u)" -eq 0 ] && command -v unshare >/dev
 fi
 [ -n "${MG_ISOLATED:-}" ] || echo "(not root: the checkout's siblings stay visible to the tests)"
 
+# One build per configuration: incremental caches would only fill the disk (gigabytes over
+# the four PostgreSQL versions). Said at the start and at a failure: what the disk had left.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+disk() { df -h --output=avail,target . | tail -1 | awk '{print "[disk] " $1 " free on " $2}'; }
+disk
+trap 'status=$?; [ $status -eq 0 ] || disk; exit $status' EXIT
+
 step "setup"
 bash scripts/setup.sh
 
@@ -42,7 +49,7 @@ FUZZ_RUNS=30000 bash scripts/fuzz.sh
 step "unit and SQL tests (cargo pgrx test)"
 # PostgreSQL refuses root: the test cluster runs as `postgres`, in a fresh data directory.
 pgdata_parent=$(mktemp -d /tmp/mg-pgrx.XXXXXX)
-trap 'rm -rf "$pgdata_parent"' EXIT
+trap 'status=$?; rm -rf "$pgdata_parent"; [ $status -eq 0 ] || disk; exit $status' EXIT
 if [ "$(id -u)" -eq 0 ]; then
   chown postgres: "$pgdata_parent"
   cargo pgrx test pg15 --runas postgres --pgdata "$pgdata_parent/data"
@@ -66,3 +73,4 @@ bash scripts/package-test.sh --debug
 
 step "PostgreSQL 16, 17 and 18: SQL tests and an end-to-end subset on each (scripts/matrix.sh)"
 bash scripts/matrix.sh
+disk
