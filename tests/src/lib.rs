@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub mod dns;
 pub mod dovecot;
 pub mod oauth;
+pub mod postfix;
 pub mod proxy;
 pub mod smtp;
 

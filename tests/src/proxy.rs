@@ -63,3 +63,157 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
         let _ = to.shutdown(Shutdown::Both);
     });
 }
+
+/// What `EndOfDataProxy` does to the first message that passes through it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cut {
+    /// The end of the data reaches the server, its answer never reaches the client: the
+    /// connection is cut instead. The server stored the message; the client does not know.
+    AnswerLost,
+    /// The end of the data (`.` CRLF) is held until `release`: the message is in flight, the
+    /// server has all of it but the last three bytes.
+    HoldEnd,
+}
+
+/// A TCP proxy for SMTP/LMTP on 127.0.0.1 that breaks the first transaction at its end of data
+/// (CRLF `.` CRLF from the client) as `Cut` says; later connections pass untouched.
+pub struct EndOfDataProxy {
+    pub port: u16,
+    state: std::sync::Arc<(std::sync::Mutex<Progress>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct Progress {
+    /// The first end of data was seen (and held or forwarded).
+    reached: bool,
+    released: bool,
+    /// The server's answer that was swallowed (AnswerLost).
+    swallowed: Vec<u8>,
+}
+
+impl EndOfDataProxy {
+    pub fn start(upstream: u16, cut: Cut) -> EndOfDataProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Condvar, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("the proxy's port");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let mut cutting = true;
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                if !cutting {
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    pipe(client, server, Duration::ZERO);
+                    pipe(s2, c2, Duration::ZERO);
+                    continue;
+                }
+                // One connection is cut; the ones after it (Postfix's retry) pass.
+                cutting = false;
+                let ended = Arc::new(AtomicBool::new(false));
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (state, flag) = (shared.clone(), ended.clone());
+                std::thread::spawn(move || {
+                    let mut tail: Vec<u8> = Vec::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match c_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        // Found across reads: the last bytes of the previous one count.
+                        let mut window = tail.clone();
+                        window.extend_from_slice(chunk);
+                        let end = (!flag.load(Ordering::SeqCst))
+                            .then(|| window.windows(5).position(|w| w == b"\r\n.\r\n"))
+                            .flatten();
+                        let Some(at) = end else {
+                            if s_write.write_all(chunk).is_err() {
+                                break;
+                            }
+                            tail = window[window.len().saturating_sub(4)..].to_vec();
+                            continue;
+                        };
+                        // Bytes of `chunk` up to and including the CRLF before the dot.
+                        let keep = (at + 2).saturating_sub(tail.len());
+                        let (before, rest) = chunk.split_at(keep);
+                        // Set before the dot reaches the server: its answer comes after.
+                        flag.store(true, Ordering::SeqCst);
+                        if s_write.write_all(before).is_err() {
+                            break;
+                        }
+                        let (lock, changed) = &*state;
+                        let mut progress = lock.lock().unwrap();
+                        progress.reached = true;
+                        changed.notify_all();
+                        if cut == Cut::HoldEnd {
+                            while !progress.released {
+                                progress = changed.wait(progress).unwrap();
+                            }
+                        }
+                        drop(progress);
+                        let _ = s_write.write_all(rest);
+                        let _ = std::io::copy(&mut c_read, &mut s_write);
+                        break;
+                    }
+                    let _ = s_write.shutdown(Shutdown::Both);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                let state = shared.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match s_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if ended.load(Ordering::SeqCst) && cut == Cut::AnswerLost {
+                            // The answer to the data: swallowed, and the line cut.
+                            state.0.lock().unwrap().swallowed = buf[..n].to_vec();
+                            state.1.notify_all();
+                            break;
+                        }
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_write.shutdown(Shutdown::Both);
+                    let _ = s_read.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        EndOfDataProxy { port, state }
+    }
+
+    /// Waits until the first transaction reached its end of data (held, or forwarded).
+    pub fn wait_reached(&self, timeout: Duration) -> bool {
+        let (lock, changed) = &*self.state;
+        let progress = lock.lock().unwrap();
+        let (progress, _) = changed
+            .wait_timeout_while(progress, timeout, |p| !p.reached)
+            .unwrap();
+        progress.reached
+    }
+
+    /// Waits for the server's answer that `Cut::AnswerLost` kept from the client.
+    pub fn swallowed(&self, timeout: Duration) -> String {
+        let (lock, changed) = &*self.state;
+        let progress = lock.lock().unwrap();
+        let (progress, _) = changed
+            .wait_timeout_while(progress, timeout, |p| p.swallowed.is_empty())
+            .unwrap();
+        String::from_utf8_lossy(&progress.swallowed).into_owned()
+    }
+
+    /// Lets a held end of data go on (to a server that may be gone by now).
+    pub fn release(&self) {
+        let (lock, changed) = &*self.state;
+        lock.lock().unwrap().released = true;
+        changed.notify_all();
+    }
+}
