@@ -16,11 +16,15 @@
 #      10,000 mails queued in one statement through the outbox view next to send_mail() per row;
 #   5. inbound: process_message() msgs/s (5 KB, 1 MB), routed replies and alias creations,
 #      IMAP fetch msgs/s from Dovecot, the fetcher's peak memory for a 50 MB message
-#      (tests/src/bin/bench_inbound.rs), and the bounce corpus score (bounce_corpus).
+#      (tests/src/bin/bench_inbound.rs), and the bounce corpus score (bounce_corpus);
+#   6. push delivery (tests/src/bin/bench_lmtp.rs): msgs/s stored through the LMTP listener from
+#      `smtp-source -L` (1 and 4 sessions) next to process_message() of the same 5 KB message
+#      from 1 client, and through a private Postfix (SMTP in, its queue, LMTP out).
 # Progress and details go to stderr; the table (Markdown, as in docs/BENCHMARKS.md) to stdout.
 # Usage: scripts/bench.sh [MAILS]   (default 20000 on the loopback; RTT_MAILS=4000,
 # LATENCY_MAILS=200, FETCH=5000). MG_PG_BIN names the PostgreSQL to use (default Debian's 15);
-# MG_SKIP_SETUP=1 skips scripts/setup.sh; BENCH_PARTS=outbound stops after the sending rows;
+# MG_SKIP_SETUP=1 skips scripts/setup.sh; BENCH_PARTS=outbound stops after the sending rows,
+# BENCH_PARTS=lmtp runs only part 6 (LMTP_MAILS=5000 messages a row);
 # MG_BENCH_NO_DJANGO=1 leaves django-post-office out (so does a failed pip install);
 # MG_BENCH_VENV names its venv (default /tmp/mg-bench-venv, reused).
 set -euo pipefail
@@ -34,7 +38,7 @@ B=${MG_PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -n "${MG_SKIP_SETUP:-}" ] || bash scripts/setup.sh >/dev/null
 echo "building the release build …"
 cargo pgrx install --release --pg-config "$B/pg_config" >/dev/null 2>&1
-cargo build --release -q -p mail_gateway_tests --bin delay_proxy --bin bench_inbound --bin bounce_corpus
+cargo build --release -q -p mail_gateway_tests --bin delay_proxy --bin bench_inbound --bin bounce_corpus --bin bench_lmtp
 
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -55,6 +59,32 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
+
+# The table, to the original stdout.
+table() {
+  {
+    echo
+    echo "| what | figure | target |"
+    echo "|---|---|---|"
+    while IFS=$'\t' read -r what figure target; do
+      echo "| $what | $figure | $target |"
+    done <"$BENCH_ROWS"
+    echo
+    echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(. /etc/os-release && echo "$PRETTY_NAME"), $("$B/postgres" --version), $(date -u +%F)"
+  } >&3
+}
+
+# Push delivery over LMTP: its own cluster and Postfix (needs root for Postfix).
+run_lmtp() {
+  echo
+  echo "== Push delivery over LMTP (own cluster, own Postfix)"
+  ./target/release/bench_lmtp "${LMTP_MAILS:-5000}"
+}
+if [ "${BENCH_PARTS:-all}" = lmtp ]; then
+  run_lmtp
+  table
+  exit 0
+fi
 
 as_postgres "$B/initdb" -D "$DIR/data" -U postgres -A trust --no-locale -E UTF8 >/dev/null
 cat >> "$DIR/data/postgresql.auto.conf" <<CONF
@@ -315,19 +345,11 @@ echo
 echo "== Inbound: process_message(), IMAP fetch from Dovecot, fetcher memory (own cluster)"
 ./target/release/bench_inbound "${FETCH:-5000}"
 
+run_lmtp
+
 echo
 echo "== Bounce analysis on the corpus (tests/corpora) (real bounces from many MTAs; no timing)"
 ./target/release/bounce_corpus
 fi
 
-# The table.
-{
-  echo
-  echo "| what | figure | target |"
-  echo "|---|---|---|"
-  while IFS=$'\t' read -r what figure target; do
-    echo "| $what | $figure | $target |"
-  done <"$BENCH_ROWS"
-  echo
-  echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(. /etc/os-release && echo "$PRETTY_NAME"), $("$B/postgres" --version), $(date -u +%F)"
-} >&3
+table

@@ -1,0 +1,205 @@
+//! Push-delivery benchmark (run by `BENCH_PARTS=lmtp scripts/bench.sh`, and by the full run):
+//! messages per second stored through the fetcher's LMTP listener, sent by Postfix's
+//! `smtp-source -L`, next to `process_message()` from one client of the same 5 KB message;
+//! then through a real Postfix (SMTP in, its queue, LMTP out to the listener). Every message
+//! is distinct (smtp-source numbers its Message-Ids) and each run checks that all were stored;
+//! it asserts nothing about speed.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mail_gateway_tests::postfix::{Postfix, Transport};
+use mail_gateway_tests::{Client, Cluster, bench_row, exec, free_port, wait_for};
+
+const SIZE: usize = 5120;
+const FROM: &str = "c@customer.example";
+/// Neither an alias nor the catchall: each message is stored and routed to `unroutable`,
+/// the same work on every row.
+const TO: &str = "info@mycompany.com";
+
+/// A message shaped as smtp-source writes them: four header fields, then `SIZE` bytes of
+/// 80-byte lines.
+fn smtp_source_like(i: usize) -> Vec<u8> {
+    let mut raw = format!(
+        "From: <{FROM}>\r\nTo: <{TO}>\r\nDate: Wed,  2 Dec 2026 10:00:00 +0000 (UTC)\r\n\
+         Message-Id: <bench-{i:08}@client.example>\r\n\r\n"
+    );
+    let mut body = 0;
+    let mut line = 1;
+    while body < SIZE {
+        let text = format!("{line}{}\r\n", "X".repeat(77));
+        body += text.len();
+        raw.push_str(&text);
+        line += 1;
+    }
+    raw.into_bytes()
+}
+
+fn stored(db: &mut Client) -> i64 {
+    db.query_one("SELECT count(*) FROM mail_gateway.inbound", &[])
+        .unwrap()
+        .get(0)
+}
+
+fn empty(db: &mut Client) {
+    exec(db, "TRUNCATE mail_gateway.inbound CASCADE");
+    exec(db, "VACUUM ANALYZE mail_gateway.inbound");
+}
+
+/// Prints a rate and adds it to the table; returns it.
+fn rate(label: &str, n: usize, took: Duration, row: &str, extra: &str, target: &str) -> f64 {
+    let per_second = n as f64 / took.as_secs_f64();
+    println!(
+        "{label:<52} {per_second:>8.0} msgs/s   ({n} in {:.2} s)",
+        took.as_secs_f64()
+    );
+    bench_row(row, &format!("{per_second:.0} msgs/s{extra}"), target);
+    per_second
+}
+
+fn process_message(cluster: &Cluster, n: usize, first: usize) -> Duration {
+    let mut db = cluster.connect("postgres");
+    let statement = db
+        .prepare("SELECT mail_gateway.process_message($1)")
+        .unwrap();
+    let started = Instant::now();
+    for i in first..first + n {
+        db.query_one(&statement, &[&smtp_source_like(i)]).unwrap();
+    }
+    started.elapsed()
+}
+
+/// `smtp-source` with `args` (its messages: `-l SIZE` bytes, from FROM to TO), timed.
+fn smtp_source(args: &[&str], n: usize, target: &str) -> Duration {
+    let started = Instant::now();
+    let out = Command::new("/usr/sbin/smtp-source")
+        .args(args)
+        .args(["-m", &n.to_string(), "-l", &SIZE.to_string()])
+        .args(["-f", FROM, "-t", TO, target])
+        .output()
+        .expect("smtp-source (Debian's postfix package)");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "smtp-source {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5000);
+    let lmtp = free_port();
+    let listen = format!("127.0.0.1:{lmtp}");
+    let cluster = Cluster::start(&[
+        ("shared_buffers", "512MB"),
+        ("mail_gateway.poll_interval", "200ms"),
+        ("mail_gateway.lmtp_listen", &listen),
+    ]);
+    let mut db = cluster.connect("postgres");
+    exec(
+        &mut db,
+        "CREATE EXTENSION mail_gateway;
+         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');",
+    );
+    wait_for("the LMTP listener", Duration::from_secs(60), || {
+        TcpStream::connect(("127.0.0.1", lmtp)).ok()
+    });
+    let lmtp_target = format!("127.0.0.1:{lmtp}");
+
+    println!(
+        "== Push delivery: {n} messages of 5 KB (smtp-source's form), stored and routed, each run from empty"
+    );
+    // Warm-up, not measured: plans, caches, both paths once.
+    process_message(&cluster, 500, 10_000_000);
+    smtp_source(&["-L", "-d", "-s", "2"], 500, &lmtp_target);
+    empty(&mut db);
+
+    let took = process_message(&cluster, n, 0);
+    assert_eq!(
+        stored(&mut db),
+        n as i64,
+        "process_message stored each once"
+    );
+    let baseline = rate(
+        "process_message(), 1 client",
+        n,
+        took,
+        "`process_message()`, smtp-source's 5 KB message, 1 client",
+        "",
+        "",
+    );
+
+    for sessions in [1, 4] {
+        empty(&mut db);
+        let took = smtp_source(&["-L", "-d", "-s", &sessions.to_string()], n, &lmtp_target);
+        // smtp-source finished: every message had its 250, which comes after the commit.
+        let count = stored(&mut db);
+        assert_eq!(
+            count, n as i64,
+            "each of smtp-source's {n} messages stored once (distinct Message-Ids)"
+        );
+        let per_second = n as f64 / took.as_secs_f64();
+        rate(
+            &format!("LMTP from smtp-source -L, {sessions} session(s)"),
+            n,
+            took,
+            &format!(
+                "LMTP listener ← `smtp-source -L -d -s {sessions}`, 5 KB, committed before each 250"
+            ),
+            &format!(" = {:.2}× `process_message()`", per_second / baseline),
+            if sessions == 1 {
+                "≥ 0.8× `process_message()`, 1 client"
+            } else {
+                ""
+            },
+        );
+    }
+
+    // A real MTA in front: smtpd takes the messages into Postfix's queue (fsynced), its LMTP
+    // client pushes them to the listener (up to 10 sessions). Timed until all are stored.
+    empty(&mut db);
+    let postfix = Postfix::start(Transport::Lmtp(lmtp));
+    let smtp_target = format!("127.0.0.1:{}", postfix.smtp_port);
+    let started = Instant::now();
+    let accepted = smtp_source(&["-d", "-s", "4"], n, &smtp_target);
+    let mut last = 0;
+    let mut progress = Instant::now();
+    while stored(&mut db) < n as i64 {
+        let now = stored(&mut db);
+        if now != last {
+            (last, progress) = (now, Instant::now());
+        }
+        assert!(
+            progress.elapsed() < Duration::from_secs(120),
+            "stuck at {now} of {n} stored:\n{}\n{}",
+            postfix.queue_listing(),
+            postfix.maillog()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    println!(
+        "{:<52} {:>8.0} msgs/s   (smtpd accepted them in {:.2} s)",
+        "  Postfix's smtpd alone",
+        n as f64 / accepted.as_secs_f64(),
+        accepted.as_secs_f64()
+    );
+    rate(
+        "Postfix: SMTP in → queue → LMTP → stored",
+        n,
+        took,
+        "Postfix 3.7 (`smtp-source -d -s 4` into smtpd, its queue, its LMTP client) → stored",
+        &format!(
+            " (smtpd alone {:.0} msgs/s)",
+            n as f64 / accepted.as_secs_f64()
+        ),
+        "",
+    );
+    postfix.wait_empty(Duration::from_secs(60));
+    assert_eq!(stored(&mut db), n as i64, "stored once each");
+}
