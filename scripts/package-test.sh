@@ -45,7 +45,7 @@ work=$2
 cd "$work"
 # What dpkg -i and -r write: the package's directories, dpkg's database, and what
 # postgresql-common's trigger (pg_updatedicts) rewrites.
-for dir in /usr/lib/postgresql/15/lib /usr/share/postgresql /var/lib/dpkg /var/cache/postgresql; do
+for dir in /usr/lib/postgresql/15/lib /usr/lib/postgresql/15/bin /usr/share/postgresql /var/lib/dpkg /var/cache/postgresql; do
   [ -d "$dir" ] || continue
   layer=$(mktemp -d -p "$work")
   mount -t tmpfs layer "$layer" && mkdir "$layer/upper" "$layer/work"
@@ -86,10 +86,15 @@ for _ in $(seq 300); do
 done
 [ "$workers" -gt 0 ] || { echo "no mail_gateway worker"; false; }
 echo "cluster: CREATE EXTENSION mail_gateway $MG_VERSION, $workers worker(s) running"
+# The MTA's pipe from the package, as Postfix would run it (as a user that is not root).
+printf 'From: a@customer.example\r\nMessage-ID: <piped@customer.example>\r\n\r\nhi\r\n' |
+  runuser -u postgres -- /usr/lib/postgresql/15/bin/mail-gateway-deliver "host=$work dbname=postgres user=postgres"
+[ "$(sql "SELECT count(*) FROM mail_gateway.inbound WHERE message_id = '<piped@customer.example>'")" = 1 ]
+echo "mail-gateway-deliver: a piped message stored"
 stop
 trap - ERR
 
 dpkg --log=/dev/null -r postgresql-15-mail-gateway >/dev/null
-[ ! -e /usr/lib/postgresql/15/lib/mail_gateway.so ]
+[ ! -e /usr/lib/postgresql/15/lib/mail_gateway.so ] && [ ! -e /usr/lib/postgresql/15/bin/mail-gateway-deliver ]
 [ -z "$(ls /usr/share/postgresql/15/extension/mail_gateway* 2>/dev/null)" ]
 echo "dpkg -r: every file of the package removed"

@@ -22,6 +22,12 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)
 maintainer="${DEBFULLNAME:-mail_gateway maintainers} <${DEBEMAIL:-maintainers@users.noreply.h-seed-3020b2e1.example}>"
 mkdir -p "$out"
+# mail-gateway-deliver does not depend on the PostgreSQL version: built once.
+if [ ${#profile[@]} -gt 0 ]; then
+  cargo build -p mail_gateway_deliver && deliver=$PWD/target/debug/mail-gateway-deliver
+else
+  cargo build --release -p mail_gateway_deliver && deliver=$PWD/target/release/mail-gateway-deliver
+fi
 
 for major in "${versions[@]}"; do
   pg_config=$(bash scripts/pg-versions.sh bin "$major")/pg_config
@@ -39,10 +45,16 @@ for major in "${versions[@]}"; do
   install -m 0644 "$stage/pgrx$("$pg_config" --pkglibdir)/mail_gateway.so" "$lib/"
   strip --strip-unneeded "$lib/mail_gateway.so"     # as Debian's dh_strip does
   install -m 0644 "$stage/pgrx$("$pg_config" --sharedir)/extension/"mail_gateway* "$ext/"
+  # The MTA's pipe, beside this version's programs (psql, pg_dump …): packages for several
+  # versions can be installed together without two owning one path.
+  bin=$stage/root/usr/lib/postgresql/$major/bin
+  mkdir -p "$bin"
+  install -m 0755 "$deliver" "$bin/"
+  strip --strip-unneeded "$bin/mail-gateway-deliver"
 
   # The libraries the .so links (libc, libssl …), as Debian's own packages compute them.
   shlibs=$(cd "$stage" && mkdir -p debian && printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$name" "$name" >debian/control \
-    && dpkg-shlibdeps -O -e"$lib/mail_gateway.so" | sed -n 's/^shlibs:Depends=//p')
+    && dpkg-shlibdeps -O -e"$lib/mail_gateway.so" -e"$bin/mail-gateway-deliver" | sed -n 's/^shlibs:Depends=//p')
   mkdir -p "$stage/root/DEBIAN"
   cat >"$stage/root/DEBIAN/control" <<EOF
 Package: $name

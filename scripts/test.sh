@@ -63,6 +63,8 @@ if [ "$(id -u)" -eq 0 ]; then
 else
   cargo pgrx install --sudo --pg-config "$PG_CONFIG"
 fi
+# The MTA's pipe program, which tests/tests/deliver.rs runs as an MTA would.
+cargo build -p mail_gateway_deliver
 cargo test -p mail_gateway_tests -- --test-threads=2
 
 step "SQL errors pinned with pg_regress (scripts/regress.sh: SQLSTATE, message and hint of each)"

@@ -502,3 +502,21 @@ impl CuttingProxy {
         CuttingProxy { port }
     }
 }
+
+/// The `mail-gateway-deliver` program, built beside the test binaries
+/// (`cargo build -p mail_gateway_deliver`, done by scripts/test.sh).
+pub fn deliver_program() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/debug/deps/<test> → target/debug/mail-gateway-deliver
+    let program = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join("mail-gateway-deliver");
+    assert!(
+        program.exists(),
+        "{} is missing: run `cargo build -p mail_gateway_deliver` first",
+        program.display()
+    );
+    program
+}
