@@ -5,8 +5,8 @@
 //! (`postfix start`); the instance stops when dropped.
 //!
 //! The lines that route the domain to the gateway are the ones docs/OPERATIONS.md shows (push
-//! delivery): `ROUTING_MAIN_CF`, `LMTP_TRANSPORT`, `MASTER_CF_LMTP`; the test `postfix.rs` holds
-//! the two equal.
+//! delivery): `ROUTING_MAIN_CF`, then `LMTP_*` or `PIPE_*`; the test `postfix.rs` holds the two
+//! equal. Only paths, ports, the database and pipe(8)'s user differ, replaced where they occur.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -16,12 +16,16 @@ use std::time::{Duration, Instant};
 
 use crate::{free_port, temp_dir, wait_for};
 
-/// main.cf: relay the company's domain through the transport map; one LMTP transaction per
-/// message whatever its recipients; no more sessions than `lmtp_max_connections` (10).
-/// `/etc/postfix` is this instance's directory.
+/// main.cf: relay the company's domain through the transport map. `/etc/postfix` is this
+/// instance's directory.
 pub const ROUTING_MAIN_CF: &[&str] = &[
     "relay_domains = mycompany.com",
     "transport_maps = hash:/etc/postfix/transport",
+];
+
+/// main.cf for LMTP: one transaction per message whatever its recipients; no more sessions
+/// than `mail_gateway.lmtp_max_connections` (10).
+pub const LMTP_MAIN_CF: &[&str] = &[
     "lmtp_destination_recipient_limit = 1000",
     "lmtp_destination_concurrency_limit = 10",
 ];
@@ -31,13 +35,36 @@ pub const LMTP_TRANSPORT: &str = "mycompany.com   lmtp:inet:127.0.0.1:2424";
 
 /// master.cf: Postfix's own LMTP client (in Debian's master.cf already, chrooted there; either
 /// works for an inet destination).
-pub const MASTER_CF_LMTP: &str = "lmtp      unix  -       -       n       -       -       lmtp";
+pub const LMTP_MASTER_CF: &[&str] =
+    &["lmtp      unix  -       -       n       -       -       lmtp"];
+
+/// main.cf for the pipe: one run per message whatever its recipients.
+pub const PIPE_MAIN_CF: &[&str] = &["mailgateway_destination_recipient_limit = 1000"];
+
+/// The transport map's line for the pipe.
+pub const PIPE_TRANSPORT: &str = "mycompany.com   mailgateway:";
+
+/// master.cf: `mail-gateway-deliver` through pipe(8), as a user of its own (pipe refuses root
+/// and Postfix's own user), with a Return-Path (flag R) as a delivery agent writes it.
+pub const PIPE_MASTER_CF: &[&str] = &[
+    "mailgateway unix  -       n       n       -       10      pipe",
+    "  flags=R user=mailgateway argv=/usr/lib/postgresql/15/bin/mail-gateway-deliver --timeout 60 { host=/var/run/postgresql dbname=erp user=mailgateway }",
+];
+
+/// The pipe's database role: nothing but `process_message` (peer authentication on the
+/// socket: the role is pipe's user).
+pub const PIPE_ROLE_SQL: &str = "CREATE ROLE mailgateway LOGIN;
+GRANT USAGE ON SCHEMA mail_gateway TO mailgateway;
+GRANT EXECUTE ON FUNCTION mail_gateway.process_message(bytea, text) TO mailgateway;";
 
 /// Where mail for `mycompany.com` goes.
 #[derive(Clone, Debug)]
 pub enum Transport {
     /// The gateway's LMTP listener on 127.0.0.1 at this port.
     Lmtp(u16),
+    /// `mail-gateway-deliver` (this program, copied into the instance so that pipe's user can
+    /// run it wherever the checkout is) through pipe(8) as `nobody`, with this CONNINFO.
+    Pipe { program: PathBuf, conninfo: String },
 }
 
 /// The rest of the instance: what a test machine needs and a production one has differently.
@@ -90,6 +117,7 @@ pub struct Postfix {
     pub dir: PathBuf,
     /// smtpd's port on 127.0.0.1.
     pub smtp_port: u16,
+    transport: Transport,
     running: bool,
 }
 
@@ -128,6 +156,7 @@ impl Postfix {
         let mut postfix = Postfix {
             dir,
             smtp_port,
+            transport: transport.clone(),
             running: false,
         };
         postfix.write_config(&transport);
@@ -146,6 +175,14 @@ impl Postfix {
         postfix
     }
 
+    /// The LMTP listener's port Postfix delivers to (LMTP only).
+    pub fn lmtp_port(&self) -> Option<u16> {
+        match self.transport {
+            Transport::Lmtp(port) => Some(port),
+            Transport::Pipe { .. } => None,
+        }
+    }
+
     pub fn etc(&self) -> PathBuf {
         self.dir.join("etc")
     }
@@ -161,23 +198,48 @@ impl Postfix {
             log = self.maillog_path().display(),
             dir = self.dir.display(),
         );
-        for line in ROUTING_MAIN_CF {
-            main.push_str(&line.replace("/etc/postfix", etc_s));
-            main.push('\n');
-        }
-        write(&etc.join("main.cf"), &main);
-
         let mut master = format!(
             "127.0.0.1:{} inet  n       -       n       -       -       smtpd\n{MASTER_CF}",
             self.smtp_port
         );
-        let map = match transport {
-            Transport::Lmtp(port) => {
-                master.push_str(MASTER_CF_LMTP);
-                master.push('\n');
-                LMTP_TRANSPORT.replace("2424", &port.to_string())
+        let (main_cf, master_cf, map) = match transport {
+            Transport::Lmtp(port) => (
+                LMTP_MAIN_CF,
+                LMTP_MASTER_CF.join("\n"),
+                LMTP_TRANSPORT.replace("2424", &port.to_string()),
+            ),
+            Transport::Pipe { program, conninfo } => {
+                let bin = self.dir.join("bin");
+                std::fs::create_dir(&bin).expect("the instance's bin directory");
+                let copy = bin.join("mail-gateway-deliver");
+                std::fs::copy(program, &copy)
+                    .unwrap_or_else(|e| panic!("copy {}: {e}", program.display()));
+                set_mode(&copy, 0o755);
+                let lines = PIPE_MASTER_CF.join("\n");
+                let replaced = replace_all(
+                    &lines,
+                    &[
+                        ("user=mailgateway argv=", "user=nobody argv="),
+                        (
+                            "/usr/lib/postgresql/15/bin/mail-gateway-deliver",
+                            copy.to_str().unwrap(),
+                        ),
+                        (
+                            "host=/var/run/postgresql dbname=erp user=mailgateway",
+                            conninfo,
+                        ),
+                    ],
+                );
+                (PIPE_MAIN_CF, replaced, PIPE_TRANSPORT.to_string())
             }
         };
+        for line in ROUTING_MAIN_CF.iter().chain(main_cf) {
+            main.push_str(&line.replace("/etc/postfix", etc_s));
+            main.push('\n');
+        }
+        write(&etc.join("main.cf"), &main);
+        master.push_str(&master_cf);
+        master.push('\n');
         write(&etc.join("master.cf"), &master);
         write(&etc.join("transport"), &format!("{map}\n"));
         let out = Command::new("postmap")
@@ -378,6 +440,16 @@ impl Smtp {
             "smtpd answered {command:?} with {reply:?}"
         );
     }
+}
+
+/// `text` with each `(from, to)` replaced; each `from` must occur.
+fn replace_all(text: &str, pairs: &[(&str, &str)]) -> String {
+    let mut text = text.to_string();
+    for (from, to) in pairs {
+        assert!(text.contains(from), "{from:?} is not in {text:?}");
+        text = text.replace(from, to);
+    }
+    text
 }
 
 fn write(path: &Path, text: &str) {

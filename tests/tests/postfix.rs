@@ -1,17 +1,19 @@
-//! A real Postfix in front of the gateway (tests/src/postfix.rs): mail sent to it over SMTP is
-//! pushed to the fetcher's LMTP listener with the lines docs/OPERATIONS.md shows, and survives
-//! a stopped database, a busy one, an answer lost after the commit and a fetcher killed while
-//! the message is in flight: Postfix keeps it, tries again, and the gateway stores it once.
+//! A real Postfix in front of the gateway (tests/src/postfix.rs), configured with the lines
+//! docs/OPERATIONS.md shows: mail sent to it over SMTP is pushed to the fetcher's LMTP listener,
+//! or piped into `mail-gateway-deliver`, and survives a stopped database (both), a busy one, an
+//! answer lost after the commit and a fetcher killed while the message is in flight (LMTP):
+//! Postfix keeps it, tries again, and the gateway stores it once.
 
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mail_gateway_tests::postfix::{
-    LMTP_TRANSPORT, MASTER_CF_LMTP, Postfix, ROUTING_MAIN_CF, Transport,
+    LMTP_MAIN_CF, LMTP_MASTER_CF, LMTP_TRANSPORT, PIPE_MAIN_CF, PIPE_MASTER_CF, PIPE_ROLE_SQL,
+    PIPE_TRANSPORT, Postfix, ROUTING_MAIN_CF, Transport,
 };
 use mail_gateway_tests::proxy::{Cut, EndOfDataProxy};
-use mail_gateway_tests::{Client, Cluster, exec, free_port, gateway, wait_for};
+use mail_gateway_tests::{Client, Cluster, deliver_program, exec, free_port, gateway, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -146,18 +148,59 @@ fn wait_deferral_logged(postfix: &Postfix, reasons: &[&str]) -> String {
     }
 }
 
+/// Deliveries Postfix logged as done (LMTP or pipe).
 fn sent_lines(postfix: &Postfix) -> usize {
     std::fs::read_to_string(postfix.maillog_path())
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("postfix/lmtp") && l.contains("status=sent"))
+        .filter(|l| l.contains(" to=<") && l.contains("status=sent"))
         .count()
 }
 
-#[test]
-fn a_reply_sent_to_postfix_is_in_its_thread_within_seconds() {
-    let (_cluster, mut db, port) = listening(&[]);
-    let postfix = Postfix::start(Transport::Lmtp(port));
+/// How Postfix hands mail to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Via {
+    Lmtp,
+    Pipe,
+}
+
+/// A gateway (listening for LMTP, or with the pipe's role) and a Postfix delivering to it.
+fn behind_postfix(via: Via) -> (Cluster, Client, Postfix) {
+    match via {
+        Via::Lmtp => {
+            let (cluster, db, port) = listening(&[]);
+            (cluster, db, Postfix::start(Transport::Lmtp(port)))
+        }
+        Via::Pipe => {
+            let (cluster, mut db) = gateway(&[]);
+            exec(&mut db, PIPE_ROLE_SQL);
+            let conninfo = format!(
+                "host=127.0.0.1 port={} dbname=postgres user=mailgateway",
+                cluster.port
+            );
+            let postfix = Postfix::start(Transport::Pipe {
+                program: deliver_program(),
+                conninfo,
+            });
+            (cluster, db, postfix)
+        }
+    }
+}
+
+/// After a database restart: LMTP needs its listener back; the pipe connects per message.
+fn wait_until_deliverable(via: Via, postfix: &Postfix) {
+    if via == Via::Lmtp {
+        let port = postfix
+            .lmtp_port()
+            .expect("an LMTP transport names its port");
+        wait_for_listener(port);
+    }
+}
+
+/// A reply sent to Postfix lands in its thread; prints the time from Postfix's 250 to the
+/// routed row.
+fn a_reply_lands_in_its_thread(via: Via) {
+    let (_cluster, mut db, postfix) = behind_postfix(via);
     exec(
         &mut db,
         "SELECT mail_gateway.post_message('sale_order', 42, 'Ann <ann@mycompany.com>',
@@ -200,7 +243,7 @@ fn a_reply_sent_to_postfix_is_in_its_thread_within_seconds() {
         );
         std::thread::sleep(Duration::from_millis(5));
     };
-    println!("Postfix's 250 → routed in the thread over LMTP: {took:?}");
+    println!("{via:?}: Postfix's 250 → routed in the thread: {took:?}");
     assert!(
         took < Duration::from_secs(10),
         "took {took:?}\n{}",
@@ -223,10 +266,21 @@ fn a_reply_sent_to_postfix_is_in_its_thread_within_seconds() {
         ("reply".into(), "sale_order".into(), 42)
     );
     let raw: String = row.get(3);
+    // LMTP carries CRLF lines; pipe(8) writes LF lines, and the Return-Path (flag R) first.
+    let sent = match via {
+        Via::Lmtp => reply.clone(),
+        Via::Pipe => reply.replace("\r\n", "\n"),
+    };
     assert!(
-        raw.contains("Received: from client.test.example") && raw.ends_with(&reply),
+        raw.contains("Received: from client.test.example") && raw.ends_with(&sent),
         "Postfix's trace header, then the message as sent (dot-stuffing undone):\n{raw}"
     );
+    if via == Via::Pipe {
+        assert!(
+            raw.starts_with("Return-Path: <bob@customer.example>\n"),
+            "{raw}"
+        );
+    }
     assert_eq!(
         count(
             &mut db,
@@ -236,19 +290,35 @@ fn a_reply_sent_to_postfix_is_in_its_thread_within_seconds() {
     );
     postfix.wait_empty(WAIT);
     let log = postfix.maillog();
+    let delivered = match via {
+        Via::Lmtp => format!(
+            "relay=127.0.0.1[127.0.0.1]:{}",
+            postfix.lmtp_port().unwrap()
+        ),
+        Via::Pipe => "relay=mailgateway".to_string(),
+    };
     assert!(
-        log.contains(&format!("relay=127.0.0.1[127.0.0.1]:{port}"))
-            && log.contains("status=sent (250 2.0.0 stored)"),
+        log.contains(&delivered) && log.contains("status=sent"),
         "{log}"
     );
 }
 
 #[test]
-fn with_the_database_stopped_postfix_keeps_the_message_and_delivers_it_once_later() {
-    let (mut cluster, mut db, port) = listening(&[]);
+fn a_reply_sent_to_postfix_is_in_its_thread_within_seconds_over_lmtp() {
+    a_reply_lands_in_its_thread(Via::Lmtp);
+}
+
+#[test]
+fn a_reply_sent_to_postfix_is_in_its_thread_within_seconds_through_the_pipe() {
+    a_reply_lands_in_its_thread(Via::Pipe);
+}
+
+/// With the database stopped, the message waits in Postfix's queue, deferred for `reason`,
+/// and is stored once after the database is back.
+fn the_database_stopped(via: Via, reason: &str) {
+    let (mut cluster, mut db, postfix) = behind_postfix(via);
     with_sales_alias(&mut db);
     drop(db);
-    let postfix = Postfix::start(Transport::Lmtp(port));
     cluster.stop("fast");
 
     let answer = postfix.send(
@@ -257,8 +327,8 @@ fn with_the_database_stopped_postfix_keeps_the_message_and_delivers_it_once_late
         &first_mail("dan-stopped", 10),
     );
     assert!(answer.starts_with("250"), "{answer}\n{}", postfix.maillog());
-    let why = wait_deferred(&postfix, &["Connection refused"]);
-    println!("deferred: {why}");
+    let why = wait_deferred(&postfix, &[reason]);
+    println!("{via:?}, deferred: {why}");
     // Tried again while the database is down, and kept.
     wait_for("a second attempt", WAIT, || {
         let log = std::fs::read_to_string(postfix.maillog_path()).unwrap_or_default();
@@ -267,11 +337,26 @@ fn with_the_database_stopped_postfix_keeps_the_message_and_delivers_it_once_late
     assert_eq!(postfix.queue().len(), 1, "{}", postfix.queue_listing());
 
     cluster.restart();
-    wait_for_listener(port);
+    wait_until_deliverable(via, &postfix);
     postfix.flush();
     postfix.wait_empty(WAIT);
     assert_stored_once(&cluster, "dan-stopped", &postfix);
     assert_eq!(sent_lines(&postfix), 1, "{}", postfix.maillog());
+}
+
+#[test]
+fn with_the_database_stopped_postfix_keeps_the_message_and_delivers_it_once_later_over_lmtp() {
+    the_database_stopped(Via::Lmtp, "Connection refused");
+}
+
+#[test]
+fn with_the_database_stopped_postfix_keeps_the_message_and_delivers_it_once_later_through_the_pipe()
+{
+    // Exit 75: Postfix keeps the message, with the program's reason.
+    the_database_stopped(
+        Via::Pipe,
+        "mail-gateway-deliver: cannot connect to the database",
+    );
 }
 
 #[test]
@@ -411,12 +496,18 @@ fn the_operations_guide_shows_the_postfix_lines_the_tests_use() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/OPERATIONS.md");
     let doc = std::fs::read_to_string(path).expect("docs/OPERATIONS.md");
     let lines: Vec<&str> = doc.lines().map(str::trim_end).collect();
-    for line in ROUTING_MAIN_CF
+    let shown = ROUTING_MAIN_CF
         .iter()
-        .chain([&LMTP_TRANSPORT, &MASTER_CF_LMTP])
-    {
+        .chain(LMTP_MAIN_CF)
+        .chain(LMTP_MASTER_CF)
+        .chain(PIPE_MAIN_CF)
+        .chain(PIPE_MASTER_CF)
+        .chain([&LMTP_TRANSPORT, &PIPE_TRANSPORT])
+        .copied()
+        .chain(PIPE_ROLE_SQL.lines().map(str::trim));
+    for line in shown {
         assert!(
-            lines.contains(line),
+            lines.contains(&line),
             "docs/OPERATIONS.md does not show the line {line:?}"
         );
     }
