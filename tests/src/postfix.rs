@@ -331,8 +331,12 @@ impl Postfix {
     }
 
     /// Waits until nothing is left in the queue: everything was delivered.
+    /// With retries a second apart, qmgr can find a deferred message still locked by the
+    /// delivery agent that just tried it ("skipped, still being delivered") and then leaves it
+    /// alone for 60 s: waiting flushes the queue every 2 s, as an impatient operator would.
     pub fn wait_empty(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        let mut flushed = Instant::now();
         while !self.queue().is_empty() {
             assert!(
                 Instant::now() < deadline,
@@ -340,8 +344,20 @@ impl Postfix {
                 self.queue_listing(),
                 self.maillog()
             );
+            if flushed.elapsed() > Duration::from_secs(2) {
+                self.flush();
+                flushed = Instant::now();
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// How many delivery attempts Postfix logged as deferred so far.
+    pub fn deferrals(&self) -> usize {
+        std::fs::read_to_string(self.maillog_path())
+            .unwrap_or_default()
+            .matches("status=deferred")
+            .count()
     }
 
     /// Sends one message to smtpd and returns its final reply (250 when Postfix took it).
