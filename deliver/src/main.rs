@@ -51,7 +51,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
                 let value = args.next().ok_or("--timeout needs a number of seconds")?;
                 match value.parse::<u64>() {
                     Ok(secs) if secs > 0 => timeout = Duration::from_secs(secs),
-                    _ => return Err(format!("--timeout {value}: not a positive number of seconds")),
+                    _ => {
+                        return Err(format!(
+                            "--timeout {value}: not a positive number of seconds"
+                        ));
+                    }
                 }
             }
             option if option.starts_with('-') => return Err(format!("unknown option {option}")),
@@ -89,7 +93,10 @@ impl Failure {
 fn later(what: &str, e: postgres::Error) -> Failure {
     Failure::Later(match e.as_db_error() {
         Some(db) => {
-            let hint = db.hint().map(|h| format!(" (hint: {h})")).unwrap_or_default();
+            let hint = db
+                .hint()
+                .map(|h| format!(" (hint: {h})"))
+                .unwrap_or_default();
             format!("{what}: {} {}{hint}", db.code().code(), db.message())
         }
         None => format!("{what}: {e}"),
@@ -110,8 +117,8 @@ fn read_bounded(input: &mut impl Read, limit: u64) -> io::Result<(Vec<u8>, u64)>
 }
 
 fn connect(args: &Args) -> Result<Client, Failure> {
-    let mut config = Config::from_str(&args.conninfo)
-        .map_err(|e| Failure::Later(format!("CONNINFO: {e}")))?;
+    let mut config =
+        Config::from_str(&args.conninfo).map_err(|e| Failure::Later(format!("CONNINFO: {e}")))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(args.timeout);
     }
@@ -206,9 +213,17 @@ mod tests {
         assert_eq!(args(&["--help"]), Ok(Parsed::Help));
         assert!(args(&[]).unwrap_err().contains("CONNINFO is missing"));
         assert!(args(&["a", "b"]).unwrap_err().contains("only one"));
-        assert!(args(&["--timeout", "0", "x"]).unwrap_err().contains("positive"));
+        assert!(
+            args(&["--timeout", "0", "x"])
+                .unwrap_err()
+                .contains("positive")
+        );
         assert!(args(&["--server"]).unwrap_err().contains("needs a name"));
-        assert!(args(&["--verbose", "x"]).unwrap_err().contains("unknown option"));
+        assert!(
+            args(&["--verbose", "x"])
+                .unwrap_err()
+                .contains("unknown option")
+        );
     }
 
     #[test]
@@ -239,7 +254,10 @@ mod tests {
         let message = vec![b'x'; 300_000];
         let mut input = &message[..];
         let failure = deliver(&args, &mut input).unwrap_err();
-        assert!(matches!(failure, Failure::Later(ref r) if r.contains("cannot connect")), "{failure:?}");
+        assert!(
+            matches!(failure, Failure::Later(ref r) if r.contains("cannot connect")),
+            "{failure:?}"
+        );
         assert!(input.is_empty());
     }
 }

@@ -132,7 +132,10 @@ fn a_database_that_cannot_take_it_is_exit_75_and_nothing_is_half_stored() {
         stderr(&refused)
     );
     // A wrong argument is the administrator's mistake too.
-    let wrong = deliver(&["--timeout", "soon", &conninfo(&cluster, "postgres")], message);
+    let wrong = deliver(
+        &["--timeout", "soon", &conninfo(&cluster, "postgres")],
+        message,
+    );
     assert_eq!(status(&wrong), 75, "{}", stderr(&wrong));
     assert_eq!(
         count(&mut db, "SELECT count(*) FROM mail_gateway.inbound"),
@@ -142,9 +145,16 @@ fn a_database_that_cannot_take_it_is_exit_75_and_nothing_is_half_stored() {
     // The database is down: 75 again, quickly, with the reason.
     drop(db);
     cluster.stop("fast");
-    let down = deliver(&["--timeout", "5", &conninfo(&cluster, "postgres")], message);
+    let down = deliver(
+        &["--timeout", "5", &conninfo(&cluster, "postgres")],
+        message,
+    );
     assert_eq!(status(&down), 75, "{}", stderr(&down));
-    assert!(stderr(&down).contains("cannot connect"), "{}", stderr(&down));
+    assert!(
+        stderr(&down).contains("cannot connect"),
+        "{}",
+        stderr(&down)
+    );
 
     // Back up: the MTA's next try stores it.
     cluster.restart();
