@@ -110,7 +110,18 @@ impl Lmtp {
 /// route it if it is new.
 /// The fetcher already writes as the gateway's worker role, as it does for fetched mail.
 fn receive(delivery: &Delivery) -> i64 {
-    let raw = &delivery.raw;
+    // Stored with the envelope on top, as a mailbox would have it (routing reads
+    // Delivered-To, bounce analysis Return-Path), unless that pushes it over the size limit:
+    // then as it came, never recorded without its bytes after a 250.
+    let trace = delivery.envelope.trace(&delivery.raw);
+    let mut traced;
+    let raw = if trace.len() + delivery.raw.len() <= gucs::max_message_size() {
+        traced = trace;
+        traced.extend_from_slice(&delivery.raw);
+        &traced
+    } else {
+        &delivery.raw
+    };
     let trusted = store::config::trusted_authserv_ids();
     let auth = authentication::authenticate(raw, &trusted, None);
     let id = store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, None, None, &auth);

@@ -137,10 +137,12 @@ fn a_reply_over_lmtp_lands_in_its_thread_once_and_is_acknowledged_after_commit()
         ),
         ("routed".into(), "reply".into(), "sale_order".into(), 42)
     );
+    // Byte for byte below the envelope the listener writes on top (dot-stuffing undone).
+    let envelope = "Return-Path: <bob@customer.example>\r\n\
+                    Delivered-To: catchall@mycompany.com\r\nDelivered-To: ann@mycompany.com\r\n";
     assert_eq!(
-        row.get::<_, Vec<u8>>(4),
-        reply.as_bytes(),
-        "stored byte for byte"
+        String::from_utf8(row.get::<_, Vec<u8>>(4)).unwrap(),
+        format!("{envelope}{reply}"),
     );
     let in_thread =
         "SELECT count(*) FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42";
@@ -226,4 +228,68 @@ fn postfix_smtp_source_delivers_over_lmtp() {
     // smtp-source numbers its Message-Ids (<pid.fd.count@host>): three messages, three rows.
     let stored = count(&mut db, "SELECT count(*) FROM mail_gateway.inbound");
     assert_eq!(stored, 3);
+}
+
+#[test]
+fn the_envelope_is_stored_on_top_so_a_bcc_alias_routes_and_a_null_sender_counts() {
+    let (_cluster, mut db, port) = listening();
+    exec(
+        &mut db,
+        "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
+         INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');",
+    );
+    // sales@ is in no header: only the envelope says the message was for it.
+    let bcc = b"From: Carol <carol@prospect.example>\r\nTo: team@prospect.example\r\n\
+                Subject: Tender\r\nMessage-ID: <carol-bcc@prospect.example>\r\n\r\nPlease quote.\r\n";
+    let answers = Lmtp::connect(port).send("carol@prospect.example", &["sales@mycompany.com"], bcc);
+    assert_eq!(answers, ["250 2.0.0 stored"]);
+    let row = db
+        .query_one(
+            "SELECT state, model, raw FROM mail_gateway.inbound
+             WHERE message_id = '<carol-bcc@prospect.example>'",
+            &[],
+        )
+        .unwrap();
+    let mut expected =
+        b"Return-Path: <carol@prospect.example>\r\nDelivered-To: sales@mycompany.com\r\n".to_vec();
+    expected.extend_from_slice(bcc);
+    assert_eq!(
+        row.get::<_, Vec<u8>>(2),
+        expected,
+        "the envelope, then the message"
+    );
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, Option<String>>(1)),
+        ("routed".into(), Some("public.crm_lead".into()))
+    );
+    assert_eq!(count(&mut db, "SELECT count(*) FROM crm_lead"), 1);
+
+    // An out-of-office answer says so only by its Subject and its null sender: taken for an
+    // automatic answer (never answered back), as it is when fetched from a mailbox.
+    let away = |from: &str| {
+        format!(
+            "From: {from}\r\nTo: catchall@mycompany.com\r\nSubject: Out of office\r\n\
+             Message-ID: <away-{from}>\r\n\r\nBack on Monday.\r\n"
+        )
+    };
+    let answers = Lmtp::connect(port).send(
+        "",
+        &["catchall@mycompany.com"],
+        away("dan@customer.example").as_bytes(),
+    );
+    assert_eq!(answers, ["250 2.0.0 stored"]);
+    let answered = "SELECT count(*) FROM mail_gateway.mail WHERE kind = 'auto_reply'";
+    assert_eq!(
+        count(&mut db, answered),
+        0,
+        "no answer to an automatic answer"
+    );
+    // The same text from a person's address is answered: the null sender made the difference.
+    let answers = Lmtp::connect(port).send(
+        "erin@customer.example",
+        &["catchall@mycompany.com"],
+        away("erin@customer.example").as_bytes(),
+    );
+    assert_eq!(answers, ["250 2.0.0 stored"]);
+    assert_eq!(count(&mut db, answered), 1);
 }

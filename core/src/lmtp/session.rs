@@ -45,6 +45,25 @@ pub struct Envelope {
     pub recipients: Vec<String>,
 }
 
+impl Envelope {
+    /// The trace lines a final delivery agent writes above a message (RFC 5321 §4.4), in the
+    /// message's own line ending: `Return-Path` (`<>` marks a bounce or an automatic answer)
+    /// and a `Delivered-To` per recipient (an alias reached by Bcc is only named there).
+    /// Addresses hold no control characters or spaces: `path` refused those.
+    pub fn trace(&self, message: &[u8]) -> Vec<u8> {
+        let crlf = message
+            .iter()
+            .position(|&b| b == b'\n')
+            .is_none_or(|i| i > 0 && message[i - 1] == b'\r');
+        let eol = if crlf { "\r\n" } else { "\n" };
+        let mut trace = format!("Return-Path: <{}>{eol}", self.from);
+        for recipient in &self.recipients {
+            trace.push_str(&format!("Delivered-To: {recipient}{eol}"));
+        }
+        trace.into_bytes()
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug)]
 pub enum End {

@@ -310,3 +310,23 @@ fn no_answer_in_time_is_451() {
         d.answer(Verdict::Stored);
     }
 }
+
+#[test]
+fn the_trace_names_the_envelope_in_the_message_s_line_ending() {
+    let envelope = Envelope {
+        from: String::new(),
+        recipients: vec!["sales@mycompany.com".into(), "ann@mycompany.com".into()],
+    };
+    assert_eq!(
+        envelope.trace(b"Subject: x\r\n\r\nbody\r\n"),
+        b"Return-Path: <>\r\nDelivered-To: sales@mycompany.com\r\nDelivered-To: ann@mycompany.com\r\n"
+    );
+    let envelope = Envelope {
+        from: "bob@customer.example".into(),
+        recipients: vec!["sales@mycompany.com".into()],
+    };
+    assert_eq!(
+        envelope.trace(b"Subject: x\n\nbody\n"),
+        b"Return-Path: <bob@customer.example>\nDelivered-To: sales@mycompany.com\n"
+    );
+}
