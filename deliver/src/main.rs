@@ -24,8 +24,13 @@ const USAGE: &str = "usage: mail-gateway-deliver [--server NAME] [--timeout SECO
   Reads one message on standard input and stores it with mail_gateway.process_message().
   CONNINFO: libpq key=value pairs, e.g. \"host=/var/run/postgresql dbname=erp user=postfix\".
   --server NAME    the incoming server to record it under (process_message's `server`)
-  --timeout SECS   connecting, and the statement, each at most this long (default 120)
-Exit status: 0 stored, 75 try again later, 65 the message will never be accepted.";
+  --timeout SECS   connecting, and the statement, each at most this long (default 120,
+                   at most 86400)
+Exit status: 0 stored, 75 try again later, 65 the message will never be accepted
+(--help alone prints this and exits 75: nothing was stored).";
+
+/// A day: more is surely a typo, and past ~24 days statement_timeout would refuse it.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 #[derive(Debug, PartialEq)]
 struct Args {
@@ -41,19 +46,26 @@ enum Parsed {
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    // Help only when asked alone: a `-h host` or a stray `--help` in an MTA's command line
+    // must end in "try again later", never in a status that says "delivered".
+    if args == ["--help"] {
+        return Ok(Parsed::Help);
+    }
     let mut args = args.into_iter();
     let (mut conninfo, mut server, mut timeout) = (None, None, Duration::from_secs(120));
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
             "--server" => server = Some(args.next().ok_or("--server needs a name")?),
             "--timeout" => {
                 let value = args.next().ok_or("--timeout needs a number of seconds")?;
                 match value.parse::<u64>() {
-                    Ok(secs) if secs > 0 => timeout = Duration::from_secs(secs),
+                    Ok(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) => {
+                        timeout = Duration::from_secs(secs)
+                    }
                     _ => {
                         return Err(format!(
-                            "--timeout {value}: not a positive number of seconds"
+                            "--timeout {value}: not a number of seconds from 1 to {MAX_TIMEOUT_SECS}"
                         ));
                     }
                 }
@@ -160,12 +172,21 @@ fn deliver(args: &Args, input: &mut impl Read) -> Result<i64, Failure> {
     if message.is_empty() {
         return Err(Failure::Refused("no message on standard input".into()));
     }
-    db.query_one(
-        "SELECT mail_gateway.process_message(raw => $1, server => $2)",
-        &[&message, &args.server],
-    )
-    .map(|row| row.get(0))
-    .map_err(|e| later("mail_gateway.process_message", e))
+    // The limit checked again in the statement that stores: a reload that lowered it since
+    // would otherwise have the message recorded without its bytes, and we would answer 0.
+    let stored: Option<i64> = db
+        .query_one(
+            "SELECT CASE WHEN octet_length($1::bytea) <= pg_size_bytes(current_setting('mail_gateway.max_message_size'))
+                    THEN mail_gateway.process_message(raw => $1::bytea, server => $2::text) END",
+            &[&message, &args.server],
+        )
+        .map_err(|e| later("mail_gateway.process_message", e))?
+        .get(0);
+    stored.ok_or_else(|| {
+        Failure::Later(
+            "mail_gateway.max_message_size was lowered while the message was read".into(),
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -173,7 +194,7 @@ fn main() -> ExitCode {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Help) => {
             println!("{USAGE}");
-            return ExitCode::from(EX_OK);
+            return ExitCode::from(EX_TEMPFAIL);
         }
         Err(e) => {
             // A wrong master.cf line must not bounce the mail: the MTA keeps it.
@@ -211,12 +232,28 @@ mod tests {
             }))
         );
         assert_eq!(args(&["--help"]), Ok(Parsed::Help));
+        // Never help (and an exit status of its own) in the middle of an MTA's command line.
+        assert!(
+            args(&["-h", "/run/postgresql", "dbname=erp"])
+                .unwrap_err()
+                .contains("unknown option -h")
+        );
+        assert!(
+            args(&["--help", "dbname=erp"])
+                .unwrap_err()
+                .contains("unknown option --help")
+        );
+        assert!(
+            args(&["--timeout", "3000000", "x"])
+                .unwrap_err()
+                .contains("from 1 to 86400")
+        );
         assert!(args(&[]).unwrap_err().contains("CONNINFO is missing"));
         assert!(args(&["a", "b"]).unwrap_err().contains("only one"));
         assert!(
             args(&["--timeout", "0", "x"])
                 .unwrap_err()
-                .contains("positive")
+                .contains("from 1 to")
         );
         assert!(args(&["--server"]).unwrap_err().contains("needs a name"));
         assert!(

@@ -30,8 +30,31 @@ pub fn receive(
     remote_uid: Option<&str>,
     auth: &Authentication,
 ) -> i64 {
-    let (summary, refused) = admit(&raw, size, crate::gucs::max_message_size() as u64);
     let sha = openssl::sha::sha256(&raw).to_vec();
+    receive_with_sha(raw, sha, size, server_id, remote_uid, auth)
+}
+
+/// `receive` of a message pushed by an MTA, stored with its envelope (`trace`) on top but
+/// deduplicated by the message alone: the same message in two transactions (an MTA splitting
+/// its recipients) has two traces and is still one message.
+pub fn receive_pushed(trace: &[u8], message: &[u8], auth: &Authentication) -> i64 {
+    let sha = openssl::sha::sha256(message).to_vec();
+    let mut raw = Vec::with_capacity(trace.len() + message.len());
+    raw.extend_from_slice(trace);
+    raw.extend_from_slice(message);
+    let size = raw.len() as u64;
+    receive_with_sha(Cow::Owned(raw), sha, size, None, None, auth)
+}
+
+fn receive_with_sha(
+    raw: Cow<'_, [u8]>,
+    sha: Vec<u8>,
+    size: u64,
+    server_id: Option<i64>,
+    remote_uid: Option<&str>,
+    auth: &Authentication,
+) -> i64 {
+    let (summary, refused) = admit(&raw, size, crate::gucs::max_message_size() as u64);
     // PostgreSQL's copy of the bytes, made once (it outlives the subtransactions below); ours
     // is freed before the INSERT, so that a big message is in memory as few times as possible.
     let bytes = Bytes::new(if refused.is_some() { &[] } else { &raw });

@@ -4,7 +4,6 @@
 //! connection only after that transaction committed: 250 means stored. A failed transaction
 //! is 451 4.3.0, and the MTA keeps the message.
 
-use std::borrow::Cow;
 use std::os::fd::RawFd;
 
 use pgrx::prelude::*;
@@ -89,6 +88,13 @@ impl Lmtp {
         let arrived = server.take();
         let count = arrived.len();
         for delivery in arrived {
+            // The session took it under the limit of its start: a reload may have lowered it.
+            if delivery.raw.len() > gucs::max_message_size() {
+                delivery.answer(Verdict::TryLater(
+                    "mail_gateway.max_message_size was lowered; try again".into(),
+                ));
+                continue;
+            }
             let verdict = match try_transaction("storing a message received over LMTP", || {
                 receive(&delivery)
             }) {
@@ -110,21 +116,19 @@ impl Lmtp {
 /// route it if it is new.
 /// The fetcher already writes as the gateway's worker role, as it does for fetched mail.
 fn receive(delivery: &Delivery) -> i64 {
+    let message = &delivery.raw;
     // Stored with the envelope on top, as a mailbox would have it (routing reads
     // Delivered-To, bounce analysis Return-Path), unless that pushes it over the size limit:
-    // then as it came, never recorded without its bytes after a 250.
-    let trace = delivery.envelope.trace(&delivery.raw);
-    let mut traced;
-    let raw = if trace.len() + delivery.raw.len() <= gucs::max_message_size() {
-        traced = trace;
-        traced.extend_from_slice(&delivery.raw);
-        &traced
-    } else {
-        &delivery.raw
-    };
+    // then as it came. Never recorded without its bytes after a 250: `store_arrived` checked
+    // the message against the limit of this moment.
+    let mut trace = delivery.envelope.trace(message);
+    if trace.len() + message.len() > gucs::max_message_size() {
+        trace.clear();
+    }
     let trusted = store::config::trusted_authserv_ids();
-    let auth = authentication::authenticate(raw, &trusted, None);
-    let id = store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, None, None, &auth);
+    // The verdict reads the message's own header: the trace adds nothing it trusts.
+    let auth = authentication::authenticate(message, &trusted, None);
+    let id = store::inbound::receive_pushed(&trace, message, &auth);
     if store::routing::state(id).as_deref() == Some("new") {
         router::route_stored(id);
     }

@@ -293,3 +293,25 @@ fn the_envelope_is_stored_on_top_so_a_bcc_alias_routes_and_a_null_sender_counts(
     assert_eq!(answers, ["250 2.0.0 stored"]);
     assert_eq!(count(&mut db, answered), 1);
 }
+
+#[test]
+fn a_message_split_over_two_transactions_is_stored_once_even_without_a_message_id() {
+    let (_cluster, mut db, port) = listening();
+    // An MTA splitting its recipients: the same bytes, two envelopes, no Message-ID to go by.
+    let message = b"From: a@customer.example\r\nTo: sales@mycompany.com, info@mycompany.com\r\n\
+                    Subject: no id\r\n\r\nhello\r\n";
+    let mut lmtp = Lmtp::connect(port);
+    let first = lmtp.send("a@customer.example", &["sales@mycompany.com"], message);
+    let second = lmtp.send("a@customer.example", &["info@mycompany.com"], message);
+    assert_eq!(
+        (first, second),
+        (
+            vec!["250 2.0.0 stored".to_string()],
+            vec!["250 2.0.0 stored".to_string()]
+        )
+    );
+    assert_eq!(
+        count(&mut db, "SELECT count(*) FROM mail_gateway.inbound"),
+        1
+    );
+}

@@ -122,8 +122,13 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
 }
 
 /// Sent with a null envelope sender (`Return-Path: <>`), as bounces and RFC 3834 answers are.
+/// The topmost Return-Path is the one the delivery agent wrote (the LMTP listener, Dovecot,
+/// Postfix's pipe); a sender may write their own further down, and that one says nothing.
 fn null_sender(message: &Message<'_>) -> bool {
-    header(message, "Return-Path").is_some_and(|r| r.trim() == "<>")
+    message
+        .headers_raw()
+        .find(|(name, _)| name.eq_ignore_ascii_case("Return-Path"))
+        .is_some_and(|(_, value)| value.trim() == "<>")
 }
 
 /// ARF (RFC 5965), and the providers' own complaint loops: Microsoft's JMRP (a
@@ -1018,6 +1023,29 @@ pub fn score_corpus(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The delivery agent's Return-Path is the topmost; one a sender wrote lower down is theirs.
+    #[test]
+    fn only_the_topmost_return_path_says_null_sender() {
+        let away = |header: &str| {
+            format!(
+                "{header}From: dan@customer.example\r\nSubject: Out of office\r\n\r\nBack on Monday.\r\n"
+            )
+        };
+        let parse = |raw: &str| analyse(raw.as_bytes()).kind;
+        assert_eq!(
+            parse(&away(
+                "Return-Path: <>\r\nReturn-Path: <dan@customer.example>\r\n"
+            )),
+            Kind::AutoReply
+        );
+        assert_ne!(
+            parse(&away(
+                "Return-Path: <dan@customer.example>\r\nReturn-Path: <>\r\n"
+            )),
+            Kind::AutoReply
+        );
+    }
 
     /// Found by the `bounce_report` fuzz target: the returned original's `To: k(S` made "k" a
     /// failed recipient.
