@@ -218,7 +218,10 @@ impl SmtpServer {
 
     pub fn received(&self) -> Vec<Received> {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.lines()
+        // Complete records only: the server may be writing the last line as we read.
+        let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        complete
+            .lines()
             .filter(|l| !l.is_empty())
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("a JSON record");
