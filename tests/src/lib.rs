@@ -32,7 +32,8 @@ pub struct Cluster {
     stopped: bool,
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (clusters then run as `postgres`, Postfix may start).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, temp_dir, wait_for};
+use crate::{free_port, is_root, temp_dir, wait_for};
 
 /// main.cf: relay the company's domain through the transport map. `/etc/postfix` is this
 /// instance's directory.
@@ -128,14 +128,6 @@ pub struct Queued {
     pub queue_id: String,
     /// Per recipient: the address and why it waits ("" when not tried yet).
     pub recipients: Vec<(String, String)>,
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 impl Postfix {
