@@ -264,7 +264,11 @@ fn serve(
         // runs after it.
         unsafe { pg_sys::proc_exit(0) };
     }
-    registry::publish(id.index, std::process::id() as i32);
+    if !registry::publish(id.index, std::process::id() as i32) {
+        // A DROP, RENAME or TEMPLATE copy of this database is waiting for its sessions to leave.
+        // SAFETY: as above.
+        unsafe { pg_sys::proc_exit(0) };
+    }
     if id.index == 0 {
         registry::set_state(DatabaseState::Serving);
         registry::wake_launcher(false);
@@ -309,7 +313,7 @@ fn serve(
             break;
         }
     }
-    registry::publish(id.index, 0);
+    registry::withdraw(id.index);
     log!("mail_gateway {role} stopped");
     // SAFETY: ends this background worker process the way PostgreSQL expects; nothing of ours runs
     // after it.

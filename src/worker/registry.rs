@@ -151,16 +151,36 @@ impl Registry {
     }
 }
 
-/// A worker of this database announces itself (its pid) or its end (0).
-pub fn publish(index: usize, pid: i32) {
+/// A worker of this database announces itself: false, and nothing recorded, when the database
+/// is paused, and the worker must then leave without serving. The pause and the pids are read
+/// and written under one lock, so a worker either is seen (and asked to stop) by the command
+/// that pauses, or sees the pause: none slips in between and holds the database.
+pub fn publish(index: usize, pid: i32) -> bool {
+    if !available() || index > FETCHER {
+        return true;
+    }
+    // SAFETY: MyDatabaseId is set once when the backend connects and only read here.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let mut registry = REGISTRY.exclusive();
+    match registry.slot_for(database) {
+        Some(slot) if slot.paused(now_ms()) => false,
+        Some(slot) => {
+            slot.pids[index] = pid;
+            true
+        }
+        None => true,
+    }
+}
+
+/// A worker of this database announces its end.
+pub fn withdraw(index: usize) {
     if !available() || index > FETCHER {
         return;
     }
     // SAFETY: MyDatabaseId is set once when the backend connects and only read here.
     let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    let mut registry = REGISTRY.exclusive();
-    if let Some(slot) = registry.slot_for(database) {
-        slot.pids[index] = pid;
+    if let Some(slot) = REGISTRY.exclusive().slot_mut(database) {
+        slot.pids[index] = 0;
     }
 }
 

@@ -217,6 +217,42 @@ fn rename_and_template_copies_are_never_blocked_by_our_workers() {
     exec(&mut admin, "DROP DATABASE erp_copy");
 }
 
+/// The race CI once lost: a worker is connected to its database (pg_stat_activity shows it)
+/// but has not yet said so to the registry. A RENAME issued right then must still find it gone
+/// within PostgreSQL's own 5 s wait. Each round catches the workers as they start.
+#[test]
+fn a_rename_issued_while_the_workers_start_is_not_blocked() {
+    let cluster = Cluster::start(&[
+        ("mail_gateway.database", "*"),
+        ("mail_gateway.poll_interval", "200ms"),
+        ("max_worker_processes", "20"),
+    ]);
+    let mut admin = cluster.connect("postgres");
+    exec(&mut admin, "CREATE DATABASE erp_a");
+    exec(
+        &mut cluster.connect("erp_a"),
+        "CREATE EXTENSION mail_gateway",
+    );
+    let (mut from, mut to) = ("erp_a", "erp_b");
+    for round in 0..4 {
+        // As soon as the first worker is connected, not once both have settled.
+        wait_for(&format!("a worker in {from}"), WAIT, || {
+            (workers_of(&mut admin, from) > 0).then_some(())
+        });
+        let started = Instant::now();
+        if let Err(e) = admin.batch_execute(&format!("ALTER DATABASE {from} RENAME TO {to}")) {
+            panic!("round {round}: RENAME while the workers started: {e:?}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "round {round}: RENAME waited {:?} for the workers",
+            started.elapsed()
+        );
+        (from, to) = (to, from);
+    }
+    wait_for_workers(&mut admin, from, 2);
+}
+
 #[test]
 fn a_database_without_a_free_worker_slot_is_said_not_skipped_silently() {
     let cluster = Cluster::start(&[
