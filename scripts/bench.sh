@@ -24,7 +24,8 @@
 # Usage: scripts/bench.sh [MAILS]   (default 20000 on the loopback; RTT_MAILS=4000,
 # LATENCY_MAILS=200, FETCH=5000). MG_PG_BIN names the PostgreSQL to use (default Debian's 15);
 # MG_SKIP_SETUP=1 skips scripts/setup.sh; BENCH_PARTS=outbound stops after the sending rows,
-# BENCH_PARTS=lmtp runs only part 6 (LMTP_MAILS=5000 messages a row);
+# BENCH_PARTS=lmtp runs only part 6 (LMTP_MAILS=5000 messages a row), BENCH_PARTS=routing only
+# the routing rows of part 5;
 # MG_BENCH_NO_DJANGO=1 leaves django-post-office out (so does a failed pip install);
 # MG_BENCH_VENV names its venv (default /tmp/mg-bench-venv, reused).
 set -euo pipefail
@@ -80,6 +81,11 @@ run_lmtp() {
   echo "== Push delivery over LMTP (own cluster, own Postfix)"
   ./target/release/bench_lmtp "${LMTP_MAILS:-5000}"
 }
+if [ "${BENCH_PARTS:-all}" = routing ]; then
+  ./target/release/bench_inbound
+  table
+  exit 0
+fi
 if [ "${BENCH_PARTS:-all}" = lmtp ]; then
   run_lmtp
   table

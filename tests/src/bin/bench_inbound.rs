@@ -282,6 +282,10 @@ fn main() {
     ]);
     let mut db = cluster.connect("postgres");
     exec(&mut db, "CREATE EXTENSION mail_gateway");
+    if std::env::var("BENCH_PARTS").as_deref() == Ok("routing") {
+        routing(&cluster);
+        return;
+    }
 
     println!("== Received mail stored by process_message() (parse, summary, dedupe, insert)");
     process_message(&cluster, "5 KB", 20_000, 5 * 1024, 1);
