@@ -167,7 +167,7 @@ pub(crate) const GATEWAY_ROLE: &str = "mail_gateway_worker";
 
 /// The search_path statements run with under `as_role`: the catalog first, temporary objects
 /// never before the named schemas.
-const PINNED_SEARCH_PATH: &str = "pg_catalog, \"$user\", public, pg_temp";
+const PINNED_SEARCH_PATH: &std::ffi::CStr = c"pg_catalog, \"$user\", public, pg_temp";
 
 /// A role's oid by name; an ERROR naming it when there is none.
 pub(crate) fn role_oid(name: &str) -> pgrx::pg_sys::Oid {
@@ -186,13 +186,35 @@ pub(crate) fn as_role<R>(role: pgrx::pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     let mut saved_context: std::os::raw::c_int = 0;
     // SAFETY: plain reads of the backend's current user and security context.
     unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
+    with_setting(c"search_path", PINNED_SEARCH_PATH, || {
+        // SAFETY: a role that exists; restored below in the reverse order of the setting.
+        unsafe {
+            pg_sys::SetUserIdAndSecContext(
+                role,
+                saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::os::raw::c_int,
+            )
+        };
+        let result = f();
+        // SAFETY: restores what was saved above.
+        unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+        result
+    })
+}
+
+/// Runs `f` with setting `name` at `value`, as a function's `SET` clause does: the old value
+/// comes back when `f` returns, or with the abort of the (sub)transaction when it raises.
+pub(crate) fn with_setting<R>(
+    name: &std::ffi::CStr,
+    value: &std::ffi::CStr,
+    f: impl FnOnce() -> R,
+) -> R {
+    use pgrx::pg_sys;
     // SAFETY: a new GUC nest level, closed below (or by the abort of the transaction).
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
-    let value = std::ffi::CString::new(PINNED_SEARCH_PATH).unwrap_or_default();
     // SAFETY: a valid setting and value; GUC_ACTION_SAVE undoes it at AtEOXact_GUC.
     unsafe {
         pg_sys::set_config_option(
-            c"search_path".as_ptr(),
+            name.as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
@@ -201,17 +223,10 @@ pub(crate) fn as_role<R>(role: pgrx::pg_sys::Oid, f: impl FnOnce() -> R) -> R {
             0,
             false,
         );
-        pg_sys::SetUserIdAndSecContext(
-            role,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as std::os::raw::c_int,
-        );
     }
     let result = f();
-    // SAFETY: restores what was saved above, in the reverse order.
-    unsafe {
-        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
-        pg_sys::AtEOXact_GUC(true, nest);
-    }
+    // SAFETY: closes the nest level opened above, restoring the setting.
+    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
     result
 }
 
