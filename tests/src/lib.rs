@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 pub mod dns;
 pub mod dovecot;
+mod fixture;
 pub mod oauth;
 pub mod postfix;
 pub mod proxy;
 pub mod smtp;
 
+pub use fixture::{Gateway, wait_for_lmtp_listener};
 pub use postgres::Client;
 use postgres::NoTls;
 
@@ -210,6 +212,14 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("connect to {database}: {e}\n{}", self.log()))
     }
 
+    /// A connection to database `postgres` as `role` (which logs in without a password).
+    pub fn connect_as(&self, role: &str) -> Client {
+        let url = self
+            .url("postgres")
+            .replace("user=postgres", &format!("user={role}"));
+        Client::connect(&url, NoTls).unwrap()
+    }
+
     /// `pg_ctl stop` in the given mode (`fast`, `immediate`); returns how long it took.
     pub fn stop(&mut self, mode: &str) -> Duration {
         let started = Instant::now();
@@ -232,7 +242,6 @@ impl Cluster {
         started.elapsed()
     }
 
-    /// Starts the cluster again after its processes were killed (crash recovery runs).
     /// A hot standby of this cluster (pg_basebackup, streaming), started.
     pub fn standby(&self) -> Cluster {
         let dir = postgres_dir("mgstandby");
@@ -305,6 +314,7 @@ impl Cluster {
         });
     }
 
+    /// Starts the cluster again after its processes were killed (crash recovery runs).
     pub fn start_after_crash(&mut self) {
         self.stopped = true;
         self.pg_ctl_start();
@@ -356,22 +366,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Creates the extension for sending: catchall domain `mycompany.com`, no daily limit, and one
-/// outgoing server `relay` at 127.0.0.1:`smtp_port` without encryption.
-pub fn install_with_relay(db: &mut Client, smtp_port: u16) {
-    exec(
-        db,
-        &format!(
-            "CREATE EXTENSION mail_gateway;
-             SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
-             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
-                 VALUES ('relay', '127.0.0.1', {smtp_port}, 'none');"
-        ),
-    );
-}
-
-/// Runs SQL, panicking with the server's own words (`postgres::Error` alone says "db error").
 /// One row of `scripts/bench.sh`'s table (what, figure, target), appended to the file named by
 /// `BENCH_ROWS` when the script runs the program; nothing otherwise.
 pub fn bench_row(what: &str, figure: &str, target: &str) {
@@ -386,10 +380,19 @@ pub fn bench_row(what: &str, figure: &str, target: &str) {
     }
 }
 
+/// Runs SQL, panicking with the server's own words (`postgres::Error` alone says "db error").
 pub fn exec(client: &mut Client, sql: &str) {
     if let Err(e) = client.batch_execute(sql) {
         panic!("{sql}\n-> {}", error_text(&e));
     }
+}
+
+/// The single `bigint` that `sql` answers (a `count(*)`, mostly).
+pub fn count(db: &mut Client, sql: &str) -> i64 {
+    db.query_one(sql, &[])
+        .map_err(|e| format!("{sql}: {}", error_text(&e)))
+        .unwrap()
+        .get(0)
 }
 
 /// The server's message of an error, for assertions.
@@ -398,27 +401,6 @@ pub fn error_text(e: &postgres::Error) -> String {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
     }
-}
-
-/// What most integration tests start from: a cluster whose workers serve `postgres` (polling
-/// every 200 ms, SMTP and fetch timeouts of 5 s), with the extension, the alias domain
-/// `mycompany.com` and no daily limit. `settings` come after these and override them.
-pub fn gateway(settings: &[(&str, &str)]) -> (Cluster, Client) {
-    let mut all = vec![
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.smtp_timeout", "5s"),
-        ("mail_gateway.fetch_timeout", "5s"),
-    ];
-    all.extend_from_slice(settings);
-    let cluster = Cluster::start(&all);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');",
-    );
-    (cluster, db)
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.

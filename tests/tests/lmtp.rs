@@ -5,22 +5,16 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use mail_gateway_tests::{Client, Cluster, exec, free_port, gateway, wait_for};
-
-const WAIT: Duration = Duration::from_secs(60);
+use mail_gateway_tests::{Client, Cluster, Gateway, count, exec, free_port};
 
 /// A cluster whose fetcher listens for LMTP on a free port.
 fn listening() -> (Cluster, Client, u16) {
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (cluster, db) = gateway(&[
-        ("mail_gateway.lmtp_listen", &listen),
-        ("mail_gateway.lmtp_timeout", "10s"),
-        ("mail_gateway.max_message_size", "64kB"),
-    ]);
-    wait_for("the LMTP listener", WAIT, || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    let (cluster, db) = Gateway::usual()
+        .lmtp_listener(port)
+        .setting("mail_gateway.lmtp_timeout", "10s")
+        .setting("mail_gateway.max_message_size", "64kB")
+        .start();
     (cluster, db, port)
 }
 
@@ -86,10 +80,6 @@ impl Lmtp {
         let _ = self.writer.write_all(&data);
         to.iter().map(|_| self.reply()).collect()
     }
-}
-
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).unwrap().get(0)
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! answer lost after the commit and a fetcher killed while the message is in flight (LMTP):
 //! Postfix keeps it, tries again, and the gateway stores it once.
 
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,32 +12,22 @@ use mail_gateway_tests::postfix::{
     PIPE_TRANSPORT, Postfix, ROUTING_MAIN_CF, Transport,
 };
 use mail_gateway_tests::proxy::{Cut, EndOfDataProxy};
-use mail_gateway_tests::{Client, Cluster, deliver_program, exec, free_port, gateway, wait_for};
+use mail_gateway_tests::{
+    Client, Cluster, Gateway, count, deliver_program, exec, free_port, wait_for,
+    wait_for_lmtp_listener,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A cluster whose fetcher listens for LMTP on a free port; `settings` come last.
 fn listening(settings: &[(&str, &str)]) -> (Cluster, Client, u16) {
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut all = vec![
-        ("mail_gateway.lmtp_listen", listen.as_str()),
-        ("mail_gateway.lmtp_timeout", "10s"),
-    ];
-    all.extend_from_slice(settings);
-    let (cluster, db) = gateway(&all);
-    wait_for_listener(port);
+    let (cluster, db) = Gateway::usual()
+        .lmtp_listener(port)
+        .setting("mail_gateway.lmtp_timeout", "10s")
+        .settings(settings)
+        .start();
     (cluster, db, port)
-}
-
-fn wait_for_listener(port: u16) {
-    wait_for("the LMTP listener", WAIT, || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-}
-
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).unwrap().get(0)
 }
 
 /// Mail to sales@ creates a lead (a thread of its own).
@@ -173,7 +162,7 @@ fn behind_postfix(via: Via) -> (Cluster, Client, Postfix) {
             (cluster, db, Postfix::start(Transport::Lmtp(port)))
         }
         Via::Pipe => {
-            let (cluster, mut db) = gateway(&[]);
+            let (cluster, mut db) = Gateway::usual().start();
             exec(&mut db, PIPE_ROLE_SQL);
             let conninfo = format!(
                 "host=127.0.0.1 port={} dbname=postgres user=mailgateway",
@@ -194,7 +183,7 @@ fn wait_until_deliverable(via: Via, postfix: &Postfix) {
         let port = postfix
             .lmtp_port()
             .expect("an LMTP transport names its port");
-        wait_for_listener(port);
+        wait_for_lmtp_listener(port);
     }
 }
 
@@ -477,7 +466,7 @@ fn killing_the_fetcher_while_a_message_is_in_flight_loses_nothing() {
         .map(|r| r.get::<_, i32>(0))
         .filter(|pid| *pid != fetcher)
     });
-    wait_for_listener(port);
+    wait_for_lmtp_listener(port);
     postfix.flush();
     postfix.wait_empty(WAIT);
     assert_stored_once(&cluster, "dan-killed", &postfix);
