@@ -159,6 +159,22 @@ impl Gateway {
     }
 }
 
+/// Posts quotation SO042 on `sale_order` #42, from Ann; returns its Message-ID (what a reply
+/// answers).
+pub fn post_quotation(db: &mut Client) -> String {
+    exec(
+        db,
+        "SELECT mail_gateway.post_message('sale_order', 42, 'Ann <ann@mycompany.com>',
+             'Your quotation SO042 is ready.', 'Quotation SO042')",
+    );
+    db.query_one(
+        "SELECT message_id FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
 /// Waits until the fetcher's LMTP listener on 127.0.0.1:`port` accepts connections.
 pub fn wait_for_lmtp_listener(port: u16) {
     wait_for("the LMTP listener", Duration::from_secs(60), || {

@@ -17,7 +17,7 @@ pub mod postfix;
 pub mod proxy;
 pub mod smtp;
 
-pub use fixture::{Gateway, wait_for_lmtp_listener};
+pub use fixture::{Gateway, post_quotation, wait_for_lmtp_listener};
 pub use postgres::Client;
 use postgres::NoTls;
 
@@ -418,24 +418,35 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// The pid of the running mail_gateway worker, if any.
-pub fn worker_pid(client: &mut Client) -> Option<i32> {
-    client
-        .query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mail_gateway worker'",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .map(|row| row.get(0))
+/// Waits for the mail_gateway worker, one whose pid differs from `not` (any when `None`).
+pub fn wait_for_worker(cluster: &Cluster, not: Option<i32>) -> i32 {
+    wait_for_backend(cluster, "mail_gateway worker", not)
 }
 
-/// Waits for a worker whose pid differs from `not` (any worker when `None`).
-pub fn wait_for_worker(cluster: &Cluster, not: Option<i32>) -> i32 {
-    wait_for("the mail_gateway worker", Duration::from_secs(60), || {
-        let mut client = Client::connect(&cluster.url("postgres"), NoTls).ok()?;
-        worker_pid(&mut client).filter(|pid| Some(*pid) != not)
-    })
+/// Waits for the mail_gateway fetcher, one whose pid differs from `not` (any when `None`).
+pub fn wait_for_fetcher(cluster: &Cluster, not: Option<i32>) -> i32 {
+    wait_for_backend(cluster, "mail_gateway fetcher", not)
+}
+
+/// Waits for the one backend of `backend_type` whose pid differs from `not`; a fresh
+/// connection each time, as the cluster may be restarting.
+fn wait_for_backend(cluster: &Cluster, backend_type: &str, not: Option<i32>) -> i32 {
+    wait_for(
+        &format!("the {backend_type}"),
+        Duration::from_secs(60),
+        || {
+            let mut client = Client::connect(&cluster.url("postgres"), NoTls).ok()?;
+            client
+                .query_opt(
+                    "SELECT pid FROM pg_stat_activity WHERE backend_type = $1",
+                    &[&backend_type],
+                )
+                .ok()
+                .flatten()
+                .map(|row| row.get::<_, i32>(0))
+                .filter(|pid| Some(*pid) != not)
+        },
+    )
 }
 
 /// A TCP proxy on 127.0.0.1 that cuts every connection once the server has sent `limit` bytes

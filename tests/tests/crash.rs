@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, Gateway, exec, wait_for, wait_for_worker};
+use mail_gateway_tests::{
+    Client, Cluster, Gateway, exec, wait_for, wait_for_fetcher, wait_for_worker,
+};
 
 const MAILS: i64 = 2000;
 const BATCH: usize = 100;
@@ -260,26 +262,12 @@ fn kill(pid: i32) {
     assert!(status.success());
 }
 
-fn fetcher_pid(cluster: &Cluster, not: Option<i32>) -> i32 {
-    wait_for("the fetcher", Duration::from_secs(60), || {
-        let mut db = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
-        db.query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mail_gateway fetcher'",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .map(|r| r.get::<_, i32>(0))
-        .filter(|pid| Some(*pid) != not)
-    })
-}
-
 #[test]
 fn killing_the_fetcher_mid_imap_fetch_stores_each_message_once() {
     let dovecot = Dovecot::start();
     dovecot.deliver_many((0..MESSAGES).map(inbound_message));
     let (cluster, mut db) = fetching_from("imap", dovecot.imap);
-    let pid = fetcher_pid(&cluster, None);
+    let pid = wait_for_fetcher(&cluster, None);
     exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
     let at_kill = wait_for("a first batch", Duration::from_secs(60), || {
         stored_count(&cluster).filter(|n| *n >= 100)
@@ -290,7 +278,7 @@ fn killing_the_fetcher_mid_imap_fetch_stores_each_message_once() {
         at_kill < MESSAGES as i64,
         "killed mid-way ({at_kill} stored)"
     );
-    fetcher_pid(&cluster, Some(pid));
+    wait_for_fetcher(&cluster, Some(pid));
     assert_stored_once(&cluster);
     wait_for(
         "every message flagged \\Seen",
@@ -582,7 +570,7 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
                 'mail ' || i, scheduled_at => now() + interval '15 seconds')
            FROM generate_series(1, 20) AS i",
     );
-    let fetcher = fetcher_pid(&cluster, None);
+    let fetcher = wait_for_fetcher(&cluster, None);
     let sender = wait_for_worker(&cluster, None);
     db.execute(
         "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password)
@@ -666,7 +654,10 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
     let (queued, seen) = arrivals(&mut db, &smtp);
     assert_nothing_lost(&queued, &seen, 0);
     assert_eq!(
-        (fetcher_pid(&cluster, None), wait_for_worker(&cluster, None)),
+        (
+            wait_for_fetcher(&cluster, None),
+            wait_for_worker(&cluster, None)
+        ),
         (fetcher, sender),
         "neither worker died of the full disk"
     );

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use mail_gateway_tests::{Client, Cluster, Gateway, count, exec, free_port};
+use mail_gateway_tests::{Client, Cluster, Gateway, count, exec, free_port, post_quotation};
 
 /// A cluster whose fetcher listens for LMTP on a free port.
 fn listening() -> (Cluster, Client, u16) {
@@ -85,18 +85,7 @@ impl Lmtp {
 #[test]
 fn a_reply_over_lmtp_lands_in_its_thread_once_and_is_acknowledged_after_commit() {
     let (_cluster, mut db, port) = listening();
-    exec(
-        &mut db,
-        "SELECT mail_gateway.post_message('sale_order', 42, 'Ann <ann@mycompany.com>',
-             'Your quotation SO042 is ready.', 'Quotation SO042')",
-    );
-    let posted: String = db
-        .query_one(
-            "SELECT message_id FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let posted = post_quotation(&mut db);
     let reply = format!(
         "From: Bob <bob@customer.example>\r\nTo: catchall@mycompany.com\r\n\
          Subject: Re: Quotation SO042\r\nMessage-ID: <bob-lmtp-1@customer.example>\r\n\

@@ -13,8 +13,8 @@ use mail_gateway_tests::postfix::{
 };
 use mail_gateway_tests::proxy::{Cut, EndOfDataProxy};
 use mail_gateway_tests::{
-    Client, Cluster, Gateway, count, deliver_program, exec, free_port, wait_for,
-    wait_for_lmtp_listener,
+    Client, Cluster, Gateway, count, deliver_program, exec, free_port, post_quotation, wait_for,
+    wait_for_fetcher, wait_for_lmtp_listener,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -191,18 +191,7 @@ fn wait_until_deliverable(via: Via, postfix: &Postfix) {
 /// routed row.
 fn a_reply_lands_in_its_thread(via: Via) {
     let (_cluster, mut db, postfix) = behind_postfix(via);
-    exec(
-        &mut db,
-        "SELECT mail_gateway.post_message('sale_order', 42, 'Ann <ann@mycompany.com>',
-             'Your quotation SO042 is ready.', 'Quotation SO042')",
-    );
-    let posted: String = db
-        .query_one(
-            "SELECT message_id FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let posted = post_quotation(&mut db);
     let reply = format!(
         "From: Bob <bob@customer.example>\r\nTo: catchall@mycompany.com\r\n\
          Date: Wed, 02 Dec 2026 10:00:00 +0000\r\n\
@@ -455,17 +444,7 @@ fn killing_the_fetcher_while_a_message_is_in_flight_loses_nothing() {
     println!("deferred: {why}");
 
     // The cluster restarts after the kill: refused connections meanwhile.
-    wait_for("a new fetcher", WAIT, || {
-        let mut db = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
-        db.query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mail_gateway fetcher'",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .map(|r| r.get::<_, i32>(0))
-        .filter(|pid| *pid != fetcher)
-    });
+    wait_for_fetcher(&cluster, Some(fetcher));
     wait_for_lmtp_listener(port);
     postfix.flush();
     postfix.wait_empty(WAIT);
