@@ -320,7 +320,7 @@ fn an_imap_server_that_drops_the_line_mid_fetch_loses_and_doubles_nothing() {
     dovecot.deliver_many((0..n).map(inbound_message));
     // Every connection is cut after 60 KB from the server: a fetch gets a batch or two, then
     // the line drops in the middle of a message.
-    let proxy = mail_gateway_tests::CuttingProxy::start(dovecot.imap, 60 * 1024);
+    let proxy = mail_gateway_tests::proxy::CuttingProxy::start(dovecot.imap, 60 * 1024);
     let (cluster, mut db) = fetching_from("imap", proxy.port);
     exec(
         &mut db,
