@@ -175,6 +175,15 @@ pub fn post_quotation(db: &mut Client) -> String {
     .get(0)
 }
 
+/// Mail to sales@ creates a lead (a thread of its own): the table `crm_lead`, the alias `sales`.
+pub fn with_sales_alias(db: &mut Client) {
+    exec(
+        db,
+        "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
+         INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');",
+    );
+}
+
 /// Waits until the fetcher's LMTP listener on 127.0.0.1:`port` accepts connections.
 pub fn wait_for_lmtp_listener(port: u16) {
     wait_for("the LMTP listener", Duration::from_secs(60), || {

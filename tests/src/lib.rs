@@ -18,7 +18,7 @@ pub mod proxy;
 pub mod smtp;
 
 pub use cluster::{Cluster, is_root, pg_bin, temp_dir};
-pub use fixture::{Gateway, post_quotation, wait_for_lmtp_listener};
+pub use fixture::{Gateway, post_quotation, wait_for_lmtp_listener, with_sales_alias};
 pub use postgres::Client;
 use postgres::NoTls;
 

@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use mail_gateway_tests::{Client, Cluster, Gateway, count, exec, free_port, post_quotation};
+use mail_gateway_tests::{
+    Client, Cluster, Gateway, count, free_port, post_quotation, with_sales_alias,
+};
 
 /// A cluster whose fetcher listens for LMTP on a free port.
 fn listening() -> (Cluster, Client, u16) {
@@ -212,11 +214,7 @@ fn postfix_smtp_source_delivers_over_lmtp() {
 #[test]
 fn the_envelope_is_stored_on_top_so_a_bcc_alias_routes_and_a_null_sender_counts() {
     let (_cluster, mut db, port) = listening();
-    exec(
-        &mut db,
-        "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
-         INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');",
-    );
+    with_sales_alias(&mut db);
     // sales@ is in no header: only the envelope says the message was for it.
     let bcc = b"From: Carol <carol@prospect.example>\r\nTo: team@prospect.example\r\n\
                 Subject: Tender\r\nMessage-ID: <carol-bcc@prospect.example>\r\n\r\nPlease quote.\r\n";

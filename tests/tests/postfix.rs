@@ -14,7 +14,7 @@ use mail_gateway_tests::postfix::{
 use mail_gateway_tests::proxy::{Cut, EndOfDataProxy};
 use mail_gateway_tests::{
     Client, Cluster, Gateway, count, deliver_program, exec, free_port, post_quotation, wait_for,
-    wait_for_fetcher, wait_for_lmtp_listener,
+    wait_for_fetcher, wait_for_lmtp_listener, with_sales_alias,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,15 +28,6 @@ fn listening(settings: &[(&str, &str)]) -> (Cluster, Client, u16) {
         .settings(settings)
         .start();
     (cluster, db, port)
-}
-
-/// Mail to sales@ creates a lead (a thread of its own).
-fn with_sales_alias(db: &mut Client) {
-    exec(
-        db,
-        "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
-         INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');",
-    );
 }
 
 fn first_mail(id: &str, body_lines: usize) -> Vec<u8> {
