@@ -1,11 +1,13 @@
-//! A TCP proxy on 127.0.0.1 that delays every byte by a fixed time in each direction, without
-//! limiting bandwidth: a server `2 × delay` of round trip away, as real relays are (10–80 ms).
+//! TCP proxies on 127.0.0.1 that misbehave as networks do: one delays every byte, one breaks an
+//! SMTP/LMTP transaction at its end of data, one cuts every connection after so many bytes.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Delays every byte by a fixed time in each direction, without limiting bandwidth: a server
+/// `2 × delay` of round trip away, as real relays are (10–80 ms).
 pub struct DelayingProxy {
     pub port: u16,
 }
@@ -215,5 +217,51 @@ impl EndOfDataProxy {
         let (lock, changed) = &*self.state;
         lock.lock().unwrap().released = true;
         changed.notify_all();
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 that cuts every connection once the server has sent `limit` bytes
+/// through it: a server that drops the line in the middle of an answer.
+pub struct CuttingProxy {
+    pub port: u16,
+}
+
+impl CuttingProxy {
+    pub fn start(upstream: u16, limit: usize) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(Shutdown::Both);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let mut sent = 0;
+                    let mut buf = [0u8; 4096];
+                    while sent < limit {
+                        match s_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                let n = n.min(limit - sent);
+                                if c_write.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                sent += n;
+                            }
+                        }
+                    }
+                    let _ = c_write.shutdown(Shutdown::Both);
+                    let _ = s_read.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { port }
     }
 }

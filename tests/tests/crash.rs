@@ -11,31 +11,32 @@ use std::time::Duration;
 
 use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, exec, install_with_relay, wait_for, wait_for_worker};
+use mail_gateway_tests::{
+    Client, Cluster, Gateway, exec, wait_for, wait_for_fetcher, wait_for_worker,
+};
 
 const MAILS: i64 = 2000;
 const BATCH: usize = 100;
 /// SMTP connections to the server, all senders together.
 const CONNECTIONS: usize = 4;
 
-fn gateway(senders: &str) -> (Cluster, Client, SmtpServer) {
-    gateway_with(senders, SmtpOptions::default())
+/// `senders` senders, `BATCH` mails a batch, sending to a test SMTP server over at most
+/// `CONNECTIONS` connections.
+fn with_senders(senders: &str) -> (Cluster, Client, SmtpServer) {
+    with_senders_to(senders, SmtpOptions::default())
 }
 
-fn gateway_with(senders: &str, options: SmtpOptions<'_>) -> (Cluster, Client, SmtpServer) {
+/// [`with_senders`], to a test SMTP server started with `options`.
+fn with_senders_to(senders: &str, options: SmtpOptions<'_>) -> (Cluster, Client, SmtpServer) {
     let smtp = SmtpServer::start(options);
-    let batch = BATCH.to_string();
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.send_batch_size", &batch),
-        ("mail_gateway.senders", senders),
-    ]);
-    let mut db = cluster.connect("postgres");
-    install_with_relay(&mut db, smtp.port);
-    exec(
-        &mut db,
-        &format!("UPDATE mail_gateway.outgoing_server SET max_connections = {CONNECTIONS}"),
-    );
+    let (cluster, db) = Gateway::sending_through(smtp.port)
+        .poll_interval("200ms")
+        .setting("mail_gateway.send_batch_size", &BATCH.to_string())
+        .setting("mail_gateway.senders", senders)
+        .sql(&format!(
+            "UPDATE mail_gateway.outgoing_server SET max_connections = {CONNECTIONS}"
+        ))
+        .start();
     (cluster, db, smtp)
 }
 
@@ -104,7 +105,7 @@ fn assert_nothing_lost(queued: &[String], seen: &HashMap<String, usize>, in_flig
 #[test]
 fn killing_the_sender_with_connections_in_flight_doubles_at_most_one_mail_each() {
     // Each message is answered after 20 ms: every connection has a mail in flight.
-    let (cluster, mut db, smtp) = gateway_with(
+    let (cluster, mut db, smtp) = with_senders_to(
         "1",
         SmtpOptions {
             pipelining: true,
@@ -136,7 +137,7 @@ fn killing_the_sender_with_connections_in_flight_doubles_at_most_one_mail_each()
 
 #[test]
 fn killing_the_whole_cluster_mid_batch_loses_nothing() {
-    let (mut cluster, mut db, smtp) = gateway("1");
+    let (mut cluster, mut db, smtp) = with_senders("1");
     wait_for_worker(&cluster, None);
     queue(&mut db, MAILS);
     smtp.wait_for(300, Duration::from_secs(60));
@@ -160,7 +161,7 @@ fn killing_the_whole_cluster_mid_batch_loses_nothing() {
 
 #[test]
 fn several_senders_never_send_the_same_mail_twice() {
-    let (cluster, mut db, smtp) = gateway("3");
+    let (cluster, mut db, smtp) = with_senders("3");
     wait_for("three senders", Duration::from_secs(30), || {
         let n: i64 = db
             .query_one(
@@ -208,13 +209,12 @@ fn inbound_message(n: usize) -> Vec<u8> {
     raw.into_bytes()
 }
 
-fn fetching_gateway(protocol: &str, port: u16) -> (Cluster, Client) {
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_batch_size", "20"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(&mut db, "CREATE EXTENSION mail_gateway");
+/// A gateway fetching from the mailbox at 127.0.0.1:`port` over `protocol`, 20 messages a batch.
+fn fetching_from(protocol: &str, port: u16) -> (Cluster, Client) {
+    let (cluster, mut db) = Gateway::new()
+        .poll_interval("200ms")
+        .setting("mail_gateway.fetch_batch_size", "20")
+        .start();
     db.execute(
         "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password)
          VALUES ('box', $1, '127.0.0.1', $2, 'none', $3, $4)",
@@ -262,26 +262,12 @@ fn kill(pid: i32) {
     assert!(status.success());
 }
 
-fn fetcher_pid(cluster: &Cluster, not: Option<i32>) -> i32 {
-    wait_for("the fetcher", Duration::from_secs(60), || {
-        let mut db = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
-        db.query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mail_gateway fetcher'",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .map(|r| r.get::<_, i32>(0))
-        .filter(|pid| Some(*pid) != not)
-    })
-}
-
 #[test]
 fn killing_the_fetcher_mid_imap_fetch_stores_each_message_once() {
     let dovecot = Dovecot::start();
     dovecot.deliver_many((0..MESSAGES).map(inbound_message));
-    let (cluster, mut db) = fetching_gateway("imap", dovecot.imap);
-    let pid = fetcher_pid(&cluster, None);
+    let (cluster, mut db) = fetching_from("imap", dovecot.imap);
+    let pid = wait_for_fetcher(&cluster, None);
     exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
     let at_kill = wait_for("a first batch", Duration::from_secs(60), || {
         stored_count(&cluster).filter(|n| *n >= 100)
@@ -292,7 +278,7 @@ fn killing_the_fetcher_mid_imap_fetch_stores_each_message_once() {
         at_kill < MESSAGES as i64,
         "killed mid-way ({at_kill} stored)"
     );
-    fetcher_pid(&cluster, Some(pid));
+    wait_for_fetcher(&cluster, Some(pid));
     assert_stored_once(&cluster);
     wait_for(
         "every message flagged \\Seen",
@@ -305,7 +291,7 @@ fn killing_the_fetcher_mid_imap_fetch_stores_each_message_once() {
 fn crashing_the_cluster_mid_pop3_fetch_stores_each_message_once() {
     let dovecot = Dovecot::start();
     dovecot.deliver_many((0..MESSAGES).map(inbound_message));
-    let (mut cluster, mut db) = fetching_gateway("pop3", dovecot.pop3);
+    let (mut cluster, mut db) = fetching_from("pop3", dovecot.pop3);
     exec(&mut db, "SELECT mail_gateway.test_incoming_server('box')");
     let at_crash = wait_for("a first batch", Duration::from_secs(60), || {
         stored_count(&cluster).filter(|n| *n >= 100)
@@ -334,8 +320,8 @@ fn an_imap_server_that_drops_the_line_mid_fetch_loses_and_doubles_nothing() {
     dovecot.deliver_many((0..n).map(inbound_message));
     // Every connection is cut after 60 KB from the server: a fetch gets a batch or two, then
     // the line drops in the middle of a message.
-    let proxy = mail_gateway_tests::CuttingProxy::start(dovecot.imap, 60 * 1024);
-    let (cluster, mut db) = fetching_gateway("imap", proxy.port);
+    let proxy = mail_gateway_tests::proxy::CuttingProxy::start(dovecot.imap, 60 * 1024);
+    let (cluster, mut db) = fetching_from("imap", proxy.port);
     exec(
         &mut db,
         "ALTER TABLE mail_gateway.incoming_server DISABLE TRIGGER USER;
@@ -392,7 +378,7 @@ fn repeated_kills_at_random_moments_while_sending_and_fetching() {
     };
     let dovecot = Dovecot::start();
     dovecot.deliver_many((0..MESSAGES).map(inbound_message));
-    let (cluster, mut db, smtp) = gateway("1");
+    let (cluster, mut db, smtp) = with_senders("1");
     // The fetched messages are written to catchall@: with another catchall alias they are kept
     // as unroutable instead of being answered (the answers would join the queue under test).
     exec(
@@ -459,14 +445,12 @@ fn a_server_having_a_bad_day_delays_mail_but_loses_and_doubles_none() {
         flaky: 0.2,
         ..Default::default()
     });
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.send_batch_size", "50"),
-        ("mail_gateway.retry_delay", "100ms"),
-        ("mail_gateway.smtp_timeout", "5s"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    install_with_relay(&mut db, smtp.port);
+    let (cluster, mut db) = Gateway::sending_through(smtp.port)
+        .poll_interval("200ms")
+        .setting("mail_gateway.send_batch_size", "50")
+        .setting("mail_gateway.retry_delay", "100ms")
+        .smtp_timeout("5s")
+        .start();
     queue(&mut db, 200);
     wait_all_sent(&cluster, 200);
     let (queued, seen) = arrivals(&mut db, &smtp);
@@ -564,12 +548,10 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
     let n = 40; // 8 MB of messages for a 6 MB tablespace
     dovecot.deliver_many((0..n).map(incompressible_message));
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_batch_size", "5"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    install_with_relay(&mut db, smtp.port);
+    let (cluster, mut db) = Gateway::sending_through(smtp.port)
+        .poll_interval("200ms")
+        .setting("mail_gateway.fetch_batch_size", "5")
+        .start();
     exec(
         &mut db,
         &format!("CREATE TABLESPACE small LOCATION '{}'", disk.dir.display()),
@@ -588,7 +570,7 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
                 'mail ' || i, scheduled_at => now() + interval '15 seconds')
            FROM generate_series(1, 20) AS i",
     );
-    let fetcher = fetcher_pid(&cluster, None);
+    let fetcher = wait_for_fetcher(&cluster, None);
     let sender = wait_for_worker(&cluster, None);
     db.execute(
         "INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password)
@@ -672,7 +654,10 @@ fn a_full_disk_stops_storing_and_sending_then_both_resume_losing_and_doubling_no
     let (queued, seen) = arrivals(&mut db, &smtp);
     assert_nothing_lost(&queued, &seen, 0);
     assert_eq!(
-        (fetcher_pid(&cluster, None), wait_for_worker(&cluster, None)),
+        (
+            wait_for_fetcher(&cluster, None),
+            wait_for_worker(&cluster, None)
+        ),
         (fetcher, sender),
         "neither worker died of the full disk"
     );

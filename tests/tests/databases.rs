@@ -6,9 +6,19 @@ use std::time::{Duration, Instant};
 
 use mail_gateway_tests::dovecot::Dovecot;
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, exec, install_with_relay, wait_for};
+use mail_gateway_tests::{Client, Cluster, Gateway, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// A cluster whose launcher serves every database, polling every 200 ms; `settings` come after.
+fn every_database(settings: &[(&str, &str)]) -> Cluster {
+    let mut all = vec![
+        ("mail_gateway.database", "*"),
+        ("mail_gateway.poll_interval", "200ms"),
+    ];
+    all.extend_from_slice(settings);
+    Cluster::start(&all)
+}
 
 fn workers_of(admin: &mut Client, database: &str) -> i64 {
     admin
@@ -29,9 +39,14 @@ fn wait_for_workers(admin: &mut Client, database: &str, n: i64) {
 }
 
 /// Sets a database up to send through `smtp` and fetch from `dovecot`.
-fn gateway(cluster: &Cluster, database: &str, smtp: &SmtpServer, dovecot: &Dovecot) -> Client {
+fn sending_and_fetching(
+    cluster: &Cluster,
+    database: &str,
+    smtp: &SmtpServer,
+    dovecot: &Dovecot,
+) -> Client {
     let mut db = cluster.connect(database);
-    install_with_relay(&mut db, smtp.port);
+    Gateway::sending_through(smtp.port).install(&mut db);
     dovecot.add_confirmed(&mut db, "box", "imap");
     db
 }
@@ -84,17 +99,15 @@ fn wait_done(db: &mut Client, n: i64) {
 fn three_databases_send_and_fetch_at_once_one_created_while_running_one_dropped() {
     let smtp = SmtpServer::start(SmtpOptions::default());
     let dovecots = [Dovecot::start(), Dovecot::start(), Dovecot::start()];
-    let cluster = Cluster::start(&[
-        ("mail_gateway.database", "*"),
-        ("mail_gateway.poll_interval", "200ms"),
+    let cluster = every_database(&[
         ("mail_gateway.fetch_timeout", "5s"),
         ("max_worker_processes", "20"),
     ]);
     let mut admin = cluster.connect("postgres");
     exec(&mut admin, "CREATE DATABASE erp1");
     exec(&mut admin, "CREATE DATABASE erp2");
-    let mut erp1 = gateway(&cluster, "erp1", &smtp, &dovecots[0]);
-    let mut erp2 = gateway(&cluster, "erp2", &smtp, &dovecots[1]);
+    let mut erp1 = sending_and_fetching(&cluster, "erp1", &smtp, &dovecots[0]);
+    let mut erp2 = sending_and_fetching(&cluster, "erp2", &smtp, &dovecots[1]);
     wait_for_workers(&mut admin, "erp1", 2);
     wait_for_workers(&mut admin, "erp2", 2);
     assert_eq!(
@@ -107,7 +120,7 @@ fn three_databases_send_and_fetch_at_once_one_created_while_running_one_dropped(
     // commits (the poll interval is a safety net only).
     exec(&mut admin, "CREATE DATABASE erp3");
     let created = Instant::now();
-    let mut erp3 = gateway(&cluster, "erp3", &smtp, &dovecots[2]);
+    let mut erp3 = sending_and_fetching(&cluster, "erp3", &smtp, &dovecots[2]);
     wait_for_workers(&mut admin, "erp3", 2);
     let took = created.elapsed();
 
@@ -182,17 +195,10 @@ fn three_databases_send_and_fetch_at_once_one_created_while_running_one_dropped(
 #[test]
 fn rename_and_template_copies_are_never_blocked_by_our_workers() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let cluster = Cluster::start(&[
-        ("mail_gateway.database", "*"),
-        ("mail_gateway.poll_interval", "200ms"),
-        ("max_worker_processes", "20"),
-    ]);
+    let cluster = every_database(&[("max_worker_processes", "20")]);
     let mut admin = cluster.connect("postgres");
     exec(&mut admin, "CREATE DATABASE erp");
-    {
-        let mut erp = cluster.connect("erp");
-        install_with_relay(&mut erp, smtp.port);
-    }
+    Gateway::sending_through(smtp.port).install(&mut cluster.connect("erp"));
     wait_for_workers(&mut admin, "erp", 2);
 
     exec(&mut admin, "ALTER DATABASE erp RENAME TO erp_2026");
@@ -222,11 +228,7 @@ fn rename_and_template_copies_are_never_blocked_by_our_workers() {
 /// within PostgreSQL's own 5 s wait. Each round catches the workers as they start.
 #[test]
 fn a_rename_issued_while_the_workers_start_is_not_blocked() {
-    let cluster = Cluster::start(&[
-        ("mail_gateway.database", "*"),
-        ("mail_gateway.poll_interval", "200ms"),
-        ("max_worker_processes", "20"),
-    ]);
+    let cluster = every_database(&[("max_worker_processes", "20")]);
     let mut admin = cluster.connect("postgres");
     exec(&mut admin, "CREATE DATABASE erp_a");
     exec(
@@ -255,9 +257,7 @@ fn a_rename_issued_while_the_workers_start_is_not_blocked() {
 
 #[test]
 fn a_database_without_a_free_worker_slot_is_said_not_skipped_silently() {
-    let cluster = Cluster::start(&[
-        ("mail_gateway.database", "*"),
-        ("mail_gateway.poll_interval", "200ms"),
+    let cluster = every_database(&[
         // The launcher, two workers for erp1, and one left for erp2, which needs two.
         ("max_worker_processes", "4"),
         ("max_parallel_workers", "0"),

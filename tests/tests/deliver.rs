@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use mail_gateway_tests::{Client, Cluster, deliver_program, exec, gateway};
+use mail_gateway_tests::{Client, Cluster, Gateway, count, deliver_program, exec};
 
 /// Runs the program with `message` on its standard input.
 fn deliver(args: &[&str], message: &[u8]) -> Output {
@@ -26,10 +26,6 @@ fn status(output: &Output) -> i32 {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).unwrap().get(0)
 }
 
 /// A role with nothing but what the pipe needs, as docs/OPERATIONS.md sets it up.
@@ -72,7 +68,7 @@ fn reply_to(db: &mut Client, message_id: &str) -> Vec<u8> {
 
 #[test]
 fn a_piped_reply_lands_in_its_thread_once_with_only_execute_granted() {
-    let (cluster, mut db) = gateway(&[]);
+    let (cluster, mut db) = Gateway::usual().start();
     mta_role(&mut db);
     let reply = reply_to(&mut db, "<bob-pipe-1@customer.example>");
     let dsn = conninfo(&cluster, "postfix");
@@ -118,7 +114,7 @@ fn a_piped_reply_lands_in_its_thread_once_with_only_execute_granted() {
 
 #[test]
 fn a_database_that_cannot_take_it_is_exit_75_and_nothing_is_half_stored() {
-    let (mut cluster, mut db) = gateway(&[]);
+    let (mut cluster, mut db) = Gateway::usual().start();
     exec(&mut db, "CREATE ROLE stranger LOGIN");
     let message = b"From: a@customer.example\r\nTo: sales@mycompany.com\r\n\
                     Message-ID: <later@customer.example>\r\nSubject: hello\r\n\r\nhi\r\n";
@@ -169,7 +165,9 @@ fn a_database_that_cannot_take_it_is_exit_75_and_nothing_is_half_stored() {
 
 #[test]
 fn a_message_over_the_size_limit_or_empty_is_exit_65_and_nothing_is_stored() {
-    let (cluster, mut db) = gateway(&[("mail_gateway.max_message_size", "64kB")]);
+    let (cluster, mut db) = Gateway::usual()
+        .setting("mail_gateway.max_message_size", "64kB")
+        .start();
     let dsn = conninfo(&cluster, "postgres");
     let mut big = b"From: a@customer.example\r\nTo: sales@mycompany.com\r\n\
                     Message-ID: <big-pipe@customer.example>\r\nSubject: big\r\n\r\n"

@@ -3,7 +3,7 @@
 //! mismatched, correct; DMARC none, quarantine, reject; MX missing and present.
 
 use mail_gateway_tests::dns::DnsServer;
-use mail_gateway_tests::{Client, Cluster, error_text, exec};
+use mail_gateway_tests::{Client, Gateway, error_text, exec};
 use serde_json::json;
 
 struct Row {
@@ -32,18 +32,17 @@ fn check(db: &mut Client, domain: &str, name: &str) -> Row {
 
 #[test]
 fn every_case_gets_its_status_and_its_fix() {
-    let cluster = Cluster::start_without_preload();
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'good.test');
-         INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
-             VALUES ('relay', 'mail.relay.test', 587, 'starttls');
-         INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, from_filter)
-             VALUES ('extra', 'mail2.relay.test', 587, 'starttls', 'missing.test');
-         INSERT INTO mail_gateway.incoming_server (name, host, username) VALUES ('box', 'imap.good.test', 'u');",
-    );
+    let (_cluster, mut db) = Gateway::new()
+        .without_preload()
+        .catchall("good.test")
+        .sql(
+            "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
+                 VALUES ('relay', 'mail.relay.test', 587, 'starttls');
+             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, from_filter)
+                 VALUES ('extra', 'mail2.relay.test', 587, 'starttls', 'missing.test');
+             INSERT INTO mail_gateway.incoming_server (name, host, username) VALUES ('box', 'imap.good.test', 'u');",
+        )
+        .start();
     let key = |db: &mut Client, domain: &str| -> String {
         db.query_one("SELECT mail_gateway.create_dkim_key($1)", &[&domain])
             .unwrap();

@@ -1,6 +1,6 @@
 //! CREATE / DROP EXTENSION, several databases, roles and pg_dump, on a real cluster.
 
-use mail_gateway_tests::{Client, Cluster, error_text, exec};
+use mail_gateway_tests::{Client, Cluster, Gateway, error_text, exec};
 
 /// Objects in the database that are not PostgreSQL's own, to compare before and after.
 fn user_objects(client: &mut Client) -> Vec<String> {
@@ -110,20 +110,15 @@ fn create_in_several_databases_and_drop_leaves_only_the_roles() {
 
 #[test]
 fn user_role_reads_configuration_but_no_secret() {
-    let cluster = Cluster::start(&[]);
-    let mut admin = cluster.connect("postgres");
-    exec(
-        &mut admin,
-        "CREATE EXTENSION mail_gateway;
-             CREATE ROLE erp_app LOGIN IN ROLE mail_gateway_user;
+    let (cluster, _admin) = Gateway::new()
+        .sql(
+            "CREATE ROLE erp_app LOGIN IN ROLE mail_gateway_user;
              CREATE ROLE erp_admin LOGIN IN ROLE mail_gateway_admin;
              INSERT INTO mail_gateway.outgoing_server (name, host, username, password)
                  VALUES ('main', 'smtp.example.net', 'u', 'hunter2');",
-    );
-    let url = cluster
-        .url("postgres")
-        .replace("user=postgres", "user=erp_app");
-    let mut app = Client::connect(&url, postgres::NoTls).unwrap();
+        )
+        .start();
+    let mut app = cluster.connect_as("erp_app");
     let host: String = app
         .query_one("SELECT host FROM mail_gateway.outgoing_server", &[])
         .unwrap()
@@ -165,10 +160,7 @@ fn user_role_reads_configuration_but_no_secret() {
         .get(0);
     assert_eq!(chosen, "main");
 
-    let url = cluster
-        .url("postgres")
-        .replace("user=postgres", "user=erp_admin");
-    let mut erp_admin = Client::connect(&url, postgres::NoTls).unwrap();
+    let mut erp_admin = cluster.connect_as("erp_admin");
     exec(
         &mut erp_admin,
         "SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
@@ -279,9 +271,7 @@ fn pg_dump_keeps_the_configuration() {
 
 #[test]
 fn sql_api_works_without_preloading() {
-    let cluster = Cluster::start_without_preload();
-    let mut db = cluster.connect("postgres");
-    exec(&mut db, "CREATE EXTENSION mail_gateway");
+    let (_cluster, mut db) = Gateway::new().without_preload().start();
     exec(
         &mut db,
         "SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');

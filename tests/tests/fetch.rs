@@ -4,20 +4,13 @@ use std::time::Duration;
 
 use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, TOKEN, USER};
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, error_text, exec, wait_for};
+use mail_gateway_tests::{Client, Gateway, error_text, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn gateway(settings: &[(&str, &str)]) -> (Cluster, Client) {
-    let mut all = vec![
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_timeout", "5s"),
-    ];
-    all.extend_from_slice(settings);
-    let cluster = Cluster::start(&all);
-    let mut db = cluster.connect("postgres");
-    exec(&mut db, "CREATE EXTENSION mail_gateway");
-    (cluster, db)
+/// A gateway whose fetcher polls every 200 ms and gives up on a silent server after 5 s.
+fn fetching() -> Gateway {
+    Gateway::new().poll_interval("200ms").fetch_timeout("5s")
 }
 
 /// Adds an incoming server; `extra` is more `, column => value` pairs as SQL.
@@ -94,7 +87,7 @@ fn wait_stored(db: &mut Client, n: usize) -> Vec<(Vec<u8>, String)> {
 #[test]
 fn test_and_confirm_over_every_protocol_and_encryption() {
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = fetching().start();
     let ca = format!("'{}'", dovecot.cert.cert_pem());
     let cases = [
         ("imap-plain", "imap", dovecot.imap, "none", "IMAP"),
@@ -132,7 +125,7 @@ fn test_and_confirm_over_every_protocol_and_encryption() {
 #[test]
 fn failures_say_what_to_fix_and_leave_the_server_in_draft() {
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = fetching().start();
     let ca = format!("'{}'", dovecot.cert.cert_pem());
     let closed = mail_gateway_tests::free_port();
     add_server(
@@ -231,7 +224,7 @@ fn failures_say_what_to_fix_and_leave_the_server_in_draft() {
 #[test]
 fn imap_messages_arrive_byte_for_byte_and_are_flagged_seen_after_commit() {
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = fetching().start();
     for n in 0..3 {
         dovecot.deliver(&message(n));
     }
@@ -288,7 +281,7 @@ fn imap_messages_arrive_byte_for_byte_and_are_flagged_seen_after_commit() {
 #[test]
 fn pop3_messages_arrive_and_are_deleted_after_commit() {
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = fetching().start();
     for n in 0..5 {
         dovecot.deliver(&message(n));
     }
@@ -314,7 +307,9 @@ fn pop3_messages_arrive_and_are_deleted_after_commit() {
 #[test]
 fn an_oversized_message_is_recorded_without_its_bytes() {
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[("mail_gateway.max_message_size", "64kB")]);
+    let (_cluster, mut db) = fetching()
+        .setting("mail_gateway.max_message_size", "64kB")
+        .start();
     let mut big =
         b"From: big@example.com\r\nSubject: Too big\r\nMessage-ID: <big@example.com>\r\n\r\n"
             .to_vec();
@@ -347,7 +342,7 @@ fn an_oversized_message_is_recorded_without_its_bytes() {
 #[test]
 fn a_failing_server_records_its_error_and_the_others_go_on() {
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = fetching().start();
     dovecot.deliver(&message(1));
     // Confirmed once, then its password changed on the mail server: every fetch fails.
     add_server(
@@ -403,7 +398,7 @@ fn a_server_that_hangs_costs_one_fetch_not_the_worker() {
             held.push(stream);
         }
     });
-    let (_cluster, mut db) = gateway(&[("mail_gateway.fetch_timeout", "1s")]);
+    let (_cluster, mut db) = fetching().fetch_timeout("1s").start();
     dovecot.deliver(&message(1));
     add_server(
         &mut db,
@@ -435,7 +430,7 @@ fn a_server_that_hangs_costs_one_fetch_not_the_worker() {
 #[test]
 fn the_same_message_through_two_mailboxes_is_stored_once() {
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = fetching().start();
     dovecot.deliver(&message(7));
     add_server(&mut db, "by-imap", "imap", dovecot.imap, "none", &[]);
     add_server(&mut db, "by-pop3", "pop3", dovecot.pop3, "none", &[]);
@@ -459,7 +454,7 @@ fn the_same_message_through_two_mailboxes_is_stored_once() {
 #[test]
 fn xoauth2_logs_in_with_an_access_token_over_imap_and_pop3() {
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = fetching().start();
     dovecot.deliver(&message(1));
     let token = format!("'{TOKEN}'");
     add_server(
@@ -513,22 +508,18 @@ fn xoauth2_logs_in_with_an_access_token_over_imap_and_pop3() {
 fn a_reply_goes_round_the_whole_gateway() {
     let smtp = SmtpServer::start(SmtpOptions::default());
     let dovecot = Dovecot::start();
-    let (_cluster, mut db) = gateway(&[]);
-    exec(
-        &mut db,
-        &format!(
-            "SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
-             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption)
-                 VALUES ('relay', '127.0.0.1', {}, 'none');
-             CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
+    let (_cluster, mut db) = fetching()
+        .catchall("mycompany.com")
+        .no_daily_limit()
+        .relay(smtp.port)
+        .sql(
+            "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
              INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');
              SELECT mail_gateway.follow('sale_order', 42, 'Ann <ann@mycompany.com>');
              SELECT mail_gateway.follow('sale_order', 42, 'Bob <bob@customer.example>');
              SELECT mail_gateway.follow('sale_order', 42, 'Carol <carol@customer.example>');",
-            smtp.port
-        ),
-    );
+        )
+        .start();
     add_server(&mut db, "imap", "imap", dovecot.imap, "none", &[]);
     test_server(&mut db, "imap").unwrap();
     exec(

@@ -6,33 +6,19 @@ use std::time::Duration;
 
 use mail_gateway_tests::dovecot::Dovecot;
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, error_text, exec, install_with_relay, wait_for};
+use mail_gateway_tests::{Client, Gateway, count, error_text, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A cluster without the worker (routing runs inside `process_message`), the extension created
 /// with catchall domain `mycompany.com`.
-fn gateway() -> (Cluster, Client) {
-    let cluster = Cluster::start_without_preload();
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');",
-    );
-    (cluster, db)
+fn without_worker() -> Gateway {
+    Gateway::new().without_preload().catchall("mycompany.com")
 }
 
 fn process(db: &mut Client, raw: &[u8]) -> i64 {
     db.query_one("SELECT mail_gateway.process_message($1)", &[&raw])
         .map_err(|e| error_text(&e))
-        .unwrap()
-        .get(0)
-}
-
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[])
-        .map_err(|e| format!("{sql}: {}", error_text(&e)))
         .unwrap()
         .get(0)
 }
@@ -77,17 +63,12 @@ fn reply(from: &str, in_reply_to: &str, n: usize, extra_headers: &str) -> Vec<u8
 #[test]
 fn a_nul_or_an_absurd_header_never_blocks_a_mailbox() {
     let dovecot = Dovecot::start();
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_timeout", "5s"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');",
-    );
+    let (_cluster, mut db) = Gateway::new()
+        .poll_interval("200ms")
+        .fetch_timeout("5s")
+        .catchall("mycompany.com")
+        .no_daily_limit()
+        .start();
     // At the head of the mailbox: messages whose NULs, ids and structure once made storing fail.
     let long_id = "x".repeat(300_000);
     let mut hostile: Vec<Vec<u8>> = (0..60)
@@ -187,7 +168,7 @@ fn a_nul_or_an_absurd_header_never_blocks_a_mailbox() {
 
 #[test]
 fn a_huge_report_is_read_in_bounded_work_and_can_be_cancelled() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = without_worker().start();
     // 5 MB naming 200,000 addresses, from a mailer daemon to our bounce address.
     let mut raw = String::from(
         "From: MAILER-DAEMON@mx.attacker.example\r\nTo: bounce@mycompany.com\r\n\
@@ -247,7 +228,7 @@ fn a_huge_report_is_read_in_bounded_work_and_can_be_cancelled() {
 
 #[test]
 fn a_forged_colleague_is_relayed_encapsulated() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = without_worker().start();
     let root = thread(&mut db);
     let forged = reply("\"The CEO\" <ceo@mycompany.com>", &root, 1, "");
     let id = process(&mut db, &forged);
@@ -318,7 +299,7 @@ fn a_forged_colleague_is_relayed_encapsulated() {
 
 #[test]
 fn strangers_cannot_amplify_through_a_shared_record() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = without_worker().start();
     exec(
         &mut db,
         "CREATE TABLE public.ticket (id bigserial PRIMARY KEY, name text);
@@ -375,7 +356,7 @@ fn strangers_cannot_amplify_through_a_shared_record() {
 
 #[test]
 fn automatic_mail_is_stored_but_never_relayed_or_answered() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = without_worker().start();
     let root = thread(&mut db);
     exec(
         &mut db,
@@ -441,7 +422,7 @@ fn automatic_mail_is_stored_but_never_relayed_or_answered() {
 
 #[test]
 fn an_out_of_office_to_the_bounce_address_is_not_a_bounce() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = without_worker().start();
     let root = thread(&mut db);
     let (mail_id, message_id): (i64, String) = {
         let row = db
@@ -489,7 +470,7 @@ fn an_out_of_office_to_the_bounce_address_is_not_a_bounce() {
 
 #[test]
 fn forged_reports_blocklist_nobody_and_a_reset_counts() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = without_worker().start();
     // Five forged reports naming no mail of ours, spread over eight days.
     for n in 0..5i32 {
         let id = process(
@@ -598,9 +579,9 @@ fn forged_reports_blocklist_nobody_and_a_reset_counts() {
 #[test]
 fn strangers_never_starve_the_erps_own_mail() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let cluster = Cluster::start(&[("mail_gateway.poll_interval", "200ms")]);
-    let mut db = cluster.connect("postgres");
-    install_with_relay(&mut db, smtp.port);
+    let (_cluster, mut db) = Gateway::sending_through(smtp.port)
+        .poll_interval("200ms")
+        .start();
     exec(
         &mut db,
         "SELECT mail_gateway.set_parameter('mail.send.daily_limit', '100')",
@@ -650,17 +631,12 @@ fn strangers_never_starve_the_erps_own_mail() {
 #[test]
 fn a_message_over_the_size_limit_is_fetched_again_and_never_lost() {
     let dovecot = Dovecot::start();
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_timeout", "5s"),
-        ("mail_gateway.max_message_size", "64kB"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');",
-    );
+    let (_cluster, mut db) = Gateway::new()
+        .poll_interval("200ms")
+        .fetch_timeout("5s")
+        .setting("mail_gateway.max_message_size", "64kB")
+        .catchall("mycompany.com")
+        .start();
     let big = format!(
         "From: c@customer.example\r\nTo: catchall@mycompany.com\r\nSubject: big\r\n\
          Message-ID: <big@customer.example>\r\n\r\n{}\r\n",
@@ -765,18 +741,13 @@ fn the_fetcher_verifies_dkim_itself_and_believes_only_a_pass() {
         "sel._domainkey.attacker.example": {"TXT": [format!("v=DKIM1; k=rsa; p={theirs_public}")]},
     }));
     let dovecot = Dovecot::start();
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_timeout", "5s"),
-        ("mail_gateway.dns_server", &dns.address()),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');",
-    );
+    let (_cluster, mut db) = Gateway::new()
+        .poll_interval("200ms")
+        .fetch_timeout("5s")
+        .setting("mail_gateway.dns_server", &dns.address())
+        .catchall("mycompany.com")
+        .no_daily_limit()
+        .start();
     let root = thread(&mut db);
     let message = |n: usize, from: &str| {
         format!(

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mail_gateway_tests::{Cluster, exec};
+use mail_gateway_tests::Gateway;
 
 /// The repository's corpora (tests/corpora): CPython's email test messages, sisimai's bounces,
 /// complaints and auto-replies, ordinary messages.
@@ -58,9 +58,7 @@ fn every_corpus_message_is_stored_byte_for_byte() {
         corpora().display()
     );
 
-    let cluster = Cluster::start_without_preload();
-    let mut db = cluster.connect("postgres");
-    exec(&mut db, "CREATE EXTENSION mail_gateway");
+    let (_cluster, mut db) = Gateway::new().without_preload().start();
     let mut ids = std::collections::HashMap::new();
     for path in &paths {
         let raw = std::fs::read(path).unwrap();

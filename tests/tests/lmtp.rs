@@ -5,22 +5,18 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use mail_gateway_tests::{Client, Cluster, exec, free_port, gateway, wait_for};
-
-const WAIT: Duration = Duration::from_secs(60);
+use mail_gateway_tests::{
+    Client, Cluster, Gateway, count, free_port, post_quotation, with_sales_alias,
+};
 
 /// A cluster whose fetcher listens for LMTP on a free port.
 fn listening() -> (Cluster, Client, u16) {
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (cluster, db) = gateway(&[
-        ("mail_gateway.lmtp_listen", &listen),
-        ("mail_gateway.lmtp_timeout", "10s"),
-        ("mail_gateway.max_message_size", "64kB"),
-    ]);
-    wait_for("the LMTP listener", WAIT, || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    let (cluster, db) = Gateway::usual()
+        .lmtp_listener(port)
+        .setting("mail_gateway.lmtp_timeout", "10s")
+        .setting("mail_gateway.max_message_size", "64kB")
+        .start();
     (cluster, db, port)
 }
 
@@ -88,25 +84,10 @@ impl Lmtp {
     }
 }
 
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).unwrap().get(0)
-}
-
 #[test]
 fn a_reply_over_lmtp_lands_in_its_thread_once_and_is_acknowledged_after_commit() {
     let (_cluster, mut db, port) = listening();
-    exec(
-        &mut db,
-        "SELECT mail_gateway.post_message('sale_order', 42, 'Ann <ann@mycompany.com>',
-             'Your quotation SO042 is ready.', 'Quotation SO042')",
-    );
-    let posted: String = db
-        .query_one(
-            "SELECT message_id FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let posted = post_quotation(&mut db);
     let reply = format!(
         "From: Bob <bob@customer.example>\r\nTo: catchall@mycompany.com\r\n\
          Subject: Re: Quotation SO042\r\nMessage-ID: <bob-lmtp-1@customer.example>\r\n\
@@ -233,11 +214,7 @@ fn postfix_smtp_source_delivers_over_lmtp() {
 #[test]
 fn the_envelope_is_stored_on_top_so_a_bcc_alias_routes_and_a_null_sender_counts() {
     let (_cluster, mut db, port) = listening();
-    exec(
-        &mut db,
-        "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
-         INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');",
-    );
+    with_sales_alias(&mut db);
     // sales@ is in no header: only the envelope says the message was for it.
     let bcc = b"From: Carol <carol@prospect.example>\r\nTo: team@prospect.example\r\n\
                 Subject: Tender\r\nMessage-ID: <carol-bcc@prospect.example>\r\n\r\nPlease quote.\r\n";

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mail_gateway_tests::dovecot::{Dovecot, USER};
 use mail_gateway_tests::oauth::{CLIENT_ID, CLIENT_SECRET, Provider, REFRESH_TOKEN};
 use mail_gateway_tests::smtp::{SelfSigned, SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, error_text, exec, wait_for};
+use mail_gateway_tests::{Client, Cluster, Gateway, count, error_text, exec, wait_for};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -38,30 +38,19 @@ fn setup(control: serde_json::Value, settings: &[(&str, &str)]) -> Setup {
         ..Default::default()
     });
     let dovecot = Dovecot::with_introspection(&introspect);
-    let mut all = vec![
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_timeout", "5s"),
-        ("mail_gateway.smtp_timeout", "5s"),
-        ("mail_gateway.retry_delay", "1s"),
-    ];
-    all.extend_from_slice(settings);
-    let cluster = Cluster::start(&all);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        &format!(
-            "CREATE EXTENSION mail_gateway;
-             SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-             SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');
-             INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, username, password, ca_cert)
+    let (cluster, mut db) = Gateway::usual()
+        .setting("mail_gateway.retry_delay", "1s")
+        .settings(settings)
+        .sql(&format!(
+            "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, username, password, ca_cert)
                  VALUES ('relay', '127.0.0.1', {}, 'starttls', '{USER}', 'a-static-token', '{}');
              INSERT INTO mail_gateway.incoming_server (name, protocol, host, port, encryption, username, password, fetch_interval)
                  VALUES ('box', 'imap', '127.0.0.1', {}, 'none', '{USER}', 'x', '1 second');",
             smtp.port,
             cert.cert_pem(),
             dovecot.imap
-        ),
-    );
+        ))
+        .start();
     let summary: String = db
         .query_one(
             "SELECT mail_gateway.set_oauth(server => 'relay', provider => 'custom',
@@ -124,10 +113,6 @@ fn wait_all_sent(db: &mut Client, n: usize) {
         assert_eq!(failed, 0, "a mail failed");
         (sent == n as i64).then_some(())
     });
-}
-
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).unwrap().get(0)
 }
 
 fn text(db: &mut Client, sql: &str) -> String {
@@ -469,18 +454,17 @@ fn a_failed_test_keeps_the_rotated_refresh_token() {
 
 #[test]
 fn set_oauth_sets_up_a_server_in_one_statement_and_keeps_secrets_hidden() {
-    let cluster = Cluster::start(&[("mail_gateway.poll_interval", "200ms")]);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         CREATE ROLE erp_app LOGIN IN ROLE mail_gateway_user;
-         INSERT INTO mail_gateway.outgoing_server (name, host, encryption, username, password)
-             VALUES ('office365', 'smtp.office365.com', 'starttls', 'notifications@mycompany.com', 'old-password'),
-                    ('nobody', 'smtp.example.com', 'starttls', NULL, NULL);
-         INSERT INTO mail_gateway.incoming_server (name, host, username, password)
-             VALUES ('office365', 'outlook.office365.com', 'catchall@mycompany.com', 'old-password');",
-    );
+    let (cluster, mut db) = Gateway::new()
+        .poll_interval("200ms")
+        .sql(
+            "CREATE ROLE erp_app LOGIN IN ROLE mail_gateway_user;
+             INSERT INTO mail_gateway.outgoing_server (name, host, encryption, username, password)
+                 VALUES ('office365', 'smtp.office365.com', 'starttls', 'notifications@mycompany.com', 'old-password'),
+                        ('nobody', 'smtp.example.com', 'starttls', NULL, NULL);
+             INSERT INTO mail_gateway.incoming_server (name, host, username, password)
+                 VALUES ('office365', 'outlook.office365.com', 'catchall@mycompany.com', 'old-password');",
+        )
+        .start();
     // Clear errors, with SQLSTATE and hint.
     for (sql, code, words) in [
         (
@@ -593,10 +577,7 @@ fn set_oauth_sets_up_a_server_in_one_statement_and_keeps_secrets_hidden() {
         )
     );
     // ERP code sees the state, never a secret; the gateway writes tokens, not settings.
-    let url = cluster
-        .url("postgres")
-        .replace("user=postgres", "user=erp_app");
-    let mut app = Client::connect(&url, postgres::NoTls).unwrap();
+    let mut app = cluster.connect_as("erp_app");
     for column in ["client_secret", "refresh_token", "access_token"] {
         let e = app
             .query_one(

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use mail_gateway_tests::smtp::{SelfSigned, SmtpOptions, SmtpServer, dkim_verifies};
-use mail_gateway_tests::{Client, error_text, exec, gateway, wait_for};
+use mail_gateway_tests::{Client, Gateway, error_text, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -58,7 +58,7 @@ fn wait_attempted(db: &mut Client, id: i64) -> (String, Option<String>, Option<S
 fn committed_mail_arrives_at_once_and_rolled_back_mail_never() {
     let smtp = SmtpServer::start(SmtpOptions::default());
     // Polling once an hour: only the commit can wake the worker in time.
-    let (_cluster, mut db) = gateway(&[("mail_gateway.poll_interval", "1h")]);
+    let (_cluster, mut db) = Gateway::usual().poll_interval("1h").start();
     add_server(&mut db, "relay", smtp.port, "", "");
 
     let mut tx = db.transaction().unwrap();
@@ -134,7 +134,7 @@ fn committed_mail_arrives_at_once_and_rolled_back_mail_never() {
 #[test]
 fn from_and_envelope_follow_the_server_filter() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     add_server(
         &mut db,
         "company",
@@ -180,7 +180,7 @@ fn starttls_and_login_with_a_trusted_self_signed_certificate() {
         auth: Some("mailer:s3cret"),
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     db.execute(
         "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, username, password, ca_cert)
          VALUES ('tls', '127.0.0.1', $1, 'starttls', 'mailer', 's3cret', $2)",
@@ -247,7 +247,7 @@ fn implicit_tls() {
         tls: Some(("ssl", &cert)),
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     db.execute(
         "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, ca_cert)
          VALUES ('ssl', '127.0.0.1', $1, 'ssl', $2)",
@@ -275,10 +275,10 @@ fn dead_hanging_and_blocked_servers_give_actionable_errors() {
         hang: true,
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway(&[
-        ("mail_gateway.smtp_timeout", "1s"),
-        ("mail_gateway.blocked_ports", "25, 2525"),
-    ]);
+    let (_cluster, mut db) = Gateway::usual()
+        .smtp_timeout("1s")
+        .setting("mail_gateway.blocked_ports", "25, 2525")
+        .start();
     let dead_port = mail_gateway_tests::free_port();
     add_server(&mut db, "dead", dead_port, "", "");
     add_server(&mut db, "hanging", hanging.port, "", "");
@@ -337,7 +337,7 @@ fn dead_hanging_and_blocked_servers_give_actionable_errors() {
 #[test]
 fn temporary_failures_retry_permanent_ones_fail_with_the_servers_words() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     add_server(&mut db, "relay", smtp.port, "", "");
 
     let temp = send(&mut db, "a@mycompany.com", &["tempfail@customer.example"]);
@@ -395,7 +395,7 @@ fn temporary_failures_retry_permanent_ones_fail_with_the_servers_words() {
 #[test]
 fn one_refused_recipient_does_not_stop_the_others() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     add_server(&mut db, "relay", smtp.port, "", "");
     exec(
         &mut db,
@@ -442,7 +442,7 @@ fn one_refused_recipient_does_not_stop_the_others() {
 #[test]
 fn the_daily_limit_defers_without_failing() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     add_server(&mut db, "relay", smtp.port, "", "");
     exec(
         &mut db,
@@ -482,7 +482,7 @@ fn the_daily_limit_defers_without_failing() {
 #[test]
 fn scheduled_retried_and_cancelled_mail() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     add_server(&mut db, "relay", smtp.port, "", "");
     let later: i64 = db
         .query_one(
@@ -549,7 +549,7 @@ fn txt_value(record: &str) -> String {
 #[test]
 fn dkim_signatures_verify_with_an_independent_verifier() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     add_server(&mut db, "relay", smtp.port, "", "");
     for (i, (domain, algorithm)) in [("mycompany.com", "rsa"), ("ed.example", "ed25519")]
         .iter()
@@ -594,7 +594,7 @@ fn dkim_signatures_verify_with_an_independent_verifier() {
 
 #[test]
 fn bad_arguments_are_clear_errors() {
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     let cases = [
         (
             "SELECT mail_gateway.send_mail('not an address', ARRAY['x@y.com'], 's')",
@@ -651,7 +651,7 @@ fn xoauth2_login() {
         xoauth2: Some("mailer@mycompany.com:ya29.token"),
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     db.execute(
         "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, auth, username, password, ca_cert)
          VALUES ('oauth', '127.0.0.1', $1, 'starttls', 'xoauth2', 'mailer@mycompany.com', 'ya29.token', $2)",
@@ -685,7 +685,7 @@ fn client_certificate_authentication() {
         client_ca: Some(&client),
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     db.execute(
         "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption, auth, client_cert, client_key, ca_cert)
          VALUES ('cert', '127.0.0.1', $1, 'starttls', 'certificate', $2, $3, $4)",
@@ -719,7 +719,7 @@ fn client_certificate_authentication() {
 fn mass_mail_goes_to_the_dedicated_server() {
     let transactional = SmtpServer::start(SmtpOptions::default());
     let bulk = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     add_server(
         &mut db,
         "transactional",
@@ -748,7 +748,7 @@ fn mass_mail_goes_to_the_dedicated_server() {
 #[test]
 fn an_expired_lease_of_a_vanished_sender_is_taken_over() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = Gateway::usual().start();
     add_server(&mut db, "relay", smtp.port, "", "");
     // As a sender that no longer exists (index 7) would have left it.
     let id: i64 = db

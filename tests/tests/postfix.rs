@@ -4,7 +4,6 @@
 //! answer lost after the commit and a fetcher killed while the message is in flight (LMTP):
 //! Postfix keeps it, tries again, and the gateway stores it once.
 
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,41 +12,22 @@ use mail_gateway_tests::postfix::{
     PIPE_TRANSPORT, Postfix, ROUTING_MAIN_CF, Transport,
 };
 use mail_gateway_tests::proxy::{Cut, EndOfDataProxy};
-use mail_gateway_tests::{Client, Cluster, deliver_program, exec, free_port, gateway, wait_for};
+use mail_gateway_tests::{
+    Client, Cluster, Gateway, count, deliver_program, exec, free_port, post_quotation, wait_for,
+    wait_for_fetcher, wait_for_lmtp_listener, with_sales_alias,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A cluster whose fetcher listens for LMTP on a free port; `settings` come last.
 fn listening(settings: &[(&str, &str)]) -> (Cluster, Client, u16) {
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut all = vec![
-        ("mail_gateway.lmtp_listen", listen.as_str()),
-        ("mail_gateway.lmtp_timeout", "10s"),
-    ];
-    all.extend_from_slice(settings);
-    let (cluster, db) = gateway(&all);
-    wait_for_listener(port);
+    let (cluster, db) = Gateway::usual()
+        .lmtp_listener(port)
+        .setting("mail_gateway.lmtp_timeout", "10s")
+        .settings(settings)
+        .start();
     (cluster, db, port)
-}
-
-fn wait_for_listener(port: u16) {
-    wait_for("the LMTP listener", WAIT, || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-}
-
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).unwrap().get(0)
-}
-
-/// Mail to sales@ creates a lead (a thread of its own).
-fn with_sales_alias(db: &mut Client) {
-    exec(
-        db,
-        "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
-         INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');",
-    );
 }
 
 fn first_mail(id: &str, body_lines: usize) -> Vec<u8> {
@@ -173,7 +153,7 @@ fn behind_postfix(via: Via) -> (Cluster, Client, Postfix) {
             (cluster, db, Postfix::start(Transport::Lmtp(port)))
         }
         Via::Pipe => {
-            let (cluster, mut db) = gateway(&[]);
+            let (cluster, mut db) = Gateway::usual().start();
             exec(&mut db, PIPE_ROLE_SQL);
             let conninfo = format!(
                 "host=127.0.0.1 port={} dbname=postgres user=mailgateway",
@@ -194,7 +174,7 @@ fn wait_until_deliverable(via: Via, postfix: &Postfix) {
         let port = postfix
             .lmtp_port()
             .expect("an LMTP transport names its port");
-        wait_for_listener(port);
+        wait_for_lmtp_listener(port);
     }
 }
 
@@ -202,18 +182,7 @@ fn wait_until_deliverable(via: Via, postfix: &Postfix) {
 /// routed row.
 fn a_reply_lands_in_its_thread(via: Via) {
     let (_cluster, mut db, postfix) = behind_postfix(via);
-    exec(
-        &mut db,
-        "SELECT mail_gateway.post_message('sale_order', 42, 'Ann <ann@mycompany.com>',
-             'Your quotation SO042 is ready.', 'Quotation SO042')",
-    );
-    let posted: String = db
-        .query_one(
-            "SELECT message_id FROM mail_gateway.message WHERE model = 'sale_order' AND res_id = 42",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let posted = post_quotation(&mut db);
     let reply = format!(
         "From: Bob <bob@customer.example>\r\nTo: catchall@mycompany.com\r\n\
          Date: Wed, 02 Dec 2026 10:00:00 +0000\r\n\
@@ -466,18 +435,8 @@ fn killing_the_fetcher_while_a_message_is_in_flight_loses_nothing() {
     println!("deferred: {why}");
 
     // The cluster restarts after the kill: refused connections meanwhile.
-    wait_for("a new fetcher", WAIT, || {
-        let mut db = Client::connect(&cluster.url("postgres"), postgres::NoTls).ok()?;
-        db.query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mail_gateway fetcher'",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .map(|r| r.get::<_, i32>(0))
-        .filter(|pid| *pid != fetcher)
-    });
-    wait_for_listener(port);
+    wait_for_fetcher(&cluster, Some(fetcher));
+    wait_for_lmtp_listener(port);
     postfix.flush();
     postfix.wait_empty(WAIT);
     assert_stored_once(&cluster, "dan-killed", &postfix);

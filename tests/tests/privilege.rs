@@ -8,23 +8,9 @@ use std::time::Duration;
 
 use mail_gateway_tests::dovecot::Dovecot;
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, error_text, exec, install_with_relay, wait_for};
+use mail_gateway_tests::{Client, Gateway, count, error_text, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn as_role(cluster: &Cluster, role: &str) -> Client {
-    let url = cluster
-        .url("postgres")
-        .replace("user=postgres", &format!("user={role}"));
-    Client::connect(&url, postgres::NoTls).unwrap()
-}
-
-fn count(db: &mut Client, sql: &str) -> i64 {
-    db.query_one(sql, &[])
-        .map_err(|e| format!("{sql}: {}", error_text(&e)))
-        .unwrap()
-        .get(0)
-}
 
 fn is_superuser(db: &mut Client, role: &str) -> bool {
     db.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
@@ -43,19 +29,16 @@ fn sales_mail(n: usize) -> Vec<u8> {
 #[test]
 fn an_administrator_cannot_become_superuser_through_a_handler_or_a_trigger() {
     let dovecot = Dovecot::start();
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_timeout", "5s"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         CREATE ROLE mallory LOGIN IN ROLE mail_gateway_admin;
-         GRANT CREATE ON SCHEMA public TO mallory;",
-    );
-    let mut mallory = as_role(&cluster, "mallory");
+    let (cluster, mut db) = Gateway::new()
+        .poll_interval("200ms")
+        .fetch_timeout("5s")
+        .catchall("mycompany.com")
+        .sql(
+            "CREATE ROLE mallory LOGIN IN ROLE mail_gateway_admin;
+             GRANT CREATE ON SCHEMA public TO mallory;",
+        )
+        .start();
+    let mut mallory = cluster.connect_as("mallory");
     // A handler whose body makes its author a superuser, and a table whose trigger does.
     exec(
         &mut mallory,
@@ -134,22 +117,21 @@ fn an_administrator_cannot_become_superuser_through_a_handler_or_a_trigger() {
 
 #[test]
 fn a_legitimate_handler_creates_its_record_and_owners_are_checked() {
-    let cluster = Cluster::start_without_preload();
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         CREATE ROLE erp_admin LOGIN IN ROLE mail_gateway_admin;
-         CREATE TABLE public.crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
-         GRANT SELECT, INSERT ON public.crm_lead TO erp_admin;
-         GRANT USAGE ON SEQUENCE public.crm_lead_id_seq TO erp_admin;
-         CREATE FUNCTION public.new_lead(message jsonb) RETURNS bigint LANGUAGE sql AS $$
-             INSERT INTO public.crm_lead (name, email_from)
-             VALUES (message->>'subject', message->'from'->>'address') RETURNING id $$;
-         REVOKE EXECUTE ON FUNCTION public.new_lead(jsonb) FROM PUBLIC;",
-    );
-    let mut erp = as_role(&cluster, "erp_admin");
+    let (cluster, mut db) = Gateway::new()
+        .without_preload()
+        .catchall("mycompany.com")
+        .sql(
+            "CREATE ROLE erp_admin LOGIN IN ROLE mail_gateway_admin;
+             CREATE TABLE public.crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
+             GRANT SELECT, INSERT ON public.crm_lead TO erp_admin;
+             GRANT USAGE ON SEQUENCE public.crm_lead_id_seq TO erp_admin;
+             CREATE FUNCTION public.new_lead(message jsonb) RETURNS bigint LANGUAGE sql AS $$
+                 INSERT INTO public.crm_lead (name, email_from)
+                 VALUES (message->>'subject', message->'from'->>'address') RETURNING id $$;
+             REVOKE EXECUTE ON FUNCTION public.new_lead(jsonb) FROM PUBLIC;",
+        )
+        .start();
+    let mut erp = cluster.connect_as("erp_admin");
     // Its owner may not execute the handler: refused when the alias is saved, with a hint.
     let err = erp
         .batch_execute(
@@ -228,16 +210,16 @@ fn a_legitimate_handler_creates_its_record_and_owners_are_checked() {
 #[test]
 fn the_queue_has_one_way_in() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let cluster = Cluster::start(&[("mail_gateway.poll_interval", "200ms")]);
-    let mut db = cluster.connect("postgres");
-    install_with_relay(&mut db, smtp.port);
+    let (cluster, mut db) = Gateway::sending_through(smtp.port)
+        .poll_interval("200ms")
+        .start();
     exec(
         &mut db,
         "CREATE ROLE erp_app LOGIN IN ROLE mail_gateway_user;
          CREATE ROLE erp_boss LOGIN IN ROLE mail_gateway_admin;",
     );
     for role in ["erp_app", "erp_boss"] {
-        let mut app = as_role(&cluster, role);
+        let mut app = cluster.connect_as(role);
         for sql in [
             "INSERT INTO mail_gateway.mail (message_id, email_from, email_to, state, kind)
              VALUES ('<planted@x>', 'a@mycompany.com', ARRAY['b@x.example'], 'sending', 'auto_reply')",
@@ -253,7 +235,7 @@ fn the_queue_has_one_way_in() {
         }
     }
     // The ways in work: one mail, and thousands in one statement through the outbox view.
-    let mut app = as_role(&cluster, "erp_app");
+    let mut app = cluster.connect_as("erp_app");
     let one: i64 = app
         .query_one(
             "SELECT mail_gateway.send_mail('billing@mycompany.com', ARRAY['c@customer.example'], 'Invoice')",
@@ -301,12 +283,10 @@ fn the_queue_has_one_way_in() {
 fn every_parameter_reads_as_its_default_when_its_row_is_deleted() {
     let smtp = SmtpServer::start(SmtpOptions::default());
     let dovecot = Dovecot::start();
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.fetch_timeout", "5s"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    install_with_relay(&mut db, smtp.port);
+    let (cluster, mut db) = Gateway::sending_through(smtp.port)
+        .poll_interval("200ms")
+        .fetch_timeout("5s")
+        .start();
     exec(
         &mut db,
         "SELECT mail_gateway.follow('sale_order', 1, 'bob@customer.example');
@@ -399,9 +379,7 @@ fn every_parameter_reads_as_its_default_when_its_row_is_deleted() {
 
 #[test]
 fn a_password_never_crosses_a_network_unencrypted_unless_allowed() {
-    let cluster = Cluster::start_without_preload();
-    let mut db = cluster.connect("postgres");
-    exec(&mut db, "CREATE EXTENSION mail_gateway");
+    let (_cluster, mut db) = Gateway::new().without_preload().start();
     for sql in [
         "INSERT INTO mail_gateway.incoming_server (name, host, encryption, username, password)
          VALUES ('in', 'imap.example.com', 'none', 'u', 'p')",

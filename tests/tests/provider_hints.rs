@@ -6,16 +6,12 @@
 use std::time::Duration;
 
 use mail_gateway_tests::smtp::{SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, exec, wait_for};
+use mail_gateway_tests::{Client, Gateway, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 const M365_SMTP_AUTH_DISABLED: &str = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information. [SN4PR0501CA0054.namprd05.prod.outlook.com]";
 const GOOGLE_APP_PASSWORD: &str = "534-5.7.9 Application-specific password required. Learn more at\r\n534 5.7.9  https://support.google.com/mail/?p=InvalidSecondFactor d2e1a72fcca58-7 - gsmtp";
-
-fn gateway() -> (Cluster, Client) {
-    mail_gateway_tests::gateway(&[])
-}
 
 /// A server with a login over the loopback (allowed in clear, as the test server has no TLS).
 fn add_login_server(db: &mut Client, name: &str, port: u16) {
@@ -97,7 +93,7 @@ fn logins_refused_by_microsoft_and_google_say_what_to_change() {
         auth_reply: Some(GOOGLE_APP_PASSWORD),
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = Gateway::usual().start();
     add_login_server(&mut db, "m365", m365.port);
     add_login_server(&mut db, "google", google.port);
 
@@ -141,7 +137,7 @@ fn a_daily_sending_quota_makes_mail_wait_and_send_as_refusals_explain_themselves
         quota_after: Some(1),
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = Gateway::usual().start();
     exec(
         &mut db,
         &format!(

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use mail_gateway_tests::{Client, Cluster, exec};
+use mail_gateway_tests::{Client, Gateway};
 
 fn reference() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/REFERENCE.md"))
@@ -55,9 +55,7 @@ fn same<T: Ord + std::fmt::Debug + Clone>(what: &str, page: &BTreeSet<T>, catalo
 
 #[test]
 fn the_reference_is_the_catalog() {
-    let cluster = Cluster::start(&[]);
-    let mut db = cluster.connect("postgres");
-    exec(&mut db, "CREATE EXTENSION mail_gateway");
+    let (_cluster, mut db) = Gateway::new().start();
     let page = reference();
 
     // Functions: "`mail_gateway.name(arguments) → result` · **user**".

@@ -4,32 +4,9 @@
 use std::time::Duration;
 
 use mail_gateway_tests::smtp::{SelfSigned, SmtpOptions, SmtpServer};
-use mail_gateway_tests::{Client, Cluster, error_text, exec, wait_for};
+use mail_gateway_tests::{Client, Gateway, error_text, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn gateway() -> (Cluster, Client) {
-    let cluster = Cluster::start(&[
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.smtp_timeout", "5s"),
-        ("mail_gateway.fetch_timeout", "2s"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         SELECT mail_gateway.set_parameter('mail.send.daily_limit', '0');",
-    );
-    (cluster, db)
-}
-
-fn as_role(cluster: &Cluster, role: &str) -> Client {
-    let url = cluster
-        .url("postgres")
-        .replace("user=postgres", &format!("user={role}"));
-    Client::connect(&url, postgres::NoTls).unwrap()
-}
 
 fn denied(db: &mut Client, sql: &str) {
     let err = db.batch_execute(sql).expect_err(sql);
@@ -42,7 +19,7 @@ fn denied(db: &mut Client, sql: &str) {
 
 #[test]
 fn the_user_role_reads_no_secret_and_changes_no_server() {
-    let (cluster, mut db) = gateway();
+    let (cluster, mut db) = Gateway::usual().fetch_timeout("2s").start();
     exec(
         &mut db,
         "CREATE ROLE erp_app LOGIN IN ROLE mail_gateway_user;
@@ -50,7 +27,7 @@ fn the_user_role_reads_no_secret_and_changes_no_server() {
          INSERT INTO mail_gateway.incoming_server (name, host, username, password) VALUES ('in', 'imap.x', 'u', 'p2');
          SELECT mail_gateway.create_dkim_key('mycompany.com');",
     );
-    let mut app = as_role(&cluster, "erp_app");
+    let mut app = cluster.connect_as("erp_app");
     for sql in [
         "SELECT password FROM mail_gateway.outgoing_server",
         "SELECT client_key FROM mail_gateway.outgoing_server",
@@ -87,7 +64,7 @@ fn secrets_stay_out_of_errors_logs_views_and_activity() {
         auth: Some("mailer:the-right-one"),
         ..Default::default()
     });
-    let (cluster, mut db) = gateway();
+    let (cluster, mut db) = Gateway::usual().fetch_timeout("2s").start();
     const OUT: &str = "Out-S3cret-7f3a";
     const IN: &str = "In-S3cret-91bc";
     db.execute(
@@ -154,7 +131,7 @@ fn secrets_stay_out_of_errors_logs_views_and_activity() {
 #[test]
 fn header_injection_is_impossible() {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = Gateway::usual().fetch_timeout("2s").start();
     db.execute(
         "INSERT INTO mail_gateway.outgoing_server (name, host, port, encryption) VALUES ('relay', '127.0.0.1', $1, 'none')",
         &[&(smtp.port as i32)],
@@ -200,7 +177,7 @@ fn header_injection_is_impossible() {
 
 #[test]
 fn alias_handlers_cannot_run_arbitrary_sql() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = Gateway::usual().fetch_timeout("2s").start();
     exec(
         &mut db,
         "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text)",
@@ -252,7 +229,7 @@ fn alias_handlers_cannot_run_arbitrary_sql() {
 
 #[test]
 fn no_function_runs_with_the_owners_rights_and_an_open_search_path() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = Gateway::usual().fetch_timeout("2s").start();
     let open: Vec<String> = db
         .query(
             "SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -287,7 +264,7 @@ fn no_function_runs_with_the_owners_rights_and_an_open_search_path() {
 
 #[test]
 fn tls_verification_is_on_unless_turned_off_explicitly() {
-    let (_cluster, mut db) = gateway();
+    let (_cluster, mut db) = Gateway::usual().fetch_timeout("2s").start();
     exec(
         &mut db,
         "INSERT INTO mail_gateway.outgoing_server (name, host) VALUES ('out', 'smtp.x');

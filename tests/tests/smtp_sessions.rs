@@ -7,25 +7,17 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use mail_gateway_tests::smtp::{Received, SmtpOptions, SmtpServer, dkim_verifies};
-use mail_gateway_tests::{Client, Cluster, exec, install_with_relay, wait_for};
+use mail_gateway_tests::{Client, Gateway, exec, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn gateway(settings: &[(&str, &str)]) -> (Cluster, Client) {
-    let mut all = vec![
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.smtp_timeout", "5s"),
-    ];
-    all.extend_from_slice(settings);
-    let cluster = Cluster::start(&all);
-    let mut db = cluster.connect("postgres");
-    // The relay is only a placeholder: each test adds servers that take their own domain.
-    install_with_relay(&mut db, 1);
-    exec(
-        &mut db,
-        "UPDATE mail_gateway.outgoing_server SET active = false",
-    );
-    (cluster, db)
+/// A gateway that sends, polling every 200 ms with an SMTP timeout of 5 s. Its relay is only a
+/// placeholder, inactive: each test adds servers that take their own domain.
+fn sending() -> Gateway {
+    Gateway::sending_through(1)
+        .poll_interval("200ms")
+        .smtp_timeout("5s")
+        .sql("UPDATE mail_gateway.outgoing_server SET active = false")
 }
 
 /// A server for mail from `domain`, with its own settings.
@@ -136,7 +128,7 @@ fn every_kind_of_server_keeps_each_recipients_answer() {
             },
         ),
     ];
-    let (_cluster, mut db) = gateway(&[]);
+    let (_cluster, mut db) = sending().start();
     let servers: Vec<(&str, SmtpServer)> = kinds
         .into_iter()
         .map(|(name, options)| (name, SmtpServer::start(options)))
@@ -278,7 +270,7 @@ fn smuggling_sequences_arrive_as_plain_lines_byte_for_byte() {
         ),
     ] {
         let smtp = SmtpServer::start(options);
-        let (_cluster, mut db) = gateway(&[]);
+        let (_cluster, mut db) = sending().start();
         add_server(&mut db, "relay2", smtp.port, "mycompany.com", "");
         let record: String = db
             .query_one(
@@ -341,7 +333,9 @@ fn connections_are_limited_reused_and_renewed() {
         delay: 0.2,
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway(&[("mail_gateway.smtp_idle_timeout", "1s")]);
+    let (_cluster, mut db) = sending()
+        .setting("mail_gateway.smtp_idle_timeout", "1s")
+        .start();
     add_server(
         &mut db,
         "limited",
@@ -414,7 +408,9 @@ fn a_server_that_pushes_back_is_backed_off_alone() {
         pipelining: true,
         ..Default::default()
     });
-    let (_cluster, mut db) = gateway(&[("mail_gateway.retry_delay", "500ms")]);
+    let (_cluster, mut db) = sending()
+        .setting("mail_gateway.retry_delay", "500ms")
+        .start();
     // Fewer connections than mails: with one connection per mail, every MAIL FROM would
     // arrive before the fifth message and none would be pushed back.
     add_server(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mail_gateway_tests::{Cluster, exec, wait_for, wait_for_worker};
+use mail_gateway_tests::{Cluster, Gateway, exec, wait_for, wait_for_worker};
 
 #[test]
 fn the_launcher_waits_for_the_extension_and_starts_the_workers_at_once() {
@@ -66,9 +66,7 @@ fn the_launcher_waits_for_the_extension_and_starts_the_workers_at_once() {
 #[test]
 fn worker_stops_promptly_and_is_restarted() {
     // A poll interval of an hour: only the latch can make it stop quickly.
-    let cluster = Cluster::start(&[("mail_gateway.poll_interval", "1h")]);
-    let mut client = cluster.connect("postgres");
-    exec(&mut client, "CREATE EXTENSION mail_gateway");
+    let (cluster, mut client) = Gateway::new().poll_interval("1h").start();
     let pid = wait_for_worker(&cluster, None);
 
     let terminated: bool = client
@@ -92,11 +90,7 @@ fn worker_stops_promptly_and_is_restarted() {
 
 #[test]
 fn worker_killed_with_sigkill_comes_back() {
-    let cluster = Cluster::start(&[]);
-    exec(
-        &mut cluster.connect("postgres"),
-        "CREATE EXTENSION mail_gateway",
-    );
+    let (cluster, _) = Gateway::new().start();
     let pid = wait_for_worker(&cluster, None);
     let status = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
@@ -109,11 +103,7 @@ fn worker_killed_with_sigkill_comes_back() {
 
 #[test]
 fn fast_shutdown_does_not_wait_for_the_worker() {
-    let mut cluster = Cluster::start(&[("mail_gateway.poll_interval", "1h")]);
-    exec(
-        &mut cluster.connect("postgres"),
-        "CREATE EXTENSION mail_gateway",
-    );
+    let (mut cluster, _) = Gateway::new().poll_interval("1h").start();
     wait_for_worker(&cluster, None);
     // pg_ctl fails after its 60 s timeout if the worker ignores SIGTERM.
     cluster.stop("fast");
@@ -122,9 +112,7 @@ fn fast_shutdown_does_not_wait_for_the_worker() {
 
 #[test]
 fn worker_follows_a_changed_database_on_reload() {
-    let cluster = Cluster::start(&[]);
-    let mut admin = cluster.connect("postgres");
-    exec(&mut admin, "CREATE EXTENSION mail_gateway");
+    let (cluster, mut admin) = Gateway::new().start();
     let pid = wait_for_worker(&cluster, None);
     exec(&mut admin, "CREATE DATABASE erp");
     exec(&mut cluster.connect("erp"), "CREATE EXTENSION mail_gateway");
@@ -154,9 +142,9 @@ fn worker_follows_a_changed_database_on_reload() {
 #[test]
 fn on_a_standby_the_workers_wait_and_start_when_it_is_promoted() {
     let smtp = mail_gateway_tests::smtp::SmtpServer::start(Default::default());
-    let primary = Cluster::start(&[("mail_gateway.poll_interval", "200ms")]);
-    let mut db = primary.connect("postgres");
-    mail_gateway_tests::install_with_relay(&mut db, smtp.port);
+    let (primary, mut db) = Gateway::sending_through(smtp.port)
+        .poll_interval("200ms")
+        .start();
     let standby = primary.standby();
     let mut replica = standby.connect("postgres");
     let in_recovery: bool = replica

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mail_gateway_tests::dovecot::{Dovecot, PASSWORD, USER};
-use mail_gateway_tests::{Client, Cluster, bench_row, exec, wait_for};
+use mail_gateway_tests::{Client, Cluster, Gateway, bench_row, exec, wait_for};
 
 /// A realistic message of about `size` bytes: text and HTML parts and a base64 attachment.
 fn message(n: usize, size: usize, with_id: &str) -> Vec<u8> {
@@ -98,18 +98,18 @@ fn routing(cluster: &Cluster) {
     let mut admin = cluster.connect("postgres");
     exec(&mut admin, "CREATE DATABASE routing");
     let mut db = cluster.connect("routing");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');
-         SELECT mail_gateway.set_parameter('mail.incoming.limit.alias', '1000000');
-         CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
-         INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');
-         SELECT mail_gateway.follow('sale_order', t, 'f' || t || '-' || k || '@customer.example')
-         FROM generate_series(1, 1000) t, generate_series(1, 10) k;
-         SELECT mail_gateway.post_message('sale_order', t, 'ann@mycompany.com', 'Quotation ready', 'Quotation')
-         FROM generate_series(1, 1000) t;",
-    );
+    Gateway::new()
+        .catchall("mycompany.com")
+        .parameter("mail.incoming.limit.alias", "1000000")
+        .sql(
+            "CREATE TABLE crm_lead (id bigserial PRIMARY KEY, name text, email_from text, description text);
+             INSERT INTO mail_gateway.alias (name, model) VALUES ('sales', 'crm_lead');
+             SELECT mail_gateway.follow('sale_order', t, 'f' || t || '-' || k || '@customer.example')
+             FROM generate_series(1, 1000) t, generate_series(1, 10) k;
+             SELECT mail_gateway.post_message('sale_order', t, 'ann@mycompany.com', 'Quotation ready', 'Quotation')
+             FROM generate_series(1, 1000) t;",
+        )
+        .install(&mut db);
     // A database in use, not an empty one: 20,000 older threads with a follower, a message and
     // its notification each, vacuumed and analysed as autovacuum would have. (From empty tables, the first
     // plans are made for empty tables and the first minute runs slower until autovacuum
@@ -275,13 +275,11 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5000);
-    let cluster = Cluster::start(&[
-        ("shared_buffers", "512MB"),
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.max_message_size", "100MB"),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(&mut db, "CREATE EXTENSION mail_gateway");
+    let (cluster, mut db) = Gateway::new()
+        .setting("shared_buffers", "512MB")
+        .poll_interval("200ms")
+        .setting("mail_gateway.max_message_size", "100MB")
+        .start();
     if std::env::var("BENCH_PARTS").as_deref() == Ok("routing") {
         routing(&cluster);
         return;

@@ -5,12 +5,11 @@
 //! is distinct (smtp-source numbers its Message-Ids) and each run checks that all were stored;
 //! it asserts nothing about speed.
 
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mail_gateway_tests::postfix::{Postfix, Transport};
-use mail_gateway_tests::{Client, Cluster, bench_row, exec, free_port, wait_for};
+use mail_gateway_tests::{Client, Cluster, Gateway, bench_row, exec, free_port};
 
 const SIZE: usize = 5120;
 const FROM: &str = "c@customer.example";
@@ -123,21 +122,12 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5000);
     let lmtp = free_port();
-    let listen = format!("127.0.0.1:{lmtp}");
-    let cluster = Cluster::start(&[
-        ("shared_buffers", "512MB"),
-        ("mail_gateway.poll_interval", "200ms"),
-        ("mail_gateway.lmtp_listen", &listen),
-    ]);
-    let mut db = cluster.connect("postgres");
-    exec(
-        &mut db,
-        "CREATE EXTENSION mail_gateway;
-         SELECT mail_gateway.set_parameter('mail.catchall.domain', 'mycompany.com');",
-    );
-    wait_for("the LMTP listener", Duration::from_secs(60), || {
-        TcpStream::connect(("127.0.0.1", lmtp)).ok()
-    });
+    let (cluster, mut db) = Gateway::new()
+        .setting("shared_buffers", "512MB")
+        .poll_interval("200ms")
+        .lmtp_listener(lmtp)
+        .catchall("mycompany.com")
+        .start();
     let lmtp_target = format!("127.0.0.1:{lmtp}");
 
     println!(
