@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pgrx::prelude::*;
 
+use crate::model::OAuthState;
 use crate::net::Limits;
 use crate::oauth::{self, Client, Failure, Lifetime};
 use crate::store;
@@ -300,10 +301,10 @@ fn usable_or(
 
 /// An account a refresh cannot help: a person or an administrator must act first.
 fn blocked(account: &Account) -> Result<(), Problem> {
-    let failure = match account.state.as_str() {
-        "needs_consent" => Failure::NeedsConsent,
-        "misconfigured" => Failure::Misconfigured,
-        _ => return Ok(()),
+    let failure = match account.state {
+        OAuthState::NeedsConsent => Failure::NeedsConsent,
+        OAuthState::Misconfigured => Failure::Misconfigured,
+        OAuthState::Ok => return Ok(()),
     };
     let words = match (&account.last_error, &account.refresh_token) {
         (_, None) => "no refresh token yet".to_string(),

@@ -5,6 +5,7 @@
 use pgrx::JsonB;
 use serde_json::json;
 
+use crate::model::{MailKind, MessageKind};
 use crate::routing::RoutingSettings;
 use crate::routing::address::{Sender, format_mailbox};
 use crate::routing::thread::{LOOP_TAG, notification_from, thread_headers};
@@ -22,8 +23,7 @@ pub struct Post<'a> {
     pub body_text: Option<&'a str>,
     pub body_html: Option<&'a str>,
     pub attachments: Option<serde_json::Value>,
-    /// `comment` (posted), `email` (received), `notification`.
-    pub kind: &'a str,
+    pub kind: MessageKind,
     /// A received message keeps its Message-ID; a posted one gets one of ours.
     pub message_id: Option<&'a str>,
     pub inbound_id: Option<i64>,
@@ -172,7 +172,7 @@ pub fn auto_answer(
         headers: Some(JsonB(serde_json::Value::Object(headers))),
         attachments: None,
         scheduled_at: None,
-        kind: "auto_reply",
+        kind: MailKind::AutoReply,
         model: None,
         res_id: None,
         message_ref: None,

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::chatter;
+use crate::model::MessageKind;
 use crate::routing::RoutingSettings;
 use crate::routing::address::Sender;
 use crate::routing::route::{
@@ -130,7 +131,7 @@ impl Gateway for Tables<'_> {
                 body_text: post.content.body_text.as_deref(),
                 body_html: post.content.body_html.as_deref(),
                 attachments: post.content.attachments,
-                kind: "email",
+                kind: MessageKind::Email,
                 message_id: post.message_id,
                 inbound_id: Some(self.inbound_id),
                 relay: post.relay,
@@ -173,9 +174,4 @@ impl Gateway for Tables<'_> {
             self.settings,
         );
     }
-}
-
-/// Whether a message in `state` may be routed again (`reprocess`).
-pub fn reroutable(state: &str) -> bool {
-    state.parse::<State>().is_ok_and(State::reroutable)
 }

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 use crate::chatter::{self, Post};
 use crate::error::raise;
+use crate::model::MessageKind;
 use crate::routing::address::Sender;
 use crate::store;
 
@@ -93,7 +94,7 @@ pub fn post_message(
             body_text: body,
             body_html,
             attachments: attachments.map(|a| a.0),
-            kind: "comment",
+            kind: MessageKind::Comment,
             message_id: None,
             inbound_id: None,
             relay: true,

@@ -5,6 +5,7 @@ use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;
 use pgrx::prelude::*;
 
 use crate::error::raise;
+use crate::model::MailKind;
 use crate::parameters;
 use crate::routing::address::{Sender, format_from_filter, parse_from_filter};
 use crate::routing::server::choose;
@@ -122,12 +123,12 @@ pub fn find_outgoing_server(
         name!(header_from, String),
     ),
 > {
-    let mass = match kind {
-        "mass" => true,
-        "transactional" => false,
-        other => raise(
+    let mass = match kind.parse() {
+        Ok(MailKind::Mass) => true,
+        Ok(MailKind::Transactional) => false,
+        _ => raise(
             ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("unknown mail kind \"{other}\""),
+            format!("unknown mail kind \"{kind}\""),
             Some("Use 'transactional' or 'mass'."),
         ),
     };

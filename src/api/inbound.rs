@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 use crate::error::raise;
 use crate::net::Limits;
+use crate::routing::route::State;
 use crate::worker::wake;
 use crate::{authentication, gucs, mailbox, router, store};
 
@@ -35,7 +36,7 @@ fn receive_and_route(raw: &[u8], server: Option<&str>) -> i64 {
     // a trusted server (the MTA that pipes the message in) can verify its sender.
     let auth = authentication::authenticate(raw, &trusted, None);
     let id = store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, server_id, None, &auth);
-    if store::routing::state(id).as_deref() == Some("new") {
+    if store::routing::state(id) == Some(State::New) {
         router::route_stored(id);
     }
     id
@@ -53,12 +54,12 @@ pub fn reprocess(inbound_id: i64) -> String {
             None,
         );
     };
-    if !router::reroutable(&pending.state) {
+    if !pending.state.is_some_and(State::reroutable) {
         raise(
             pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(
                 "message {inbound_id} is {}; routing it again would repeat what its route did",
-                pending.state
+                pending.state.map_or("", State::as_str)
             ),
             Some(
                 "Only messages in state new, error, unroutable, rejected, loop or duplicate are routed again.",
@@ -73,7 +74,9 @@ pub fn reprocess(inbound_id: i64) -> String {
         );
     }
     router::route_stored(inbound_id);
-    store::routing::state(inbound_id).unwrap_or_default()
+    store::routing::state(inbound_id)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// "TEST & CONFIRM" of an incoming server (docs/REFERENCE.md, "Receiving"): connects, logs in and opens the

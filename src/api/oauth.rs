@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 use std::time::SystemTime;
 
 use crate::error::raise;
+use crate::model::OAuthState;
 use crate::net::Limits;
 use crate::oauth::{self, Client, Lifetime, Provider, http::Url};
 use crate::{gucs, store};
@@ -478,11 +479,11 @@ fn oauth_account_validate<'a>(
                 .map_err(|e| e.to_string())?;
         }
         let state = if has_refresh_token {
-            "ok"
+            OAuthState::Ok
         } else {
-            "needs_consent"
+            OAuthState::NeedsConsent
         };
-        set(&mut row, "state", Some(state.into()))?;
+        set(&mut row, "state", Some(state.as_str().into()))?;
     }
     Ok(Some(row))
 }

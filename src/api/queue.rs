@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 
 use crate::error::raise;
 use crate::mime::build::check_header;
+use crate::model::{MailKind, MailState};
 use crate::routing::address::Sender;
 use crate::store::queue::{self, NewMail};
 use crate::worker::wake;
@@ -136,12 +137,14 @@ pub fn send_mail(
     if let Some(r) = reply_to {
         parse_sender("Reply-To", r);
     }
-    if !matches!(kind, "transactional" | "mass") {
-        invalid(
+    // auto_reply is the gateway's own kind, never the caller's.
+    let kind = match kind.parse() {
+        Ok(kind @ (MailKind::Transactional | MailKind::Mass)) => kind,
+        _ => invalid(
             format!("unknown mail kind \"{kind}\""),
             "Use 'transactional' or 'mass'.",
-        );
-    }
+        ),
+    };
     check_headers(&headers);
     check_attachments(&attachments);
     let id = queue::enqueue(NewMail {
@@ -170,11 +173,11 @@ pub fn send_mail(
 /// Puts a failed or cancelled mail back in the queue, due now. Returns its new state.
 #[pg_extern]
 pub fn retry_mail(id: i64) -> String {
-    match queue::retry(id).as_deref() {
+    match queue::retry(id) {
         None => raise(ERRCODE_NO_DATA_FOUND, format!("no mail with id {id}"), None),
-        Some("exception" | "cancel" | "outgoing") => {
+        Some(MailState::Exception | MailState::Cancel | MailState::Outgoing) => {
             wake::at_commit(wake::Target::Senders);
-            "outgoing".into()
+            MailState::Outgoing.as_str().into()
         }
         Some(state) => raise(
             ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -187,10 +190,11 @@ pub fn retry_mail(id: i64) -> String {
 /// Cancels a mail that has not been sent. Returns its new state.
 #[pg_extern]
 pub fn cancel_mail(id: i64) -> String {
-    match queue::cancel(id).as_deref() {
+    match queue::cancel(id) {
         None => raise(ERRCODE_NO_DATA_FOUND, format!("no mail with id {id}"), None),
-        Some("outgoing" | "sending" | "exception") => "cancel".into(),
-        Some("cancel") => "cancel".into(),
+        Some(
+            MailState::Outgoing | MailState::Sending | MailState::Exception | MailState::Cancel,
+        ) => MailState::Cancel.as_str().into(),
         Some(state) => raise(
             ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!("mail {id} is {state} and cannot be cancelled"),

@@ -4,6 +4,7 @@ use pgrx::JsonB;
 use pgrx::prelude::*;
 
 use super::{first_text, spi};
+use crate::model::MessageKind;
 
 /// Adds (or renames) a follower, and makes sure the address is a known contact.
 pub fn follow(model: &str, res_id: i64, email: &str, name: Option<&str>) {
@@ -103,7 +104,7 @@ pub struct NewMessage<'a> {
     pub body_text: Option<&'a str>,
     pub body_html: Option<&'a str>,
     pub attachments: Option<JsonB>,
-    pub kind: &'a str,
+    pub kind: MessageKind,
     pub inbound_id: Option<i64>,
 }
 
@@ -124,7 +125,7 @@ pub fn insert_message(m: NewMessage<'_>) -> i64 {
             m.body_text.into(),
             m.body_html.into(),
             m.attachments.into(),
-            m.kind.into(),
+            m.kind.as_str().into(),
             m.inbound_id.into(),
         ],
     ))

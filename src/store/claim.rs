@@ -10,12 +10,13 @@ use pgrx::prelude::*;
 
 use super::spi;
 use crate::delivery::{MailState, Outcome, RecipientState, RecipientStatus, Recipients};
+use crate::model::{self, MailKind};
 
 /// A claimed mail, as the worker needs it.
 pub struct QueuedMail {
     pub id: i64,
     pub message_id: String,
-    pub kind: String,
+    pub kind: MailKind,
     pub email_from: String,
     pub to: Vec<String>,
     pub cc: Vec<String>,
@@ -212,7 +213,11 @@ pub fn claim(worker: i32, batch: i64, bytes: i64, lease: Duration) -> Vec<Queued
             mails.push(QueuedMail {
                 id: row.get::<i64>(1)?.unwrap_or_default(),
                 message_id: row.get::<String>(2)?.unwrap_or_default(),
-                kind: row.get::<String>(3)?.unwrap_or_default(),
+                // An unknown kind cannot be stored (mail_kind_check).
+                kind: row
+                    .get::<String>(3)?
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or(MailKind::Transactional),
                 email_from: row.get::<String>(4)?.unwrap_or_default(),
                 to: row.get::<Vec<String>>(5)?.unwrap_or_default(),
                 cc: row.get::<Vec<String>>(6)?.unwrap_or_default(),
@@ -264,13 +269,13 @@ pub fn record(worker: i32, results: &[Recorded]) {
     let mut header_froms = Vec::with_capacity(results.len());
     for r in results {
         let (state, delay) = match r.outcome.state {
-            MailState::Sent => ("sent", 0.0),
-            MailState::Retry(d) => ("outgoing", d.as_secs_f64()),
-            MailState::Exception => ("exception", 0.0),
-            MailState::Cancel => ("cancel", 0.0),
+            MailState::Sent => (model::MailState::Sent, 0.0),
+            MailState::Retry(d) => (model::MailState::Outgoing, d.as_secs_f64()),
+            MailState::Exception => (model::MailState::Exception, 0.0),
+            MailState::Cancel => (model::MailState::Cancel, 0.0),
         };
         ids.push(r.id);
-        states.push(state.to_string());
+        states.push(state.as_str());
         delays.push(delay);
         recipients.push(JsonB(recipients_to_json(&r.outcome.recipients)));
         types.push(r.outcome.failure_type.clone());

@@ -11,6 +11,7 @@ use super::{first_text, spi};
 use crate::authentication::Authentication;
 use crate::mailbox::{Encryption, MailboxConfig, Protocol};
 use crate::mime::summary::{Summary, admit};
+use crate::model::IncomingAuth;
 use crate::net::Limits;
 
 /// Summarises and stores a received message of `size` bytes (`raw` holds only its header
@@ -273,11 +274,7 @@ fn load_servers(
                     id: row.get::<i64>(1)?.unwrap_or_default(),
                     name: text(2)?,
                     config: MailboxConfig {
-                        protocol: if text(3)? == "pop3" {
-                            Protocol::Pop3
-                        } else {
-                            Protocol::Imap
-                        },
+                        protocol: text(3)?.parse().unwrap_or(Protocol::Imap),
                         host: text(4)?,
                         port: row.get::<i32>(5)?.unwrap_or_default() as u16,
                         encryption: match text(6)?.as_str() {
@@ -285,7 +282,7 @@ fn load_servers(
                             "starttls" => Encryption::StartTls,
                             _ => Encryption::Ssl,
                         },
-                        xoauth2: text(7)? == "xoauth2",
+                        xoauth2: text(7)?.parse() == Ok(IncomingAuth::Xoauth2),
                         username: text(8)?,
                         password: text(9)?,
                         verify_tls: row.get::<bool>(10)?.unwrap_or(true),

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pgrx::prelude::*;
 
 use super::spi;
+use crate::model::OAuthState;
 use crate::oauth::{Lifetime, Provider};
 
 /// One `oauth_account` row.
@@ -27,7 +28,7 @@ pub struct Account {
     pub access_token: Option<String>,
     /// When the cached access token was obtained and when it expires.
     pub lifetime: Option<Lifetime>,
-    pub state: String,
+    pub state: OAuthState,
     pub last_error: Option<String>,
 }
 
@@ -69,7 +70,9 @@ pub fn account(name: &str) -> Option<Account> {
         Ok(Some(Account {
             id: row.get::<i64>(1)?.unwrap_or_default(),
             name: text(2)?.unwrap_or_default(),
-            provider: Provider::parse(&text(3)?.unwrap_or_default()).unwrap_or(Provider::Custom),
+            provider: text(3)?
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(Provider::Custom),
             tenant: text(4)?,
             token_endpoint: text(5)?.unwrap_or_default(),
             authorize_endpoint: text(6)?,
@@ -80,7 +83,10 @@ pub fn account(name: &str) -> Option<Account> {
             ca_cert: text(11)?,
             access_token: text(12)?,
             lifetime,
-            state: text(15)?.unwrap_or_default(),
+            // oauth_account_state_check allows no other value.
+            state: text(15)?
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(OAuthState::Ok),
             last_error: text(16)?,
         }))
     }))

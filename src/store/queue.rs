@@ -10,6 +10,7 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 use super::{first_text, spi};
+use crate::model::{MailKind, MailState};
 use crate::routing::address::parse_from_filter;
 use crate::routing::server::Server;
 use crate::smtp::{Auth, Encryption, ServerConfig};
@@ -29,7 +30,7 @@ pub struct NewMail<'a> {
     pub headers: Option<JsonB>,
     pub attachments: Option<JsonB>,
     pub scheduled_at: Option<TimestampWithTimeZone>,
-    pub kind: &'a str,
+    pub kind: MailKind,
     pub model: Option<&'a str>,
     pub res_id: Option<i64>,
     /// The chatter message this mail notifies.
@@ -88,7 +89,7 @@ pub fn enqueue(mail: NewMail<'_>) -> i64 {
         mail.headers.into(),
         mail.attachments.into(),
         mail.scheduled_at.into(),
-        mail.kind.into(),
+        mail.kind.as_str().into(),
         mail.model.into(),
         mail.res_id.into(),
         mail.from_domain.into(),
@@ -228,12 +229,10 @@ fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow
                     Some("starttls") => Encryption::StartTls,
                     _ => Encryption::None,
                 };
-                let auth = match row.get::<String>(6)?.as_deref() {
-                    Some("login") => Auth::Login,
-                    Some("certificate") => Auth::Certificate,
-                    Some("xoauth2") => Auth::Xoauth2,
-                    _ => Auth::None,
-                };
+                let auth = row
+                    .get::<String>(6)?
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(Auth::None);
                 let config = ServerConfig {
                     host: row.get::<String>(3)?.unwrap_or_default(),
                     port: row.get::<i32>(4)?.unwrap_or(25) as u16,
@@ -313,7 +312,7 @@ pub fn record_server_health(successes: Vec<i64>, errors: Vec<(i64, String)>) {
 
 /// `retry_mail`: an exception or cancelled mail goes back to the queue, due now. Returns the
 /// state it was in, or `None` when there is no such mail.
-pub fn retry(id: i64) -> Option<String> {
+pub fn retry(id: i64) -> Option<MailState> {
     // Administrators change the queue only through these functions: written as the gateway.
     super::as_gateway(|| {
         first_text(
@@ -332,10 +331,11 @@ pub fn retry(id: i64) -> Option<String> {
         &[id.into()],
     )
     })
+    .and_then(|state| state.parse().ok())
 }
 
 /// `cancel_mail`: a mail not sent yet is cancelled. Returns the state it was in.
-pub fn cancel(id: i64) -> Option<String> {
+pub fn cancel(id: i64) -> Option<MailState> {
     // Administrators change the queue only through these functions: written as the gateway.
     super::as_gateway(|| {
         first_text(
@@ -348,4 +348,5 @@ pub fn cancel(id: i64) -> Option<String> {
         &[id.into()],
     )
     })
+    .and_then(|state| state.parse().ok())
 }

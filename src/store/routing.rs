@@ -8,13 +8,14 @@ use super::{first_text, spi};
 use crate::authentication::Verdict;
 use crate::routing::RoutingSettings;
 use crate::routing::address::Sender;
-use crate::routing::route::{Alias, BounceRow, Routed, SentMail, Thread};
+use crate::routing::route::{Alias, BounceRow, Routed, SentMail, State, Thread};
 
 /// A stored message waiting for its route.
 pub struct Pending {
     pub server_id: Option<i64>,
     pub raw: Vec<u8>,
-    pub state: String,
+    /// `None` only for a value inbound_state_check would refuse.
+    pub state: Option<State>,
     /// The server's fallback alias (docs/REFERENCE.md, "Routes").
     pub fallback_alias: Option<String>,
     /// Who wrote it, as verified when it was received.
@@ -39,13 +40,12 @@ pub fn pending(id: i64) -> Option<Pending> {
             Ok(Pending {
                 server_id: row.get::<i64>(2)?,
                 raw: row.get::<Vec<u8>>(3)?.unwrap_or_default(),
-                state: row.get::<String>(4)?.unwrap_or_default(),
+                state: row.get::<String>(4)?.and_then(|s| s.parse().ok()),
                 fallback_alias: row.get::<String>(5)?,
-                authentication: match row.get::<String>(6)?.as_deref() {
-                    Some("pass") => Verdict::Pass,
-                    Some("fail") => Verdict::Fail,
-                    _ => Verdict::None,
-                },
+                authentication: row
+                    .get::<String>(6)?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(Verdict::None),
             })
         })
         .transpose()
@@ -53,11 +53,12 @@ pub fn pending(id: i64) -> Option<Pending> {
 }
 
 /// A stored message's state, without reading its bytes.
-pub fn state(id: i64) -> Option<String> {
+pub fn state(id: i64) -> Option<State> {
     super::first_text(
         "SELECT state FROM mail_gateway.inbound WHERE id = $1",
         &[id.into()],
     )
+    .and_then(|s| s.parse().ok())
 }
 
 /// Ids of stored messages still in state `new` (oldest first), at most `limit`.

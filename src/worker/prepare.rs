@@ -10,6 +10,7 @@ use lettre::Address;
 
 use crate::delivery::{self, Outcome, RecipientState, RecipientStatus};
 use crate::mime::build;
+use crate::model::{FailureType, MailKind};
 use crate::outbox::{Content, DkimKey, Job};
 use crate::routing::address::Sender as Mailbox;
 use crate::routing::server::{Choice, SenderSettings, Server, choose};
@@ -107,7 +108,7 @@ pub(super) fn prepare(
     let Ok(sender) = Mailbox::parse(&mail.email_from) else {
         let outcome = delivery::failed(
             mail.recipients.clone(),
-            "build",
+            FailureType::Build.as_str(),
             format!("malformed From \"{}\"", mail.email_from),
             false,
             mail.attempts,
@@ -126,12 +127,12 @@ pub(super) fn prepare(
         settings,
         &sender,
         &mail.email_from,
-        mail.kind == "mass",
+        mail.kind == MailKind::Mass,
     );
     choice.smtp_from = envelope_sender(
         &choice.smtp_from,
         settings.bounce_address.as_deref(),
-        mail.kind == "auto_reply",
+        mail.kind == MailKind::AutoReply,
         mail.id,
         &mail.message_id,
     );
@@ -198,10 +199,15 @@ pub(super) fn recorded(id: i64, mail: InFlight, outcome: Outcome) -> Recorded {
     }
 }
 
-pub(super) fn fail(ready: Ready, failure_type: &str, reason: String, transient: bool) -> Recorded {
+pub(super) fn fail(
+    ready: Ready,
+    failure_type: FailureType,
+    reason: String,
+    transient: bool,
+) -> Recorded {
     let outcome = delivery::failed(
         ready.mail.recipients.clone(),
-        failure_type,
+        failure_type.as_str(),
         reason,
         transient,
         ready.mail.attempts,

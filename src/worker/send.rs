@@ -16,6 +16,7 @@ use super::prepare::{self, InFlight, blocked_port, fail, prepare, recorded};
 use super::{in_transaction, shutting_down, try_transaction};
 use crate::access_token::{self, Ask, Caller, Problem};
 use crate::delivery::{self, MailState};
+use crate::model::FailureType;
 use crate::net::Limits;
 use crate::oauth::{self, Failure, Lifetime};
 use crate::outbox::{Attempt, DkimKey, Finished, Pool, Settings, SharedToken};
@@ -229,13 +230,13 @@ impl Sending {
             let server = ready.choice.server.as_ref().map(|s| s.0);
             let Some((server_id, row)) = server.and_then(|id| Some((id, configs.get(&id)?))) else {
                 let reason = "no active outgoing server".to_string();
-                self.result(fail(ready, "no_server", reason, true));
+                self.result(fail(ready, FailureType::NoServer, reason, true));
                 continue;
             };
             if gucs::port_blocked(row.config.port) {
                 let reason = blocked_port(row);
                 self.unrecorded.errors.insert(server_id, reason.clone());
-                self.result(fail(ready, "blocked_port", reason, true));
+                self.result(fail(ready, FailureType::BlockedPort, reason, true));
                 continue;
             }
             // No access token for its server: the mail waits (not an attempt, never failed),
@@ -286,7 +287,7 @@ impl Sending {
                         }
                         Attempt::Unbuildable(reason) => delivery::failed(
                             mail.recipients.clone(),
-                            "build",
+                            FailureType::Build.as_str(),
                             reason,
                             false,
                             mail.attempts,
@@ -296,7 +297,7 @@ impl Sending {
                             warning!("mail_gateway: mail {mail_id}: {reason}");
                             delivery::failed(
                                 mail.recipients.clone(),
-                                "internal",
+                                FailureType::Internal.as_str(),
                                 reason,
                                 false,
                                 mail.attempts,
