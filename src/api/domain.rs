@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;
 use pgrx::prelude::*;
 
 use crate::deliverability::{self, DkimKey, Facts, SendingServer};
 use crate::dkim::Algorithm;
 use crate::dns::Dns;
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::routing::server::sends_for_domain;
 use crate::{gucs, store};
 
@@ -59,11 +58,11 @@ pub fn check_domain(
         incoming_hosts: store::inbound::incoming_hosts(),
     };
     let dns = Dns::new(gucs::dns_server().as_deref(), DNS_TIMEOUT).unwrap_or_else(|e| {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             e,
-            Some("mail_gateway.dns_server is ip:port, e.g. 127.0.0.1:53, or empty."),
+            "mail_gateway.dns_server is ip:port, e.g. 127.0.0.1:53, or empty.",
         )
+        .raise()
     });
     let rows: Vec<_> = deliverability::check_domain(&facts, &dns)
         .into_iter()

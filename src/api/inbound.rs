@@ -1,11 +1,10 @@
 //! Receiving (docs/REFERENCE.md, "Receiving"): `process_message`, the entry point of an MTA pipe and of tests.
 
-use pgrx::PgSqlErrorCode::{ERRCODE_CONNECTION_FAILURE, ERRCODE_UNDEFINED_OBJECT};
 use std::borrow::Cow;
 
 use pgrx::prelude::*;
 
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::net::Limits;
 use crate::routing::route::State;
 use crate::worker::wake;
@@ -23,13 +22,8 @@ pub fn process_message(raw: &[u8], server: default!(Option<&str>, "NULL")) -> i6
 
 fn receive_and_route(raw: &[u8], server: Option<&str>) -> i64 {
     let server_id = server.map(|name| {
-        store::inbound::server_id(name).unwrap_or_else(|| {
-            raise(
-                ERRCODE_UNDEFINED_OBJECT,
-                format!("no incoming server named \"{name}\""),
-                None,
-            )
-        })
+        store::inbound::server_id(name)
+            .unwrap_or_else(|| ApiError::NoIncomingServer(name.to_string()).raise())
     });
     let trusted = store::config::trusted_authserv_ids();
     // No DNS lookups here, inside the caller's transaction: only the Authentication-Results of
@@ -48,30 +42,17 @@ fn receive_and_route(raw: &[u8], server: Option<&str>) -> i64 {
 #[pg_extern]
 pub fn reprocess(inbound_id: i64) -> String {
     let Some(pending) = store::routing::pending(inbound_id) else {
-        raise(
-            pgrx::PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            format!("no received message with id {inbound_id}"),
-            None,
-        );
+        ApiError::NoReceivedMessage(inbound_id).raise();
     };
     if !pending.state.is_some_and(State::reroutable) {
-        raise(
-            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!(
-                "message {inbound_id} is {}; routing it again would repeat what its route did",
-                pending.state.map_or("", State::as_str)
-            ),
-            Some(
-                "Only messages in state new, error, unroutable, rejected, loop or duplicate are routed again.",
-            ),
-        );
+        ApiError::NotReroutable {
+            id: inbound_id,
+            state: pending.state.map_or("", State::as_str),
+        }
+        .raise();
     }
     if pending.raw.is_empty() {
-        raise(
-            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("message {inbound_id} was not stored (over mail_gateway.max_message_size)"),
-            Some("Raise mail_gateway.max_message_size and fetch it again from its mailbox."),
-        );
+        ApiError::NotStored(inbound_id).raise();
     }
     router::route_stored(inbound_id);
     store::routing::state(inbound_id)
@@ -87,11 +68,7 @@ pub fn reprocess(inbound_id: i64) -> String {
 pub fn test_incoming_server(name: &str) -> String {
     let limits = Limits::new(gucs::fetch_timeout());
     let Some(server) = store::inbound::incoming_server(name, limits) else {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no incoming server named \"{name}\""),
-            None,
-        );
+        ApiError::NoIncomingServer(name.to_string()).raise();
     };
     let mut config = server.config.clone();
     let token = server.oauth_account.as_deref().map(|account| {
@@ -113,15 +90,18 @@ pub fn test_incoming_server(name: &str) -> String {
                 super::servers::oauth_summary(server.oauth_account.as_deref(), token.as_ref())
             )
         }
-        Err(e) => raise(
-            ERRCODE_CONNECTION_FAILURE,
-            format!("incoming server \"{name}\": {e}"),
-            Some(match e.stage {
-                _ if let Some(hint) = crate::provider_hints::hint(&e.message) => hint,
-                mailbox::Stage::Login if token.is_some() => super::servers::OAUTH_LOGIN_HINT,
-                _ => e.hint(),
-            }),
-        ),
+        Err(e) => ApiError::Connection {
+            message: format!("incoming server \"{name}\": {e}"),
+            hint: Some(
+                match e.stage {
+                    _ if let Some(hint) = crate::provider_hints::hint(&e.message) => hint,
+                    mailbox::Stage::Login if token.is_some() => super::servers::OAUTH_LOGIN_HINT,
+                    _ => e.hint(),
+                }
+                .to_string(),
+            ),
+        }
+        .raise(),
     }
 }
 
@@ -133,11 +113,7 @@ pub fn fetch_now(name: default!(Option<&str>, "NULL")) -> i64 {
     if let Some(name) = name
         && store::inbound::server_id(name).is_none()
     {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no incoming server named \"{name}\""),
-            None,
-        );
+        ApiError::NoIncomingServer(name.to_string()).raise();
     }
     let count = store::inbound::request_fetch(name);
     if count == 0 {

@@ -3,14 +3,10 @@
 //! completes an account with its provider's endpoints and scopes. Errors name accounts and
 //! servers, never a secret.
 
-use pgrx::PgSqlErrorCode::{
-    ERRCODE_CHECK_VIOLATION, ERRCODE_CONNECTION_FAILURE, ERRCODE_INVALID_PARAMETER_VALUE,
-    ERRCODE_NOT_NULL_VIOLATION, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, ERRCODE_UNDEFINED_OBJECT,
-};
 use pgrx::prelude::*;
 use std::time::SystemTime;
 
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::model::OAuthState;
 use crate::net::Limits;
 use crate::oauth::{self, Client, Lifetime, Provider, http::Url};
@@ -51,24 +47,14 @@ pub fn set_oauth(
     if let Some(name) = server
         && servers.is_empty()
     {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no outgoing or incoming server named \"{name}\""),
-            Some("Create the server first (docs/OPERATIONS.md), then run set_oauth for it."),
-        );
+        ApiError::NoServer(name.to_string()).raise();
     }
     for (table, username, _) in &servers {
         if given(username.as_deref()).is_none() {
-            raise(
-                ERRCODE_CHECK_VIOLATION,
-                format!(
+            ApiError::Check { message: format!(
                     "{table} server \"{}\" has no username: XOAUTH2 logs in as a mailbox",
                     server.unwrap_or_default()
-                ),
-                Some(
-                    "Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com, then run set_oauth again.",
-                ),
-            );
+                ), hint: "Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com, then run set_oauth again.", }.raise();
         }
     }
     // The account: named, else the one the server already uses, else the server's name.
@@ -78,40 +64,32 @@ pub fn set_oauth(
         .or(server)
         .map(str::to_string)
     else {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             "set_oauth needs a server or an account",
-            Some(
-                "Name the server (server => 'office365'), or the account to change (account => 'm365').",
-            ),
-        );
+            "Name the server (server => 'office365'), or the account to change (account => 'm365').",
+        )
+        .raise();
     };
     let provider = given(provider).map(|p| {
-        Provider::parse(p).unwrap_or_else(|| {
-            raise(
-                ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("unknown OAuth2 provider \"{p}\""),
-                Some("Use microsoft, google, or custom with token_endpoint."),
-            )
-        })
+        Provider::parse(p).unwrap_or_else(|| ApiError::UnknownProvider(p.to_string()).raise())
     });
     let existing = store::oauth::account(&name);
     if existing.is_none() {
         if provider.is_none() {
-            raise(
-                ERRCODE_NOT_NULL_VIOLATION,
-                format!("OAuth2 account \"{name}\" does not exist yet: provider is needed"),
-                Some("Add provider => 'microsoft', 'google' or 'custom' (with token_endpoint)."),
-            );
+            ApiError::Missing {
+                message: format!(
+                    "OAuth2 account \"{name}\" does not exist yet: provider is needed"
+                ),
+                hint: "Add provider => 'microsoft', 'google' or 'custom' (with token_endpoint).",
+            }
+            .raise();
         }
         if given(client_id).is_none() {
-            raise(
-                ERRCODE_NOT_NULL_VIOLATION,
-                format!("OAuth2 account \"{name}\" does not exist yet: client_id is needed"),
-                Some(
-                    "The application (client) id of the app registered with the provider (docs/OPERATIONS.md, \"OAuth2\").",
-                ),
-            );
+            ApiError::Missing {
+                message: format!("OAuth2 account \"{name}\" does not exist yet: client_id is needed"),
+                hint: "The application (client) id of the app registered with the provider (docs/OPERATIONS.md, \"OAuth2\").",
+            }
+            .raise();
         }
     }
     // Another provider: Microsoft's tenant goes, unless given again.
@@ -135,11 +113,7 @@ pub fn set_oauth(
         .map(|s| store::oauth::link(s, &name))
         .unwrap_or_default();
     let Some(saved) = store::oauth::account(&name) else {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("OAuth2 account \"{name}\" vanished"),
-            None,
-        );
+        ApiError::AccountVanished(name.clone()).raise();
     };
     let mut summary = format!(
         "OAuth2 account \"{name}\" ({}{})",
@@ -185,13 +159,11 @@ pub fn oauth_authorize_url(
 ) -> String {
     let acct = existing(account);
     let Some(endpoint) = acct.authorize_endpoint.clone() else {
-        raise(
-            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("OAuth2 account \"{account}\" has no authorize_endpoint"),
-            Some(
-                "Give the provider's authorization URL: SELECT mail_gateway.set_oauth(account => '…', authorize_endpoint => 'https://…').",
-            ),
-        );
+        ApiError::NotReady {
+            message: format!("OAuth2 account \"{account}\" has no authorize_endpoint"),
+            hint: "Give the provider's authorization URL: SELECT mail_gateway.set_oauth(account => '…', authorize_endpoint => 'https://…').",
+        }
+        .raise();
     };
     let hint = given(login_hint)
         .map(str::to_string)
@@ -224,24 +196,22 @@ pub fn oauth_exchange_code(
     if let Some(state) = pasted_state
         && state != acct.name
     {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             format!(
                 "this consent was for OAuth2 account \"{}\", not \"{}\"",
                 net_printable(&state),
                 acct.name
             ),
-            Some("Give the code to the account whose oauth_authorize_url was opened."),
-        );
+            "Give the code to the account whose oauth_authorize_url was opened.",
+        )
+        .raise();
     }
     let code = oauth::code_from(code).unwrap_or_else(|e| {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             format!("OAuth2 account \"{account}\": {e}"),
-            Some(
-                "Give the code=… value of the URL the browser was sent back to, or that whole URL.",
-            ),
+            "Give the code=… value of the URL the browser was sent back to, or that whole URL.",
         )
+        .raise()
     });
     let client = Client {
         provider: acct.provider,
@@ -261,30 +231,26 @@ pub fn oauth_exchange_code(
         &[&code, &secret],
     )
     .unwrap_or_else(|e| {
-        raise(
-            ERRCODE_CONNECTION_FAILURE,
-            format!("OAuth2 account \"{account}\": {}", e.message),
-            Some(&match e.failure {
+        ApiError::Connection {
+            message: format!("OAuth2 account \"{account}\": {}", e.message),
+            hint: Some(match e.failure {
                 oauth::Failure::NeedsConsent => "The code was refused: it works once and for a few minutes, with the same redirect_uri as the consent. Open oauth_authorize_url again.".to_string(),
                 other => oauth::hint(other, acct.provider, &acct.name),
             }),
-        )
+        }
+        .raise()
     });
     let Some(refresh_token) = granted.refresh_token.as_deref() else {
-        raise(
-            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!(
+        ApiError::NotReady { message: format!(
                 "OAuth2 account \"{account}\": the provider gave an access token but no refresh token"
-            ),
-            Some(match acct.provider {
+            ), hint: match acct.provider {
                 Provider::Microsoft => {
                     "Add offline_access to the scope (set_oauth(account => …, scope => …)), then consent again through oauth_authorize_url."
                 }
                 _ => {
                     "The consent must ask for offline access (access_type=offline&prompt=consent, as oauth_authorize_url does); for Google, remove the app's access at myaccount.google.com/permissions and consent again."
                 }
-            }),
-        );
+            } }.raise();
     };
     store::oauth::save(
         &acct.name,
@@ -319,13 +285,8 @@ fn net_printable(text: &str) -> String {
 }
 
 fn existing(account: &str) -> store::oauth::Account {
-    store::oauth::account(account).unwrap_or_else(|| {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no OAuth2 account named \"{account}\""),
-            Some("Create it with SELECT mail_gateway.set_oauth(server => …, provider => …, client_id => …, client_secret => …)."),
-        )
-    })
+    store::oauth::account(account)
+        .unwrap_or_else(|| ApiError::NoAccount(account.to_string()).raise())
 }
 
 /// BEFORE INSERT OR UPDATE on `oauth_account`: the provider's endpoints and scope filled in,
@@ -353,20 +314,20 @@ fn oauth_account_validate<'a>(
     };
     let name = get(&row, "name")?.unwrap_or_default();
     if name.is_empty() {
-        raise(
-            ERRCODE_CHECK_VIOLATION,
-            "an OAuth2 account needs a name",
-            Some("Servers name it in oauth_account; set_oauth uses the server's name by default."),
-        );
+        ApiError::Check {
+            message: "an OAuth2 account needs a name".to_string(),
+            hint: "Servers name it in oauth_account; set_oauth uses the server's name by default.",
+        }
+        .raise();
     }
     set(&mut row, "name", Some(name.clone()))?;
     let provider_text = get(&row, "provider")?.unwrap_or_default();
     let Some(provider) = Provider::parse(&provider_text) else {
-        raise(
-            ERRCODE_CHECK_VIOLATION,
-            format!("unknown OAuth2 provider \"{provider_text}\" for account \"{name}\""),
-            Some("Use microsoft, google, or custom with token_endpoint."),
-        );
+        ApiError::UnknownAccountProvider {
+            provider: provider_text,
+            account: name,
+        }
+        .raise();
     };
     set(&mut row, "provider", Some(provider.as_str().into()))?;
     let tenant = get(&row, "tenant")?;
@@ -374,31 +335,29 @@ fn oauth_account_validate<'a>(
         Provider::Microsoft => {
             let tenant = tenant.unwrap_or_else(|| oauth::DEFAULT_TENANT.into());
             if !oauth::valid_tenant(&tenant) {
-                raise(
-                    ERRCODE_CHECK_VIOLATION,
-                    format!("tenant \"{tenant}\" of OAuth2 account \"{name}\" is not a tenant"),
-                    Some(
-                        "Use organizations (work and school accounts), common, consumers, the tenant's id (a GUID) or its domain (contoso.onmicrosoft.com).",
-                    ),
-                );
+                ApiError::Check {
+                    message: format!("tenant \"{tenant}\" of OAuth2 account \"{name}\" is not a tenant"),
+                    hint: "Use organizations (work and school accounts), common, consumers, the tenant's id (a GUID) or its domain (contoso.onmicrosoft.com).",
+                }
+                .raise();
             }
             Some(tenant)
         }
-        _ if tenant.is_some() => raise(
-            ERRCODE_CHECK_VIOLATION,
-            format!("OAuth2 account \"{name}\" has a tenant, which only Microsoft uses"),
-            Some("Set tenant = NULL."),
-        ),
+        _ if tenant.is_some() => ApiError::Check {
+            message: format!("OAuth2 account \"{name}\" has a tenant, which only Microsoft uses"),
+            hint: "Set tenant = NULL.",
+        }
+        .raise(),
         _ => None,
     };
     set(&mut row, "tenant", tenant.clone())?;
     let check_url = |what: &str, url: &str| {
         if let Err(e) = Url::parse(url) {
-            raise(
-                ERRCODE_CHECK_VIOLATION,
-                format!("{what} of OAuth2 account \"{name}\": {e}"),
-                Some("Give the provider's https:// URL (http:// only to this machine's loopback)."),
-            );
+            ApiError::Check {
+                message: format!("{what} of OAuth2 account \"{name}\": {e}"),
+                hint: "Give the provider's https:// URL (http:// only to this machine's loopback).",
+            }
+            .raise();
         }
     };
     match provider.token_endpoint(tenant.as_deref()) {
@@ -408,11 +367,11 @@ fn oauth_account_validate<'a>(
                 check_url("token_endpoint", &url);
                 set(&mut row, "token_endpoint", Some(url))?;
             }
-            None => raise(
-                ERRCODE_NOT_NULL_VIOLATION,
-                format!("OAuth2 account \"{name}\" (custom) has no token_endpoint"),
-                Some("Give the provider's token URL, e.g. https://idp.example.com/oauth2/token."),
-            ),
+            None => ApiError::Missing {
+                message: format!("OAuth2 account \"{name}\" (custom) has no token_endpoint"),
+                hint: "Give the provider's token URL, e.g. https://idp.example.com/oauth2/token.",
+            }
+            .raise(),
         },
     }
     match provider.authorize_endpoint(tenant.as_deref()) {
@@ -428,11 +387,11 @@ fn oauth_account_validate<'a>(
     let scope = get(&row, "scope")?.or_else(|| provider.default_scope().map(str::to_string));
     set(&mut row, "scope", scope)?;
     if get(&row, "client_id")?.is_none() {
-        raise(
-            ERRCODE_NOT_NULL_VIOLATION,
-            format!("OAuth2 account \"{name}\" has no client_id"),
-            Some("The application (client) id of the app registered with the provider."),
-        );
+        ApiError::Missing {
+            message: format!("OAuth2 account \"{name}\" has no client_id"),
+            hint: "The application (client) id of the app registered with the provider.",
+        }
+        .raise();
     }
     for secret in ["client_id", "client_secret", "refresh_token", "ca_cert"] {
         let value = get(&row, secret)?;

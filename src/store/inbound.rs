@@ -80,7 +80,7 @@ fn receive_with_sha(
                 );
                 store(&row, &Summary::default(), refused.or(Some(why)))
             }
-            Err(e) => crate::error::raise(e.code, e.message, None),
+            Err(e) => crate::error::ApiError::Again(e).raise(),
         },
     )
 }

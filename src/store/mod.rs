@@ -21,11 +21,7 @@ pub mod routing;
 /// Turns an SPI failure (a bug or a dropped table, never user input) into an ERROR.
 pub(crate) fn spi<T>(result: Result<T, pgrx::spi::SpiError>) -> T {
     result.unwrap_or_else(|e| {
-        crate::error::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("mail_gateway: query failed: {e}"),
-            None,
-        )
+        crate::error::ApiError::Internal(format!("mail_gateway: query failed: {e}")).raise()
     })
 }
 
@@ -115,11 +111,7 @@ pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 16];
     // SAFETY: the buffer is ours, writable and exactly `bytes.len()` long.
     if !unsafe { pgrx::pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) } {
-        crate::error::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "no random bytes for a Message-ID",
-            None,
-        );
+        crate::error::ApiError::Internal("no random bytes for a Message-ID".to_string()).raise();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

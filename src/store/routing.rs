@@ -195,25 +195,13 @@ pub fn create_record(alias: &Alias, message: serde_json::Value, fields: serde_js
             };
             super::as_role(owner, || run(sql, fields))
         }
-        (None, None) => crate::error::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!(
-                "table {} of alias \"{}\" no longer exists",
-                alias.model, alias.name
-            ),
-            Some("Create the table again, or give the alias a handler."),
-        ),
+        (None, None) => crate::error::ApiError::AliasTableGone {
+            table: alias.model.clone(),
+            alias: alias.name.clone(),
+        }
+        .raise(),
     };
-    id.unwrap_or_else(|| {
-        crate::error::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!(
-                "alias \"{}\" created no record (its handler returned NULL)",
-                alias.name
-            ),
-            Some("A handler creates the record and returns its id."),
-        )
-    })
+    id.unwrap_or_else(|| crate::error::ApiError::AliasCreatedNothing(alias.name.clone()).raise())
 }
 
 pub fn is_contact(email: &str) -> bool {
