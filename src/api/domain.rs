@@ -32,21 +32,22 @@ pub fn check_domain(
 > {
     let domain = super::config::normalize_domain(domain);
     let settings = store::config::sender_settings();
-    let servers: Vec<SendingServer> = store::queue::server_hosts()
+    let servers: Vec<SendingServer> = store::servers::server_hosts()
         .into_iter()
-        .filter(|(_, _, from_filter)| {
-            sends_for_domain(from_filter, &settings.default_from_filter, &domain)
+        .filter(|s| sends_for_domain(&s.from_filter, &settings.default_from_filter, &domain))
+        .map(|s| SendingServer {
+            name: s.name,
+            host: s.host,
         })
-        .map(|(name, host, _)| SendingServer { name, host })
         .collect();
     let dkim = store::dkim::active_keys(&domain)
         .into_iter()
-        .map(|(selector, algorithm, public_key)| {
-            let algorithm = Algorithm::parse(&algorithm).unwrap_or(Algorithm::Rsa);
+        .map(|key| {
+            let algorithm = Algorithm::parse(&key.algorithm).unwrap_or(Algorithm::Rsa);
             DkimKey {
-                record: format!("v=DKIM1; k={}; p={public_key}", algorithm.dns_name()),
-                selector,
-                public_key,
+                record: format!("v=DKIM1; k={}; p={}", algorithm.dns_name(), key.public_key),
+                selector: key.selector,
+                public_key: key.public_key,
             }
         })
         .collect();

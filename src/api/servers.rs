@@ -24,7 +24,7 @@ pub fn check_port(server: &str, port: u16) {
 
 #[pg_extern]
 pub fn test_outgoing_server(name: &str) -> String {
-    let Some((_, row)) = store::queue::server_config_by_name(name, gucs::smtp_timeout()) else {
+    let Some((_, row)) = store::servers::server_config_by_name(name, gucs::smtp_timeout()) else {
         ApiError::NoOutgoingServer(name.to_string()).raise();
     };
     check_port(name, row.config.port);

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use pgrx::JsonB;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::spi::{SpiHeapTupleData, SpiResult};
 
-use super::{first_text, spi};
+use super::{first, spi, text};
 use crate::authentication::Authentication;
 use crate::mailbox::{Encryption, MailboxConfig, Protocol};
 use crate::mime::summary::{Summary, admit};
@@ -236,11 +237,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The id of an incoming server by name.
 pub fn server_id(name: &str) -> Option<i64> {
-    super::first_text(
-        "SELECT id::text FROM mail_gateway.incoming_server WHERE name = $1",
+    first(
+        "SELECT id FROM mail_gateway.incoming_server WHERE name = $1",
         &[name.into()],
     )
-    .and_then(|id| id.parse().ok())
 }
 
 /// An incoming server as the fetcher needs it.
@@ -260,42 +260,44 @@ fn load_servers(
     limits: Limits,
 ) -> Vec<IncomingServer> {
     let sql = format!(
-        "SELECT id, name, protocol, host, port, encryption, auth, username, coalesce(password, ''),
-                verify_tls, ca_cert, mailbox, fetch_cursor, oauth_account
+        "SELECT id, name, protocol, host, port, encryption, auth, username,
+                coalesce(password, '') AS password, verify_tls, ca_cert, mailbox, fetch_cursor,
+                oauth_account
          FROM mail_gateway.incoming_server s WHERE {condition} ORDER BY priority, id"
     );
     spi(Spi::connect(|client| {
         super::select(client, &sql, None, args)?
-            .map(|row| {
-                let text = |i| -> Result<String, pgrx::spi::SpiError> {
-                    Ok(row.get::<String>(i)?.unwrap_or_default())
-                };
-                Ok(IncomingServer {
-                    id: row.get::<i64>(1)?.unwrap_or_default(),
-                    name: text(2)?,
-                    config: MailboxConfig {
-                        protocol: text(3)?.parse().unwrap_or(Protocol::Imap),
-                        host: text(4)?,
-                        port: row.get::<i32>(5)?.unwrap_or_default() as u16,
-                        encryption: match text(6)?.as_str() {
-                            "none" => Encryption::None,
-                            "starttls" => Encryption::StartTls,
-                            _ => Encryption::Ssl,
-                        },
-                        xoauth2: text(7)?.parse() == Ok(IncomingAuth::Xoauth2),
-                        username: text(8)?,
-                        password: text(9)?,
-                        verify_tls: row.get::<bool>(10)?.unwrap_or(true),
-                        ca_cert: row.get::<String>(11)?,
-                        mailbox: text(12)?,
-                        limits,
-                    },
-                    cursor: row.get::<String>(13)?,
-                    oauth_account: row.get::<String>(14)?,
-                })
-            })
+            .map(|row| incoming_server_row(&row, limits))
             .collect()
     }))
+}
+
+fn incoming_server_row(row: &SpiHeapTupleData<'_>, limits: Limits) -> SpiResult<IncomingServer> {
+    let optional = |column: &str| row.get_by_name::<String, _>(column);
+    Ok(IncomingServer {
+        id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+        name: text(row, "name")?,
+        config: MailboxConfig {
+            protocol: text(row, "protocol")?.parse().unwrap_or(Protocol::Imap),
+            host: text(row, "host")?,
+            port: row.get_by_name::<i32, _>("port")?.unwrap_or_default() as u16,
+            // incoming_server_encryption_check allows no other values.
+            encryption: match text(row, "encryption")?.as_str() {
+                "none" => Encryption::None,
+                "starttls" => Encryption::StartTls,
+                _ => Encryption::Ssl,
+            },
+            xoauth2: text(row, "auth")?.parse() == Ok(IncomingAuth::Xoauth2),
+            username: text(row, "username")?,
+            password: text(row, "password")?,
+            verify_tls: row.get_by_name::<bool, _>("verify_tls")?.unwrap_or(true),
+            ca_cert: optional("ca_cert")?,
+            mailbox: text(row, "mailbox")?,
+            limits,
+        },
+        cursor: optional("fetch_cursor")?,
+        oauth_account: optional("oauth_account")?,
+    })
 }
 
 pub fn incoming_server(name: &str, limits: Limits) -> Option<IncomingServer> {
@@ -326,16 +328,15 @@ pub fn due_servers(limits: Limits) -> Vec<IncomingServer> {
 
 /// Time until the next server is due, if any server is to be fetched at all.
 pub fn next_fetch_in() -> Option<std::time::Duration> {
-    super::first_text(
+    first::<f64>(
         &format!(
             "SELECT extract(epoch FROM min(
                  CASE WHEN {DUE_NOW} THEN clock_timestamp() ELSE {NEXT_FETCH} END)
-                 - clock_timestamp())::text
+                 - clock_timestamp())::float8
              FROM mail_gateway.incoming_server s WHERE s.active AND s.state = 'confirmed'"
         ),
         &[],
     )
-    .and_then(|secs| secs.parse::<f64>().ok())
     // NULL (no mailbox to fetch) stays None: the fetcher sleeps its poll interval.
     .map(|secs| std::time::Duration::from_secs_f64(secs.max(0.0)))
 }
@@ -377,15 +378,14 @@ pub fn confirm(id: i64) {
 
 /// Asks for a fetch of one server (or all confirmed, active ones); returns how many.
 pub fn request_fetch(name: Option<&str>) -> i64 {
-    super::first_text(
+    first::<i64>(
         "WITH requested AS (
              UPDATE mail_gateway.incoming_server SET fetch_requested_at = clock_timestamp()
              WHERE active AND state = 'confirmed' AND ($1::text IS NULL OR name = $1)
              RETURNING 1)
-         SELECT count(*)::text FROM requested",
+         SELECT count(*) FROM requested",
         &[name.into()],
     )
-    .and_then(|n| n.parse().ok())
     .unwrap_or(0)
 }
 
@@ -418,23 +418,28 @@ pub struct Keep {
 
 /// `keep_attachments` and `keep_original` of a server (attachments only, without one).
 pub fn server_keeps(server_id: Option<i64>) -> Keep {
-    let row = server_id.and_then(|id| {
-        first_text(
-            "SELECT keep_attachments::text || ' ' || keep_original::text
-             FROM mail_gateway.incoming_server WHERE id = $1",
-            &[id.into()],
-        )
+    let stored = server_id.and_then(|id| {
+        spi(Spi::connect(|client| {
+            super::select(
+                client,
+                "SELECT keep_attachments, keep_original FROM mail_gateway.incoming_server WHERE id = $1",
+                None,
+                &[id.into()],
+            )?
+            .next()
+            .map(|row| {
+                Ok(Keep {
+                    attachments: row.get_by_name::<bool, _>("keep_attachments")?.unwrap_or(false),
+                    original: row.get_by_name::<bool, _>("keep_original")?.unwrap_or(false),
+                })
+            })
+            .transpose()
+        }))
     });
-    match row.as_deref().and_then(|r| r.split_once(' ')) {
-        Some((attachments, original)) => Keep {
-            attachments: attachments == "true",
-            original: original == "true",
-        },
-        None => Keep {
-            attachments: true,
-            original: false,
-        },
-    }
+    stored.unwrap_or(Keep {
+        attachments: true,
+        original: false,
+    })
 }
 
 /// Hosts of the active incoming servers.

@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use pgrx::PgOid;
 use pgrx::datum::DatumWithOid;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
+use pgrx::datum::{FromDatum, IntoDatum};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
 
 pub mod chatter;
 pub mod claim;
@@ -17,6 +18,7 @@ pub mod inbound;
 pub mod oauth;
 pub mod queue;
 pub mod routing;
+pub mod servers;
 
 /// Turns an SPI failure (a bug or a dropped table, never user input) into an ERROR.
 pub(crate) fn spi<T>(result: Result<T, pgrx::spi::SpiError>) -> T {
@@ -89,21 +91,41 @@ pub(crate) fn execute(sql: &str, args: &[DatumWithOid<'_>]) {
     }))
 }
 
-/// The first column of the first row of a statement (a SELECT, or an UPDATE … RETURNING), as
-/// text; `None` when there is no row or the value is NULL. A SELECT runs read-only, so that
-/// STABLE functions may use it.
-pub(crate) fn first_text(sql: &str, args: &[DatumWithOid<'_>]) -> Option<String> {
+/// Runs a statement with a kept plan: a SELECT read-only (so that STABLE functions may use
+/// it), anything else (an INSERT/UPDATE … RETURNING, a volatile function) read-write.
+fn run<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> SpiResult<SpiTupleTable<'conn>> {
+    if sql.trim_start().starts_with("SELECT") {
+        select(client, sql, None, args)
+    } else {
+        update(client, sql, None, args)
+    }
+}
+
+/// The first column of the first row of a statement; `None` when there is no row or the value
+/// is NULL.
+pub(crate) fn first<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
     spi(pgrx::Spi::connect_mut(|client| {
-        let rows = if sql.trim_start().starts_with("SELECT") {
-            select(client, sql, None, args)?
-        } else {
-            update(client, sql, None, args)?
-        };
-        match rows.into_iter().next() {
-            Some(row) => row.get::<String>(1),
+        match run(client, sql, args)?.next() {
+            Some(row) => row.get::<T>(1),
             None => Ok(None),
         }
     }))
+}
+
+/// Whether a statement gives at least one row.
+pub(crate) fn exists(sql: &str, args: &[DatumWithOid<'_>]) -> bool {
+    spi(pgrx::Spi::connect_mut(|client| {
+        Ok(!run(client, sql, args)?.is_empty())
+    }))
+}
+
+/// A text column of a row by name, NULL read as empty.
+pub(crate) fn text(row: &SpiHeapTupleData<'_>, column: &str) -> SpiResult<String> {
+    Ok(row.get_by_name::<String, _>(column)?.unwrap_or_default())
 }
 
 /// 128 random bits in hex: the unique part of the Message-IDs we write.

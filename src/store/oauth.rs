@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgrx::prelude::*;
 
-use super::spi;
+use super::{spi, text};
 use crate::model::OAuthState;
 use crate::oauth::{Lifetime, Provider};
 
@@ -50,8 +50,8 @@ pub fn account(name: &str) -> Option<Account> {
             client,
             "SELECT id, name, provider, tenant, token_endpoint, authorize_endpoint, client_id,
                     client_secret, refresh_token, scope, ca_cert, access_token,
-                    extract(epoch FROM last_refresh_at)::float8, extract(epoch FROM expires_at)::float8,
-                    state, last_error
+                    extract(epoch FROM last_refresh_at)::float8 AS obtained_at,
+                    extract(epoch FROM expires_at)::float8 AS expires_at, state, last_error
              FROM mail_gateway.oauth_account WHERE name = $1",
             None,
             &[name.into()],
@@ -59,8 +59,9 @@ pub fn account(name: &str) -> Option<Account> {
         let Some(row) = rows.next() else {
             return Ok(None);
         };
-        let text = |i| row.get::<String>(i);
-        let lifetime = match (row.get::<f64>(13)?, row.get::<f64>(14)?) {
+        let optional = |column: &str| row.get_by_name::<String, _>(column);
+        let seconds = |column: &str| row.get_by_name::<f64, _>(column);
+        let lifetime = match (seconds("obtained_at")?, seconds("expires_at")?) {
             (Some(obtained), Some(expires)) => Some(Lifetime {
                 obtained_at: epoch(obtained),
                 expires_at: epoch(expires),
@@ -68,33 +69,29 @@ pub fn account(name: &str) -> Option<Account> {
             _ => None,
         };
         Ok(Some(Account {
-            id: row.get::<i64>(1)?.unwrap_or_default(),
-            name: text(2)?.unwrap_or_default(),
-            provider: text(3)?
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(Provider::Custom),
-            tenant: text(4)?,
-            token_endpoint: text(5)?.unwrap_or_default(),
-            authorize_endpoint: text(6)?,
-            client_id: text(7)?.unwrap_or_default(),
-            client_secret: text(8)?,
-            refresh_token: text(9)?,
-            scope: text(10)?,
-            ca_cert: text(11)?,
-            access_token: text(12)?,
+            id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+            name: text(&row, "name")?,
+            provider: text(&row, "provider")?.parse().unwrap_or(Provider::Custom),
+            tenant: optional("tenant")?,
+            token_endpoint: text(&row, "token_endpoint")?,
+            authorize_endpoint: optional("authorize_endpoint")?,
+            client_id: text(&row, "client_id")?,
+            client_secret: optional("client_secret")?,
+            refresh_token: optional("refresh_token")?,
+            scope: optional("scope")?,
+            ca_cert: optional("ca_cert")?,
+            access_token: optional("access_token")?,
             lifetime,
             // oauth_account_state_check allows no other value.
-            state: text(15)?
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(OAuthState::Ok),
-            last_error: text(16)?,
+            state: text(&row, "state")?.parse().unwrap_or(OAuthState::Ok),
+            last_error: optional("last_error")?,
         }))
     }))
 }
 
 /// The name of account `id`.
 pub fn name_of(id: i64) -> Option<String> {
-    super::first_text(
+    super::first(
         "SELECT name FROM mail_gateway.oauth_account WHERE id = $1",
         &[id.into()],
     )
@@ -103,19 +100,18 @@ pub fn name_of(id: i64) -> Option<String> {
 /// Whether the caller's transaction wrote the account's row (not committed: a helper worker
 /// would see the old row, and wait for the new one's lock).
 pub fn changed_here(id: i64) -> bool {
-    super::first_text(
-        "SELECT (xmin = pg_current_xact_id_if_assigned()::xid)::text
+    super::first::<bool>(
+        "SELECT xmin = pg_current_xact_id_if_assigned()::xid
          FROM mail_gateway.oauth_account WHERE id = $1",
         &[id.into()],
     )
-    .as_deref()
-        == Some("true")
+    .unwrap_or(false)
 }
 
 /// A helper worker waits at most a few seconds for a row lock: its caller, who may hold one
 /// (a change made in a savepoint), waits for it.
 pub fn prepare_helper() {
-    super::first_text("SELECT set_config('lock_timeout', '3s', false)", &[]);
+    super::first::<String>("SELECT set_config('lock_timeout', '3s', false)", &[]);
 }
 
 /// Takes the account's refresh lock without waiting. `until_commit`: a transaction-level lock
@@ -156,13 +152,13 @@ pub fn store_granted(
     lifetime: Lifetime,
     rotated: Option<&str>,
 ) -> bool {
-    super::first_text(
+    super::exists(
         "UPDATE mail_gateway.oauth_account
          SET access_token = $3, last_refresh_at = to_timestamp($4), expires_at = to_timestamp($5),
              refresh_token = coalesce($6, refresh_token), state = 'ok',
              last_error = NULL, last_error_at = NULL
          WHERE id = $1 AND refresh_token = $2
-         RETURNING 'stored'",
+         RETURNING id",
         &[
             id.into(),
             used.into(),
@@ -172,7 +168,6 @@ pub fn store_granted(
             rotated.into(),
         ],
     )
-    .is_some()
 }
 
 /// Records a failed refresh made with refresh token `used`: the error, and for a failure that
@@ -211,7 +206,7 @@ pub fn servers_named(name: &str) -> Vec<(String, Option<String>, Option<String>)
 
 /// The user name of the first server that uses the account (a login hint for the consent).
 pub fn first_username(account: &str) -> Option<String> {
-    super::first_text(
+    super::first(
         "SELECT username FROM (
              SELECT username, 1 AS o FROM mail_gateway.outgoing_server WHERE oauth_account = $1
              UNION ALL
@@ -292,15 +287,15 @@ pub fn link(name: &str, account: &str) -> Vec<String> {
         (
             "outgoing",
             "UPDATE mail_gateway.outgoing_server SET auth = 'xoauth2', oauth_account = $2, password = NULL
-             WHERE name = $1 RETURNING 'done'",
+             WHERE name = $1 RETURNING id",
         ),
         (
             "incoming",
             "UPDATE mail_gateway.incoming_server SET auth = 'xoauth2', oauth_account = $2, password = NULL
-             WHERE name = $1 RETURNING 'done'",
+             WHERE name = $1 RETURNING id",
         ),
     ] {
-        if super::first_text(sql, &[name.into(), account.into()]).is_some() {
+        if super::exists(sql, &[name.into(), account.into()]) {
             linked.push(table.to_string());
         }
     }

@@ -4,7 +4,7 @@
 use pgrx::JsonB;
 use pgrx::prelude::*;
 
-use super::{first_text, spi};
+use super::{spi, text};
 use crate::authentication::Verdict;
 use crate::routing::RoutingSettings;
 use crate::routing::address::Sender;
@@ -38,14 +38,11 @@ pub fn pending(id: i64) -> Option<Pending> {
         .next()
         .map(|row| {
             Ok(Pending {
-                server_id: row.get::<i64>(2)?,
-                raw: row.get::<Vec<u8>>(3)?.unwrap_or_default(),
-                state: row.get::<String>(4)?.and_then(|s| s.parse().ok()),
-                fallback_alias: row.get::<String>(5)?,
-                authentication: row
-                    .get::<String>(6)?
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(Verdict::None),
+                server_id: row.get_by_name::<i64, _>("server_id")?,
+                raw: row.get_by_name::<Vec<u8>, _>("raw")?.unwrap_or_default(),
+                state: text(&row, "state")?.parse().ok(),
+                fallback_alias: row.get_by_name::<String, _>("fallback_alias")?,
+                authentication: text(&row, "auth_verdict")?.parse().unwrap_or(Verdict::None),
             })
         })
         .transpose()
@@ -54,7 +51,7 @@ pub fn pending(id: i64) -> Option<Pending> {
 
 /// A stored message's state, without reading its bytes.
 pub fn state(id: i64) -> Option<State> {
-    super::first_text(
+    super::first::<String>(
         "SELECT state FROM mail_gateway.inbound WHERE id = $1",
         &[id.into()],
     )
@@ -100,7 +97,7 @@ pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> 
     let addresses: Vec<String> = addresses.to_vec();
     spi(Spi::connect(|client| {
         super::select(client, "SELECT a.id, a.name, a.model, a.defaults, a.contact_policy,
-                        a.bounced_content, a.force_thread_id, a.name || '@' || d.domain
+                        a.bounced_content, a.force_thread_id, a.name || '@' || d.domain AS address
                  FROM mail_gateway.alias a
                  CROSS JOIN LATERAL (SELECT coalesce(a.domain, (SELECT value FROM mail_gateway.parameter
                                                                 WHERE key = 'mail.catchall.domain')) AS domain) d
@@ -114,21 +111,33 @@ pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> 
             .next()
             .map(|row| {
                 Ok(Alias {
-                    id: row.get::<i64>(1)?.unwrap_or_default(),
-                    name: row.get::<String>(2)?.unwrap_or_default(),
-                    model: row.get::<String>(3)?.unwrap_or_default(),
+                    id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+                    name: text(&row, "name")?,
+                    model: text(&row, "model")?,
                     defaults: row
-                        .get::<JsonB>(4)?
+                        .get_by_name::<JsonB, _>("defaults")?
                         .map(|j| j.0)
                         .unwrap_or(serde_json::Value::Null),
-                    contact_policy: row.get::<String>(5)?.unwrap_or_default(),
-                    bounced_content: row.get::<String>(6)?,
-                    force_thread_id: row.get::<i64>(7)?,
-                    address: row.get::<String>(8)?.unwrap_or_default(),
+                    contact_policy: text(&row, "contact_policy")?,
+                    bounced_content: row.get_by_name::<String, _>("bounced_content")?,
+                    force_thread_id: row.get_by_name::<i64, _>("force_thread_id")?,
+                    address: text(&row, "address")?,
                 })
             })
             .transpose()
     }))
+}
+
+/// Where an alias's record goes: its handler (a qualified name), else its table, with whom
+/// each runs as and the columns of the table the message's fields fill.
+struct RecordTarget {
+    /// The alias's owner (a role name), whom the handler runs as.
+    owner: Option<String>,
+    handler: Option<String>,
+    table: Option<String>,
+    /// The table's owner (an oid, as text), whom the default insert runs as.
+    table_owner: Option<String>,
+    columns: Option<String>,
 }
 
 /// Creates the alias's record and returns its id. A handler runs with the rights of the
@@ -140,18 +149,18 @@ pub fn create_record(alias: &Alias, message: serde_json::Value, fields: serde_js
     let target = spi(Spi::connect(|client| {
         let row = super::select(
             client,
-            "SELECT a.owner::text,
+            "SELECT a.owner::text AS owner,
                     (SELECT pg_catalog.format('%I.%I', n.nspname, p.proname)
                      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                     WHERE p.oid = a.handler),
+                     WHERE p.oid = a.handler) AS handler,
                     (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
                      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE c.oid = c_oid.oid),
-                    (SELECT c.relowner::text FROM pg_catalog.pg_class c WHERE c.oid = c_oid.oid),
+                     WHERE c.oid = c_oid.oid) AS table_name,
+                    (SELECT c.relowner::text FROM pg_catalog.pg_class c WHERE c.oid = c_oid.oid) AS table_owner,
                     (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(t.attname), ', ' ORDER BY t.attnum)
                      FROM pg_catalog.pg_attribute t
                      WHERE t.attrelid = c_oid.oid AND t.attnum > 0 AND NOT t.attisdropped
-                       AND $2 ? t.attname::text)
+                       AND $2 ? t.attname::text) AS columns
              FROM mail_gateway.alias a
              CROSS JOIN LATERAL (SELECT pg_catalog.to_regclass(a.model)::oid AS oid) c_oid
              WHERE a.id = $1",
@@ -159,15 +168,22 @@ pub fn create_record(alias: &Alias, message: serde_json::Value, fields: serde_js
             &[alias.id.into(), JsonB(fields.clone()).into()],
         )?
         .first();
-        Ok::<_, pgrx::spi::SpiError>((
-            row.get::<String>(1)?,
-            row.get::<String>(2)?,
-            row.get::<String>(3)?,
-            row.get::<String>(4)?,
-            row.get::<String>(5)?,
-        ))
+        let optional = |column: &str| row.get_by_name::<String, _>(column);
+        Ok::<_, pgrx::spi::SpiError>(RecordTarget {
+            owner: optional("owner")?,
+            handler: optional("handler")?,
+            table: optional("table_name")?,
+            table_owner: optional("table_owner")?,
+            columns: optional("columns")?,
+        })
     }));
-    let (owner, handler, table, table_owner, columns) = target;
+    let RecordTarget {
+        owner,
+        handler,
+        table,
+        table_owner,
+        columns,
+    } = target;
     let run = |sql: String, argument: serde_json::Value| {
         spi(Spi::connect_mut(|client| {
             super::update(client, &sql, None, &[JsonB(argument).into()])?
@@ -205,22 +221,20 @@ pub fn create_record(alias: &Alias, message: serde_json::Value, fields: serde_js
 }
 
 pub fn is_contact(email: &str) -> bool {
-    first_text(
-        "SELECT 1::text FROM mail_gateway.contact WHERE email = $1",
+    super::exists(
+        "SELECT 1 FROM mail_gateway.contact WHERE email = $1",
         &[email.into()],
     )
-    .is_some()
 }
 
 /// Records created by `sender` through route `route` within the last `minutes`.
 pub fn recent_routes(route: &str, sender: &str, minutes: i64) -> i64 {
-    first_text(
-        "SELECT count(*)::text FROM mail_gateway.inbound
+    super::first::<i64>(
+        "SELECT count(*) FROM mail_gateway.inbound
          WHERE route = $1 AND email_from = $2 AND state = 'routed'
            AND received_at > now() - make_interval(mins => $3::int)",
         &[route.into(), sender.into(), (minutes as i32).into()],
     )
-    .and_then(|n| n.parse().ok())
     .unwrap_or(0)
 }
 
@@ -285,14 +299,13 @@ pub fn relayed(thread: &Thread, sender: &str, minutes: i64, caps: (i64, i64)) ->
 /// Whether the same sender wrote the same subject to the catchall within the last `minutes`
 /// (another message than `id`).
 pub fn catchall_repeat(id: i64, sender: &str, subject: Option<&str>, minutes: i64) -> bool {
-    first_text(
-        "SELECT 1::text FROM mail_gateway.inbound
+    super::exists(
+        "SELECT 1 FROM mail_gateway.inbound
          WHERE id <> $1 AND route = 'catchall' AND email_from = $2 AND subject IS NOT DISTINCT FROM $3
            AND received_at > now() - make_interval(mins => $4::int)
          LIMIT 1",
         &[id.into(), sender.into(), subject.into(), (minutes as i32).into()],
     )
-    .is_some()
 }
 
 /// A mail we sent, by id (a tracked bounce address) or by Message-ID (a returned original),
@@ -301,7 +314,7 @@ pub fn sent_mail(id: Option<i64>, message_id: Option<&str>) -> Option<SentMail> 
     spi(Spi::connect(|client| {
         super::select(
             client,
-            "SELECT id, message_id, email_to || cc || bcc, model, res_id FROM mail_gateway.mail
+            "SELECT id, message_id, email_to || cc || bcc AS recipients, model, res_id FROM mail_gateway.mail
                  WHERE id = $1 OR message_id = $2
                  ORDER BY (id = $1) DESC LIMIT 1",
             None,
@@ -309,12 +322,14 @@ pub fn sent_mail(id: Option<i64>, message_id: Option<&str>) -> Option<SentMail> 
         )?
         .next()
         .map(|row| {
-            let recipients = row.get::<Vec<String>>(3)?.unwrap_or_default();
-            let model = row.get::<String>(4)?;
-            let res_id = row.get::<i64>(5)?;
+            let recipients = row
+                .get_by_name::<Vec<String>, _>("recipients")?
+                .unwrap_or_default();
+            let model = row.get_by_name::<String, _>("model")?;
+            let res_id = row.get_by_name::<i64, _>("res_id")?;
             Ok(SentMail {
-                id: row.get::<i64>(1)?.unwrap_or_default(),
-                message_id: row.get::<String>(2)?.unwrap_or_default(),
+                id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+                message_id: text(&row, "message_id")?,
                 recipients: recipients
                     .iter()
                     .filter_map(|r| Sender::parse(r).ok())

@@ -16,7 +16,7 @@ use crate::routing::address::Sender as Mailbox;
 use crate::routing::server::{Choice, SenderSettings, Server, choose};
 use crate::routing::thread::envelope_sender;
 use crate::store::claim::{QueuedMail, Recorded};
-use crate::store::queue::ServerRow;
+use crate::store::servers::ServerRow;
 
 /// What the sender remembers of a mail handed to the pool, to turn its attempt into an outcome.
 pub(super) struct InFlight {

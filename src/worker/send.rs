@@ -24,7 +24,7 @@ use crate::routing::address::Sender as Mailbox;
 use crate::routing::server::{SenderSettings, Server};
 use crate::smtp::{SmtpError, Stage};
 use crate::store::claim::{QueuedMail, Recorded};
-use crate::store::queue::ServerRow;
+use crate::store::servers::ServerRow;
 use crate::{gucs, store};
 
 /// Results waiting for their transaction. When recording fails (a full disk) they stay here,
@@ -158,10 +158,10 @@ impl Sending {
                 .collect();
             Some(Claimed {
                 mails,
-                blocked: store::queue::blocklisted(addresses),
+                blocked: store::claim::blocklisted(addresses),
                 settings: store::config::sender_settings(),
-                configs: store::queue::server_configs(gucs::smtp_timeout()),
-                dkim_keys: store::queue::dkim_keys(),
+                configs: store::servers::server_configs(gucs::smtp_timeout()),
+                dkim_keys: Arc::new(store::dkim::signing_keys()),
             })
         });
         let Some(Some(claimed)) = claimed else {
@@ -203,21 +203,7 @@ impl Sending {
             self.pool.configure(id, settings, share as usize);
             self.names.insert(id, row.server.name.clone());
         }
-        let keys: Arc<HashMap<String, DkimKey>> = Arc::new(
-            dkim_keys
-                .into_iter()
-                .map(|(domain, (selector, algorithm, private_pem))| {
-                    (
-                        domain,
-                        DkimKey {
-                            selector,
-                            algorithm,
-                            private_pem,
-                        },
-                    )
-                })
-                .collect(),
-        );
+        let keys = dkim_keys;
         let servers: Vec<Server> = configs.values().map(|row| row.server.clone()).collect();
         for mail in mails {
             let ready = match prepare(mail, &blocked, &settings, &servers) {
@@ -419,7 +405,7 @@ impl Sending {
         let done = try_transaction("recording results", || {
             store::claim::record(worker, &u.results);
             store::claim::defer(worker, &u.deferred);
-            store::queue::record_server_health(
+            store::servers::record_server_health(
                 u.successes.iter().copied().collect(),
                 u.errors
                     .iter()
@@ -553,5 +539,5 @@ struct Claimed {
     blocked: HashSet<String>,
     settings: SenderSettings,
     configs: HashMap<i64, ServerRow>,
-    dkim_keys: HashMap<String, (String, String, String)>,
+    dkim_keys: Arc<HashMap<String, DkimKey>>,
 }
