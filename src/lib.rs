@@ -35,7 +35,7 @@ extension_sql_file!(
         api::config::normalize_from_filter,
         api::config::parameter_default,
         api::config::parameter_kind,
-        api::oauth::oauth_account_validate
+        api::oauth_account::oauth_account_validate
     ]
 );
 extension_sql_file!(

@@ -1,15 +1,13 @@
-//! OAuth2 accounts (issue 14): setting one up in one statement (`set_oauth`), the first
-//! consent (`oauth_authorize_url`, `oauth_exchange_code`), and the validation trigger that
-//! completes an account with its provider's endpoints and scopes. Errors name accounts and
-//! servers, never a secret.
+//! OAuth2 accounts (issue 14): setting one up in one statement (`set_oauth`) and the first
+//! consent (`oauth_authorize_url`, `oauth_exchange_code`); the validation trigger is in
+//! `oauth_account`. Errors name accounts and servers, never a secret.
 
 use pgrx::prelude::*;
 use std::time::SystemTime;
 
 use crate::error::ApiError;
-use crate::model::OAuthState;
 use crate::net::Limits;
-use crate::oauth::{self, Client, Lifetime, Provider, http::Url};
+use crate::oauth::{self, Client, Lifetime, Provider};
 use crate::{gucs, store};
 
 /// Where the provider sends the browser back after consent when none is named: nothing
@@ -287,162 +285,4 @@ fn net_printable(text: &str) -> String {
 fn existing(account: &str) -> store::oauth::Account {
     store::oauth::account(account)
         .unwrap_or_else(|| ApiError::NoAccount(account.to_string()).raise())
-}
-
-/// BEFORE INSERT OR UPDATE on `oauth_account`: the provider's endpoints and scope filled in,
-/// a custom endpoint checked (https://, or http:// on the loopback), blank secrets made NULL,
-/// and a changed setting (a new refresh token, client, endpoint …) starts afresh: the cached
-/// token and the last error go, and the state says whether there is a refresh token to try.
-#[pg_trigger]
-fn oauth_account_validate<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, String> {
-    let Some(new) = trigger.new() else {
-        return Ok(None);
-    };
-    let mut row = new.into_owned();
-    let get =
-        |row: &PgHeapTuple<'_, AllocatedByRust>, name: &str| -> Result<Option<String>, String> {
-            Ok(row
-                .get_by_name::<String>(name)
-                .map_err(|e| e.to_string())?
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty()))
-        };
-    let set = |row: &mut PgHeapTuple<'_, AllocatedByRust>, name: &str, value: Option<String>| {
-        row.set_by_name(name, value).map_err(|e| e.to_string())
-    };
-    let name = get(&row, "name")?.unwrap_or_default();
-    if name.is_empty() {
-        ApiError::Check {
-            message: "an OAuth2 account needs a name".to_string(),
-            hint: "Servers name it in oauth_account; set_oauth uses the server's name by default.",
-        }
-        .raise();
-    }
-    set(&mut row, "name", Some(name.clone()))?;
-    let provider_text = get(&row, "provider")?.unwrap_or_default();
-    let Some(provider) = Provider::parse(&provider_text) else {
-        ApiError::UnknownAccountProvider {
-            provider: provider_text,
-            account: name,
-        }
-        .raise();
-    };
-    set(&mut row, "provider", Some(provider.as_str().into()))?;
-    let tenant = get(&row, "tenant")?;
-    let tenant = match provider {
-        Provider::Microsoft => {
-            let tenant = tenant.unwrap_or_else(|| oauth::DEFAULT_TENANT.into());
-            if !oauth::valid_tenant(&tenant) {
-                ApiError::Check {
-                    message: format!("tenant \"{tenant}\" of OAuth2 account \"{name}\" is not a tenant"),
-                    hint: "Use organizations (work and school accounts), common, consumers, the tenant's id (a GUID) or its domain (contoso.onmicrosoft.com).",
-                }
-                .raise();
-            }
-            Some(tenant)
-        }
-        _ if tenant.is_some() => ApiError::Check {
-            message: format!("OAuth2 account \"{name}\" has a tenant, which only Microsoft uses"),
-            hint: "Set tenant = NULL.",
-        }
-        .raise(),
-        _ => None,
-    };
-    set(&mut row, "tenant", tenant.clone())?;
-    let check_url = |what: &str, url: &str| {
-        if let Err(e) = Url::parse(url) {
-            ApiError::Check {
-                message: format!("{what} of OAuth2 account \"{name}\": {e}"),
-                hint: "Give the provider's https:// URL (http:// only to this machine's loopback).",
-            }
-            .raise();
-        }
-    };
-    match provider.token_endpoint(tenant.as_deref()) {
-        Some(url) => set(&mut row, "token_endpoint", Some(url))?,
-        None => match get(&row, "token_endpoint")? {
-            Some(url) => {
-                check_url("token_endpoint", &url);
-                set(&mut row, "token_endpoint", Some(url))?;
-            }
-            None => ApiError::Missing {
-                message: format!("OAuth2 account \"{name}\" (custom) has no token_endpoint"),
-                hint: "Give the provider's token URL, e.g. https://idp.example.com/oauth2/token.",
-            }
-            .raise(),
-        },
-    }
-    match provider.authorize_endpoint(tenant.as_deref()) {
-        Some(url) => set(&mut row, "authorize_endpoint", Some(url))?,
-        None => {
-            let url = get(&row, "authorize_endpoint")?;
-            if let Some(url) = &url {
-                check_url("authorize_endpoint", url);
-            }
-            set(&mut row, "authorize_endpoint", url)?;
-        }
-    }
-    let scope = get(&row, "scope")?.or_else(|| provider.default_scope().map(str::to_string));
-    set(&mut row, "scope", scope)?;
-    if get(&row, "client_id")?.is_none() {
-        ApiError::Missing {
-            message: format!("OAuth2 account \"{name}\" has no client_id"),
-            hint: "The application (client) id of the app registered with the provider.",
-        }
-        .raise();
-    }
-    for secret in ["client_id", "client_secret", "refresh_token", "ca_cert"] {
-        let value = get(&row, secret)?;
-        set(&mut row, secret, value)?;
-    }
-    let has_refresh_token = get(&row, "refresh_token")?.is_some();
-    // A change of what the refresh depends on (not the worker's own storing of a token,
-    // which always writes a new access token): start afresh.
-    const SETTINGS: [&str; 8] = [
-        "provider",
-        "tenant",
-        "token_endpoint",
-        "client_id",
-        "client_secret",
-        "refresh_token",
-        "scope",
-        "ca_cert",
-    ];
-    let restart = match trigger.old() {
-        None => get(&row, "state")?.is_none() || !has_refresh_token,
-        Some(old) => {
-            let mut changed = false;
-            for column in SETTINGS {
-                let before = old
-                    .get_by_name::<String>(column)
-                    .map_err(|e| e.to_string())?;
-                changed |= before.as_deref().map(str::trim) != get(&row, column)?.as_deref();
-            }
-            let token_before = old
-                .get_by_name::<String>("access_token")
-                .map_err(|e| e.to_string())?;
-            (changed && token_before == get(&row, "access_token")?) || !has_refresh_token
-        }
-    };
-    if restart {
-        if trigger.old().is_some() {
-            set(&mut row, "access_token", None)?;
-            row.set_by_name::<Option<pgrx::datum::TimestampWithTimeZone>>("expires_at", None)
-                .map_err(|e| e.to_string())?;
-            row.set_by_name::<Option<pgrx::datum::TimestampWithTimeZone>>("last_refresh_at", None)
-                .map_err(|e| e.to_string())?;
-            set(&mut row, "last_error", None)?;
-            row.set_by_name::<Option<pgrx::datum::TimestampWithTimeZone>>("last_error_at", None)
-                .map_err(|e| e.to_string())?;
-        }
-        let state = if has_refresh_token {
-            OAuthState::Ok
-        } else {
-            OAuthState::NeedsConsent
-        };
-        set(&mut row, "state", Some(state.as_str().into()))?;
-    }
-    Ok(Some(row))
 }
