@@ -50,7 +50,7 @@ pub fn route(id: i64) {
         return;
     }
     let settings = store::config::routing_settings();
-    let keep = store::inbound::server_keeps(pending.server_id);
+    let keep = store::incoming::server_keeps(pending.server_id);
     let incoming = Incoming {
         raw: &pending.raw,
         keep_attachments: keep.attachments,
@@ -153,7 +153,7 @@ impl Gateway for Tables<'_> {
         if let Some(m) = message.as_object_mut() {
             m.insert("inbound_id".into(), self.inbound_id.into());
         }
-        store::routing::create_record(alias, message, fields)
+        store::records::create_record(alias, message, fields)
     }
 
     fn record_bounce(&mut self, row: BounceRow<'_>) -> bool {

@@ -56,7 +56,7 @@ pub fn check_domain(
         servers,
         dkim,
         catchall_domain: store::config::get_parameter("mail.catchall.domain"),
-        incoming_hosts: store::inbound::incoming_hosts(),
+        incoming_hosts: store::incoming::incoming_hosts(),
     };
     let dns = Dns::new(gucs::dns_server().as_deref(), DNS_TIMEOUT).unwrap_or_else(|e| {
         ApiError::invalid(

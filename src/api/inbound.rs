@@ -22,7 +22,7 @@ pub fn process_message(raw: &[u8], server: default!(Option<&str>, "NULL")) -> i6
 
 fn receive_and_route(raw: &[u8], server: Option<&str>) -> i64 {
     let server_id = server.map(|name| {
-        store::inbound::server_id(name)
+        store::incoming::server_id(name)
             .unwrap_or_else(|| ApiError::NoIncomingServer(name.to_string()).raise())
     });
     let trusted = store::config::trusted_authserv_ids();
@@ -67,7 +67,7 @@ pub fn reprocess(inbound_id: i64) -> String {
 #[pg_extern]
 pub fn test_incoming_server(name: &str) -> String {
     let limits = Limits::new(gucs::fetch_timeout());
-    let Some(server) = store::inbound::incoming_server(name, limits) else {
+    let Some(server) = store::incoming::incoming_server(name, limits) else {
         ApiError::NoIncomingServer(name.to_string()).raise();
     };
     let mut config = server.config.clone();
@@ -84,7 +84,7 @@ pub fn test_incoming_server(name: &str) -> String {
     });
     match opened {
         Ok(summary) => {
-            store::inbound::confirm(server.id);
+            store::incoming::confirm(server.id);
             format!(
                 "OK: {summary}{}; server confirmed",
                 super::servers::oauth_summary(server.oauth_account.as_deref(), token.as_ref())
@@ -111,11 +111,11 @@ pub fn test_incoming_server(name: &str) -> String {
 #[pg_extern]
 pub fn fetch_now(name: default!(Option<&str>, "NULL")) -> i64 {
     if let Some(name) = name
-        && store::inbound::server_id(name).is_none()
+        && store::incoming::server_id(name).is_none()
     {
         ApiError::NoIncomingServer(name.to_string()).raise();
     }
-    let count = store::inbound::request_fetch(name);
+    let count = store::incoming::request_fetch(name);
     if count == 0 {
         notice!(
             "no confirmed, active incoming server to fetch{}",

@@ -15,8 +15,10 @@ pub mod claim;
 pub mod config;
 pub mod dkim;
 pub mod inbound;
+pub mod incoming;
 pub mod oauth;
 pub mod queue;
+pub mod records;
 pub mod routing;
 pub mod servers;
 

@@ -176,7 +176,7 @@ pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
                 });
             }
             let wait =
-                match in_transaction("looking for due mailboxes", store::inbound::next_fetch_in) {
+                match in_transaction("looking for due mailboxes", store::incoming::next_fetch_in) {
                     Some(Some(due)) => due.max(Duration::from_millis(10)),
                     _ => gucs::poll_interval(),
                 };
