@@ -42,53 +42,16 @@ pub fn set_oauth(
 ) -> String {
     let server = given(server);
     let servers = server.map(store::oauth::servers_named).unwrap_or_default();
-    if let Some(name) = server
-        && servers.is_empty()
-    {
-        ApiError::NoServer(name.to_string()).raise();
+    if let Some(server) = server {
+        check_servers(server, &servers);
     }
-    for (table, username, _) in &servers {
-        if given(username.as_deref()).is_none() {
-            ApiError::Check { message: format!(
-                    "{table} server \"{}\" has no username: XOAUTH2 logs in as a mailbox",
-                    server.unwrap_or_default()
-                ), hint: "Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com, then run set_oauth again.", }.raise();
-        }
-    }
-    // The account: named, else the one the server already uses, else the server's name.
-    let linked: Vec<&str> = servers.iter().filter_map(|s| s.2.as_deref()).collect();
-    let Some(name) = given(account)
-        .or_else(|| linked.first().copied())
-        .or(server)
-        .map(str::to_string)
-    else {
-        ApiError::invalid(
-            "set_oauth needs a server or an account",
-            "Name the server (server => 'office365'), or the account to change (account => 'm365').",
-        )
-        .raise();
-    };
+    let name = account_name(given(account), server, &servers);
     let provider = given(provider).map(|p| {
         Provider::parse(p).unwrap_or_else(|| ApiError::UnknownProvider(p.to_string()).raise())
     });
     let existing = store::oauth::account(&name);
     if existing.is_none() {
-        if provider.is_none() {
-            ApiError::Missing {
-                message: format!(
-                    "OAuth2 account \"{name}\" does not exist yet: provider is needed"
-                ),
-                hint: "Add provider => 'microsoft', 'google' or 'custom' (with token_endpoint).",
-            }
-            .raise();
-        }
-        if given(client_id).is_none() {
-            ApiError::Missing {
-                message: format!("OAuth2 account \"{name}\" does not exist yet: client_id is needed"),
-                hint: "The application (client) id of the app registered with the provider (docs/OPERATIONS.md, \"OAuth2\").",
-            }
-            .raise();
-        }
+        check_new_account(&name, provider, given(client_id));
     }
     // Another provider: Microsoft's tenant goes, unless given again.
     let tenant = match (given(tenant), provider) {
@@ -113,6 +76,69 @@ pub fn set_oauth(
     let Some(saved) = store::oauth::account(&name) else {
         ApiError::AccountVanished(name.clone()).raise();
     };
+    set_oauth_summary(&name, server, &tables, &saved)
+}
+
+/// The servers named `server` exist, and each has the username XOAUTH2 logs in as.
+fn check_servers(server: &str, servers: &[(String, Option<String>, Option<String>)]) {
+    if servers.is_empty() {
+        ApiError::NoServer(server.to_string()).raise();
+    }
+    for (table, username, _) in servers {
+        if given(username.as_deref()).is_none() {
+            ApiError::Check {
+                message: format!(
+                    "{table} server \"{server}\" has no username: XOAUTH2 logs in as a mailbox"
+                ),
+                hint: "Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com, then run set_oauth again.",
+            }
+            .raise();
+        }
+    }
+}
+
+/// The account: named, else the one the server already uses, else the server's name.
+fn account_name(
+    account: Option<&str>,
+    server: Option<&str>,
+    servers: &[(String, Option<String>, Option<String>)],
+) -> String {
+    let linked: Vec<&str> = servers.iter().filter_map(|s| s.2.as_deref()).collect();
+    let Some(name) = account.or_else(|| linked.first().copied()).or(server) else {
+        ApiError::invalid(
+            "set_oauth needs a server or an account",
+            "Name the server (server => 'office365'), or the account to change (account => 'm365').",
+        )
+        .raise();
+    };
+    name.to_string()
+}
+
+/// A new account needs its provider and client id.
+fn check_new_account(name: &str, provider: Option<Provider>, client_id: Option<&str>) {
+    if provider.is_none() {
+        ApiError::Missing {
+            message: format!("OAuth2 account \"{name}\" does not exist yet: provider is needed"),
+            hint: "Add provider => 'microsoft', 'google' or 'custom' (with token_endpoint).",
+        }
+        .raise();
+    }
+    if client_id.is_none() {
+        ApiError::Missing {
+            message: format!("OAuth2 account \"{name}\" does not exist yet: client_id is needed"),
+            hint: "The application (client) id of the app registered with the provider (docs/OPERATIONS.md, \"OAuth2\").",
+        }
+        .raise();
+    }
+}
+
+/// What `set_oauth` answers: the account, the servers that now use it, and the next step.
+fn set_oauth_summary(
+    name: &str,
+    server: Option<&str>,
+    tables: &[String],
+    saved: &store::oauth::Account,
+) -> String {
     let mut summary = format!(
         "OAuth2 account \"{name}\" ({}{})",
         saved.provider.as_str(),
@@ -188,29 +214,7 @@ pub fn oauth_exchange_code(
     redirect_uri: default!(&str, "'http://localhost'"),
 ) -> String {
     let acct = existing(account);
-    let pasted_state = code
-        .split_once('?')
-        .and_then(|(_, q)| oauth::http::query_value(q, "state"));
-    if let Some(state) = pasted_state
-        && state != acct.name
-    {
-        ApiError::invalid(
-            format!(
-                "this consent was for OAuth2 account \"{}\", not \"{}\"",
-                net_printable(&state),
-                acct.name
-            ),
-            "Give the code to the account whose oauth_authorize_url was opened.",
-        )
-        .raise();
-    }
-    let code = oauth::code_from(code).unwrap_or_else(|e| {
-        ApiError::invalid(
-            format!("OAuth2 account \"{account}\": {e}"),
-            "Give the code=… value of the URL the browser was sent back to, or that whole URL.",
-        )
-        .raise()
-    });
+    let code = consent_code(&acct, code);
     let client = Client {
         provider: acct.provider,
         token_endpoint: acct.token_endpoint.clone(),
@@ -239,16 +243,7 @@ pub fn oauth_exchange_code(
         .raise()
     });
     let Some(refresh_token) = granted.refresh_token.as_deref() else {
-        ApiError::NotReady { message: format!(
-                "OAuth2 account \"{account}\": the provider gave an access token but no refresh token"
-            ), hint: match acct.provider {
-                Provider::Microsoft => {
-                    "Add offline_access to the scope (set_oauth(account => …, scope => …)), then consent again through oauth_authorize_url."
-                }
-                _ => {
-                    "The consent must ask for offline access (access_type=offline&prompt=consent, as oauth_authorize_url does); for Google, remove the app's access at myaccount.google.com/permissions and consent again."
-                }
-            } }.raise();
+        no_refresh_token(account, acct.provider);
     };
     store::oauth::save(
         &acct.name,
@@ -276,6 +271,53 @@ pub fn oauth_exchange_code(
             .unwrap_or_default(),
         granted.lifetime.as_secs()
     )
+}
+
+/// The code of a consent given alone or in the URL the browser was sent back to, whose
+/// `state` (when there) must name this account.
+fn consent_code(acct: &store::oauth::Account, code: &str) -> String {
+    let pasted_state = code
+        .split_once('?')
+        .and_then(|(_, q)| oauth::http::query_value(q, "state"));
+    if let Some(state) = pasted_state
+        && state != acct.name
+    {
+        ApiError::invalid(
+            format!(
+                "this consent was for OAuth2 account \"{}\", not \"{}\"",
+                net_printable(&state),
+                acct.name
+            ),
+            "Give the code to the account whose oauth_authorize_url was opened.",
+        )
+        .raise();
+    }
+    oauth::code_from(code).unwrap_or_else(|e| {
+        ApiError::invalid(
+            format!("OAuth2 account \"{}\": {e}", acct.name),
+            "Give the code=… value of the URL the browser was sent back to, or that whole URL.",
+        )
+        .raise()
+    })
+}
+
+/// The provider granted no refresh token: the consent did not ask for offline access.
+fn no_refresh_token(account: &str, provider: Provider) -> ! {
+    let hint = match provider {
+        Provider::Microsoft => {
+            "Add offline_access to the scope (set_oauth(account => …, scope => …)), then consent again through oauth_authorize_url."
+        }
+        _ => {
+            "The consent must ask for offline access (access_type=offline&prompt=consent, as oauth_authorize_url does); for Google, remove the app's access at myaccount.google.com/permissions and consent again."
+        }
+    };
+    ApiError::NotReady {
+        message: format!(
+            "OAuth2 account \"{account}\": the provider gave an access token but no refresh token"
+        ),
+        hint,
+    }
+    .raise()
 }
 
 fn net_printable(text: &str) -> String {
