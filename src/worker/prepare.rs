@@ -136,6 +136,27 @@ pub(super) fn prepare(
         mail.id,
         &mail.message_id,
     );
+    let envelope = envelope(&mut mail, blocked);
+    if envelope.is_empty() {
+        let outcome = delivery::summarise(mail.recipients.clone(), mail.attempts, mail.age);
+        return Err(Box::new(Recorded {
+            id: mail.id,
+            outcome,
+            server_id: choice.server.as_ref().map(|s| s.0),
+            smtp_from: Some(choice.smtp_from),
+            header_from: Some(choice.header_from),
+        }));
+    }
+    Ok(Ready {
+        mail,
+        choice,
+        envelope,
+    })
+}
+
+/// The recipients still to reach, each once; the blocklisted and the malformed are finished
+/// in `mail.recipients`.
+fn envelope(mail: &mut QueuedMail, blocked: &HashSet<String>) -> Vec<Address> {
     let mut envelope = Vec::new();
     let mut seen = HashSet::new();
     for r in mail.to.iter().chain(&mail.cc).chain(&mail.bcc) {
@@ -172,21 +193,7 @@ pub(super) fn prepare(
             }
         }
     }
-    if envelope.is_empty() {
-        let outcome = delivery::summarise(mail.recipients.clone(), mail.attempts, mail.age);
-        return Err(Box::new(Recorded {
-            id: mail.id,
-            outcome,
-            server_id: choice.server.as_ref().map(|s| s.0),
-            smtp_from: Some(choice.smtp_from),
-            header_from: Some(choice.header_from),
-        }));
-    }
-    Ok(Ready {
-        mail,
-        choice,
-        envelope,
-    })
+    envelope
 }
 
 pub(super) fn recorded(id: i64, mail: InFlight, outcome: Outcome) -> Recorded {
