@@ -6,10 +6,12 @@ use std::collections::HashSet;
 use pgrx::JsonB;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiResult};
 
 use super::spi;
 use crate::authentication::Authentication;
 use crate::mime::summary::{Summary, admit};
+use crate::routing::route::State;
 
 /// Summarises and stores a received message of `size` bytes (`raw` holds only its header
 /// when it is over `mail_gateway.max_message_size`: then it is recorded without its bytes, in
@@ -130,71 +132,96 @@ fn store(row: &Row<'_>, summary: &Summary, refused: Option<String>) -> i64 {
             None,
             &[identity.into()],
         )?;
-        // Two statements rather than one with a CASE, so that each uses its index (and no
-        // ORDER BY: the planner would walk the primary key instead). At most one row matches.
-        let existing = match &summary.message_id {
-            Some(message_id) => super::select(
-                client,
-                "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
-                 WHERE message_id = $1 LIMIT 1",
-                None,
-                &[message_id.as_str().into()],
-            )?,
-            None => super::select(
-                client,
-                "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
-                 WHERE message_id IS NULL AND raw_sha256 = $1 LIMIT 1",
-                None,
-                &[sha.clone().into()],
-            )?,
-        }
-        .next()
-        .map(|r| Ok::<_, pgrx::spi::SpiError>((r.get::<i64>(1)?, r.get::<bool>(2)?)))
-        .transpose()?;
+        let existing = stored_already(client, summary, &sha)?;
         if let Some((Some(id), without_bytes)) = existing {
             if without_bytes == Some(true) && keeps_bytes {
                 fill_in(client, id, row, summary)?;
             }
             return Ok(id);
         }
-        let state = if refused.is_none() { "new" } else { "error" };
-        // The (server, uid) index makes a second store of the same fetched message a no-op.
-        let (id, without_bytes) = super::update(client, "WITH new AS (
-                     INSERT INTO mail_gateway.inbound (server_id, raw, raw_size, raw_sha256, message_id,
-                         email_from, subject, summary, state, reason, remote_uid, auth_verdict, auth_detail)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                     ON CONFLICT (server_id, remote_uid) WHERE remote_uid IS NOT NULL DO NOTHING
-                     RETURNING id, false)
-                 SELECT * FROM new
-                 UNION ALL
-                 SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
-                 WHERE server_id = $1 AND remote_uid = $11
-                 LIMIT 1",
-                None,
-                &[
-                    row.server_id.into(),
-                    row.bytes.arg(),
-                    (row.size as i64).into(),
-                    sha.clone().into(),
-                    summary.message_id.clone().into(),
-                    summary.from_address.clone().into(),
-                    summary.subject.clone().into(),
-                    JsonB(summary.to_json()).into(),
-                    state.into(),
-                    refused.into(),
-                    row.remote_uid.into(),
-                    row.auth.verdict.as_str().into(),
-                    row.auth.detail.as_str().into(),
-                ],
-            )?
-            .first()
-            .get_two::<i64, bool>()?;
+        let (id, without_bytes) = insert(client, row, summary, &sha, refused)?;
         let id = id.unwrap_or_default();
         if without_bytes == Some(true) && keeps_bytes {
             fill_in(client, id, row, summary)?;
         }
         Ok(id)
     }))
+}
+
+/// The id of the row already holding this message, and whether it lacks its bytes.
+fn stored_already(
+    client: &SpiClient<'_>,
+    summary: &Summary,
+    sha: &[u8],
+) -> SpiResult<Option<(Option<i64>, Option<bool>)>> {
+    // Two statements rather than one with a CASE, so that each uses its index (and no
+    // ORDER BY: the planner would walk the primary key instead). At most one row matches.
+    match &summary.message_id {
+        Some(message_id) => super::select(
+            client,
+            "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
+             WHERE message_id = $1 LIMIT 1",
+            None,
+            &[message_id.as_str().into()],
+        )?,
+        None => super::select(
+            client,
+            "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
+             WHERE message_id IS NULL AND raw_sha256 = $1 LIMIT 1",
+            None,
+            &[sha.to_vec().into()],
+        )?,
+    }
+    .next()
+    .map(|r| Ok::<_, pgrx::spi::SpiError>((r.get::<i64>(1)?, r.get::<bool>(2)?)))
+    .transpose()
+}
+
+/// Inserts the message's row, or finds the row of the same fetched message (server and uid):
+/// its id, and whether it lacks its bytes.
+fn insert(
+    client: &mut SpiClient<'_>,
+    row: &Row<'_>,
+    summary: &Summary,
+    sha: &[u8],
+    refused: Option<String>,
+) -> SpiResult<(Option<i64>, Option<bool>)> {
+    let state = if refused.is_none() {
+        State::New
+    } else {
+        State::Error
+    };
+    // The (server, uid) index makes a second store of the same fetched message a no-op.
+    super::update(client, "WITH new AS (
+                 INSERT INTO mail_gateway.inbound (server_id, raw, raw_size, raw_sha256, message_id,
+                     email_from, subject, summary, state, reason, remote_uid, auth_verdict, auth_detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (server_id, remote_uid) WHERE remote_uid IS NOT NULL DO NOTHING
+                 RETURNING id, false)
+             SELECT * FROM new
+             UNION ALL
+             SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
+             WHERE server_id = $1 AND remote_uid = $11
+             LIMIT 1",
+            None,
+            &[
+                row.server_id.into(),
+                row.bytes.arg(),
+                (row.size as i64).into(),
+                sha.to_vec().into(),
+                summary.message_id.clone().into(),
+                summary.from_address.clone().into(),
+                summary.subject.clone().into(),
+                JsonB(summary.to_json()).into(),
+                state.as_str().into(),
+                refused.into(),
+                row.remote_uid.into(),
+                row.auth.verdict.as_str().into(),
+                row.auth.detail.as_str().into(),
+            ],
+        )?
+        .first()
+        .get_two::<i64, bool>()
 }
 
 /// Gives a row recorded without its bytes (over the size limit then) the whole message, now

@@ -297,32 +297,7 @@ pub fn record_bounce(inbound_id: i64, b: BounceRow<'_>, settings: &RoutingSettin
             None,
             &[f.email.as_str().into()],
         )?;
-        // At least `limit` trusted bounces within `period` and since the last reset, the first
-        // and the last `spread` apart.
-        let blocked = super::update(client, "WITH recent AS (
-                     SELECT count(*) AS n, min(b.created_at) AS first, max(b.created_at) AS last
-                     FROM mail_gateway.bounce b
-                     LEFT JOIN mail_gateway.contact c ON c.email = b.email
-                     WHERE b.email = lower($1) AND b.trusted
-                       AND b.created_at > clock_timestamp() - $3::interval
-                       AND b.created_at > coalesce(c.bounces_reset_at, '-infinity'))
-                 INSERT INTO mail_gateway.blacklist (email, reason)
-                 SELECT lower($1), format('%s bounces between %s and %s (mail.bounce.limit %s within %s, spread %s)',
-                                          n, first::date, last::date, $2, $3, $4)
-                 FROM recent WHERE n >= $2 AND last - first >= $4::interval
-                 ON CONFLICT (email) DO NOTHING
-                 RETURNING 1",
-                None,
-                &[
-                    f.email.as_str().into(),
-                    settings.bounce_limit.into(),
-                    settings.bounce_period.as_str().into(),
-                    settings.bounce_spread.as_str().into(),
-                ],
-            )?
-            .next()
-            .is_some();
-        Ok::<_, pgrx::spi::SpiError>(blocked)
+        blocklist_if_due(client, &f.email, settings)
     }))
 }
 
@@ -333,4 +308,37 @@ pub fn reset_bounces(email: &str) {
         "UPDATE mail_gateway.contact SET bounce_count = 0 WHERE email = $1 AND bounce_count > 0",
         &[email.into()],
     )
+}
+
+/// Blocklists `email` when its trusted bounces say so; whether it did.
+fn blocklist_if_due(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    email: &str,
+    settings: &RoutingSettings,
+) -> pgrx::spi::SpiResult<bool> {
+    // At least `limit` trusted bounces within `period` and since the last reset, the first
+    // and the last `spread` apart.
+    Ok(super::update(client, "WITH recent AS (
+                 SELECT count(*) AS n, min(b.created_at) AS first, max(b.created_at) AS last
+                 FROM mail_gateway.bounce b
+                 LEFT JOIN mail_gateway.contact c ON c.email = b.email
+                 WHERE b.email = lower($1) AND b.trusted
+                   AND b.created_at > clock_timestamp() - $3::interval
+                   AND b.created_at > coalesce(c.bounces_reset_at, '-infinity'))
+             INSERT INTO mail_gateway.blacklist (email, reason)
+             SELECT lower($1), format('%s bounces between %s and %s (mail.bounce.limit %s within %s, spread %s)',
+                                      n, first::date, last::date, $2, $3, $4)
+             FROM recent WHERE n >= $2 AND last - first >= $4::interval
+             ON CONFLICT (email) DO NOTHING
+             RETURNING 1",
+            None,
+            &[
+                email.into(),
+                settings.bounce_limit.into(),
+                settings.bounce_period.as_str().into(),
+                settings.bounce_spread.as_str().into(),
+            ],
+        )?
+        .next()
+        .is_some())
 }

@@ -166,28 +166,7 @@ impl Sending {
             configs,
             dkim_keys,
         } = claimed;
-        self.pool.set_backoff_unit(gucs::retry_delay());
-        let senders = gucs::senders() as i32;
-        for (&id, row) in &configs {
-            let token = row.oauth_account.as_ref().map(|account| {
-                self.server_accounts.insert(id, account.clone());
-                self.oauth.entry(account.clone()).or_default().cell.clone()
-            });
-            if token.is_none() {
-                self.server_accounts.remove(&id);
-            }
-            let settings = Settings {
-                config: row.config.clone(),
-                max_mails: row.max_mails_per_connection.max(1) as u32,
-                idle: gucs::smtp_idle_timeout(),
-                token,
-            };
-            // The limit is the database's: the senders share it (at least one each).
-            let share = (row.max_connections / senders).max(1);
-            self.pool.configure(id, settings, share as usize);
-            self.names.insert(id, row.server.name.clone());
-        }
-        let keys = dkim_keys;
+        self.configure_servers(&configs);
         let servers: Vec<Server> = configs.values().map(|row| row.server.clone()).collect();
         for mail in mails {
             let ready = match prepare(mail, &blocked, &settings, &servers) {
@@ -221,11 +200,37 @@ impl Sending {
                 self.hold(ready.mail.id, server_id, wait, &problem);
                 continue;
             }
-            let (job, in_flight) = prepare::job(ready, server_id, &keys);
+            let (job, in_flight) = prepare::job(ready, server_id, &dkim_keys);
             self.in_flight.insert(job.mail_id, in_flight);
             if let Some(finished) = self.pool.submit(job) {
                 self.absorb(vec![finished]);
             }
+        }
+    }
+
+    /// Tells the pool how to reach each server (its connection settings, its share of the
+    /// database's connections, its access token).
+    fn configure_servers(&mut self, configs: &HashMap<i64, ServerRow>) {
+        self.pool.set_backoff_unit(gucs::retry_delay());
+        let senders = gucs::senders() as i32;
+        for (&id, row) in configs {
+            let token = row.oauth_account.as_ref().map(|account| {
+                self.server_accounts.insert(id, account.clone());
+                self.oauth.entry(account.clone()).or_default().cell.clone()
+            });
+            if token.is_none() {
+                self.server_accounts.remove(&id);
+            }
+            let settings = Settings {
+                config: row.config.clone(),
+                max_mails: row.max_mails_per_connection.max(1) as u32,
+                idle: gucs::smtp_idle_timeout(),
+                token,
+            };
+            // The limit is the database's: the senders share it (at least one each).
+            let share = (row.max_connections / senders).max(1);
+            self.pool.configure(id, settings, share as usize);
+            self.names.insert(id, row.server.name.clone());
         }
     }
 
