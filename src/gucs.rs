@@ -26,8 +26,8 @@ static LMTP_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(10);
 static LMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
 /// Defines every setting. One long function on purpose: each definition is a self-contained
-/// block (name, texts, default, context), and the list reads better whole, in the order of
-/// docs/REFERENCE.md, than cut into arbitrary groups.
+/// block (name, texts, default, context), and the list reads better whole than cut into
+/// arbitrary groups.
 pub fn init() {
     GucRegistry::define_string_guc(
         c"mail_gateway.database",
