@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use crate::error::ApiError;
 use crate::net::Limits;
 use crate::oauth::{self, Client, Lifetime, Provider};
+use crate::store::oauth::{NamedServer, ServerTable};
 use crate::{gucs, store};
 
 /// Where the provider sends the browser back after consent when none is named: nothing
@@ -80,15 +81,16 @@ pub fn set_oauth(
 }
 
 /// The servers named `server` exist, and each has the username XOAUTH2 logs in as.
-fn check_servers(server: &str, servers: &[(String, Option<String>, Option<String>)]) {
+fn check_servers(server: &str, servers: &[NamedServer]) {
     if servers.is_empty() {
         ApiError::NoServer(server.to_string()).raise();
     }
-    for (table, username, _) in servers {
-        if given(username.as_deref()).is_none() {
+    for named in servers {
+        if given(named.username.as_deref()).is_none() {
             ApiError::Check {
                 message: format!(
-                    "{table} server \"{server}\" has no username: XOAUTH2 logs in as a mailbox"
+                    "{} server \"{server}\" has no username: XOAUTH2 logs in as a mailbox",
+                    named.table.as_str()
                 ),
                 hint: "Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com, then run set_oauth again.",
             }
@@ -98,12 +100,11 @@ fn check_servers(server: &str, servers: &[(String, Option<String>, Option<String
 }
 
 /// The account: named, else the one the server already uses, else the server's name.
-fn account_name(
-    account: Option<&str>,
-    server: Option<&str>,
-    servers: &[(String, Option<String>, Option<String>)],
-) -> String {
-    let linked: Vec<&str> = servers.iter().filter_map(|s| s.2.as_deref()).collect();
+fn account_name(account: Option<&str>, server: Option<&str>, servers: &[NamedServer]) -> String {
+    let linked: Vec<&str> = servers
+        .iter()
+        .filter_map(|s| s.oauth_account.as_deref())
+        .collect();
     let Some(name) = account.or_else(|| linked.first().copied()).or(server) else {
         ApiError::invalid(
             "set_oauth needs a server or an account",
@@ -136,7 +137,7 @@ fn check_new_account(name: &str, provider: Option<Provider>, client_id: Option<&
 fn set_oauth_summary(
     name: &str,
     server: Option<&str>,
-    tables: &[String],
+    tables: &[ServerTable],
     saved: &store::oauth::Account,
 ) -> String {
     let mut summary = format!(
@@ -151,12 +152,16 @@ fn set_oauth_summary(
     if let Some(server) = server {
         summary.push_str(&format!(
             ": {} server \"{server}\" logs in with its tokens",
-            tables.join(" and ")
+            tables
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" and ")
         ));
     }
     if saved.refresh_token.is_some() {
-        let test = match (server, tables.first().map(String::as_str)) {
-            (Some(s), Some("outgoing")) => {
+        let test = match (server, tables.first()) {
+            (Some(s), Some(ServerTable::Outgoing)) => {
                 format!("SELECT mail_gateway.test_outgoing_server('{s}')")
             }
             (Some(s), _) => format!("SELECT mail_gateway.test_incoming_server('{s}')"),

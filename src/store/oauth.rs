@@ -182,23 +182,53 @@ pub fn store_failure(id: i64, used: Option<&str>, state: Option<&str>, error: &s
     );
 }
 
-/// Servers named `name` in either table: (table, username, current account).
-pub fn servers_named(name: &str) -> Vec<(String, Option<String>, Option<String>)> {
+/// The table a server is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTable {
+    Outgoing,
+    Incoming,
+}
+
+impl ServerTable {
+    /// As messages name it: "outgoing server …".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerTable::Outgoing => "outgoing",
+            ServerTable::Incoming => "incoming",
+        }
+    }
+}
+
+/// A server `set_oauth` may link to an account.
+pub struct NamedServer {
+    pub table: ServerTable,
+    pub username: Option<String>,
+    /// The account it logs in with now.
+    pub oauth_account: Option<String>,
+}
+
+/// Servers named `name` in either table, outgoing first.
+pub fn servers_named(name: &str) -> Vec<NamedServer> {
     spi(Spi::connect(|client| {
         super::select(
             client,
-            "SELECT 'outgoing', username, oauth_account FROM mail_gateway.outgoing_server WHERE name = $1
+            "SELECT true AS outgoing, username, oauth_account FROM mail_gateway.outgoing_server WHERE name = $1
              UNION ALL
-             SELECT 'incoming', username, oauth_account FROM mail_gateway.incoming_server WHERE name = $1",
+             SELECT false, username, oauth_account FROM mail_gateway.incoming_server WHERE name = $1",
             None,
             &[name.into()],
         )?
         .map(|row| {
-            Ok((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?,
-                row.get::<String>(3)?,
-            ))
+            let outgoing = row.get_by_name::<bool, _>("outgoing")?.unwrap_or(false);
+            Ok(NamedServer {
+                table: if outgoing {
+                    ServerTable::Outgoing
+                } else {
+                    ServerTable::Incoming
+                },
+                username: row.get_by_name::<String, _>("username")?,
+                oauth_account: row.get_by_name::<String, _>("oauth_account")?,
+            })
         })
         .collect()
     }))
@@ -281,22 +311,22 @@ pub fn save(name: &str, exists: bool, s: &Settings<'_>) {
 
 /// Makes the servers named `name` log in with the account's tokens (XOAUTH2); a static token
 /// in `password` is dropped. Returns the tables changed.
-pub fn link(name: &str, account: &str) -> Vec<String> {
+pub fn link(name: &str, account: &str) -> Vec<ServerTable> {
     let mut linked = Vec::new();
     for (table, sql) in [
         (
-            "outgoing",
+            ServerTable::Outgoing,
             "UPDATE mail_gateway.outgoing_server SET auth = 'xoauth2', oauth_account = $2, password = NULL
              WHERE name = $1 RETURNING id",
         ),
         (
-            "incoming",
+            ServerTable::Incoming,
             "UPDATE mail_gateway.incoming_server SET auth = 'xoauth2', oauth_account = $2, password = NULL
              WHERE name = $1 RETURNING id",
         ),
     ] {
         if super::exists(sql, &[name.into(), account.into()]) {
-            linked.push(table.to_string());
+            linked.push(table);
         }
     }
     linked
