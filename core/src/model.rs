@@ -249,5 +249,8 @@ mod tests {
         // - alias.contact_policy against "alias_contact_policy_check" (no enum yet);
         // - delivery::failure_type / delivery::failed should return and take FailureType
         //   instead of &str (FailureType has no CHECK constraint to test against).
+        // - oauth::Failure::state should return Option<OAuthState> instead of text, and
+        //   delivery::RecipientState (recipients' "state" in mail.recipients) could become a
+        //   Column too (no CHECK constraint: it is inside jsonb).
     }
 }
