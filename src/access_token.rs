@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pgrx::prelude::*;
 
+use crate::model::OAuthState;
 use crate::net::Limits;
 use crate::oauth::{self, Client, Failure, Lifetime};
 use crate::store;
@@ -96,17 +97,7 @@ pub fn get(ask: &Ask<'_>) -> Result<Token, Problem> {
         && !store::oauth::changed_here(account.id)
         && crate::worker::refresh::in_helper(account.id, ask.limits.timeout)
     {
-        account = read(ask)?;
-        if let Some(token) = fresh(&account, ask.rejected) {
-            return Ok(token);
-        }
-        blocked(&account)?;
-        let words = account
-            .last_error
-            .clone()
-            .unwrap_or_else(|| "the token could not be renewed (see the server log)".into());
-        let problem = Problem::new(Failure::Transient, &account, &words);
-        return usable_or(&account, ask.rejected, problem);
+        return refreshed_by_helper(ask);
     }
     if let Some(failures) = backing_off(account.id) {
         let words = account
@@ -160,6 +151,21 @@ pub fn get(ask: &Ask<'_>) -> Result<Token, Problem> {
     result
 }
 
+/// What a helper worker stored (and committed) for the account.
+fn refreshed_by_helper(ask: &Ask<'_>) -> Result<Token, Problem> {
+    let account = read(ask)?;
+    if let Some(token) = fresh(&account, ask.rejected) {
+        return Ok(token);
+    }
+    blocked(&account)?;
+    let words = account
+        .last_error
+        .clone()
+        .unwrap_or_else(|| "the token could not be renewed (see the server log)".into());
+    let problem = Problem::new(Failure::Transient, &account, &words);
+    usable_or(&account, ask.rejected, problem)
+}
+
 /// Under the account's lock: read it again (someone may just have refreshed), else refresh.
 fn refresh_locked(ask: &Ask<'_>) -> Result<Token, Problem> {
     let account = read(ask)?;
@@ -174,47 +180,12 @@ fn refresh_locked(ask: &Ask<'_>) -> Result<Token, Problem> {
             "no refresh token yet",
         ));
     };
-    let client = Client {
-        provider: account.provider,
-        token_endpoint: account.token_endpoint.clone(),
-        client_id: account.client_id.clone(),
-        client_secret: account.client_secret.clone(),
-        ca_cert: account.ca_cert.clone(),
-    };
-    let form = oauth::refresh_form(&client, &refresh_token, account.scope.as_deref());
-    let secret = client.client_secret.clone().unwrap_or_default();
     let obtained_at = SystemTime::now();
     let started = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        oauth::request(&client, &form, ask.limits, &[&refresh_token, &secret])
-    }))
-    .unwrap_or_else(|_| {
-        Err(oauth::TokenError {
-            failure: Failure::Transient,
-            message: "internal error while asking the token endpoint (see the server log)".into(),
-        })
-    });
-    match result {
+    match ask_endpoint(ask, &account, &refresh_token) {
         Ok(granted) => {
             let lifetime = Lifetime::new(obtained_at, granted.lifetime);
-            let stored = transaction(ask.caller, "storing an OAuth2 token", || {
-                store::oauth::store_granted(
-                    account.id,
-                    &refresh_token,
-                    &granted.access_token,
-                    lifetime,
-                    granted.refresh_token.as_deref(),
-                )
-            })?;
-            BACKOFF.with(|b| b.borrow_mut().remove(&account.id));
-            if !stored && ask.caller == Caller::Worker {
-                // set_oauth changed the account meanwhile: its new settings win; this token
-                // still serves this login.
-                log!(
-                    "mail_gateway: OAuth2 account \"{}\" changed during a refresh; its new settings are kept",
-                    account.name
-                );
-            }
+            store_granted(ask, &account, &refresh_token, &granted, lifetime)?;
             if ask.caller == Caller::Worker {
                 debug1!(
                     "mail_gateway: OAuth2 account \"{}\": new access token for {} s{} ({} ms)",
@@ -253,6 +224,61 @@ fn refresh_locked(ask: &Ask<'_>) -> Result<Token, Problem> {
             Err(problem)
         }
     }
+}
+
+/// Asks the token endpoint for a new access token; a panic on the way is a failure like any.
+fn ask_endpoint(
+    ask: &Ask<'_>,
+    account: &Account,
+    refresh_token: &str,
+) -> Result<oauth::Granted, oauth::TokenError> {
+    let client = Client {
+        provider: account.provider,
+        token_endpoint: account.token_endpoint.clone(),
+        client_id: account.client_id.clone(),
+        client_secret: account.client_secret.clone(),
+        ca_cert: account.ca_cert.clone(),
+    };
+    let form = oauth::refresh_form(&client, refresh_token, account.scope.as_deref());
+    let secret = client.client_secret.clone().unwrap_or_default();
+    catch_unwind(AssertUnwindSafe(|| {
+        oauth::request(&client, &form, ask.limits, &[refresh_token, &secret])
+    }))
+    .unwrap_or_else(|_| {
+        Err(oauth::TokenError {
+            failure: Failure::Transient,
+            message: "internal error while asking the token endpoint (see the server log)".into(),
+        })
+    })
+}
+
+/// Stores what the endpoint granted (unless the account changed meanwhile).
+fn store_granted(
+    ask: &Ask<'_>,
+    account: &Account,
+    refresh_token: &str,
+    granted: &oauth::Granted,
+    lifetime: Lifetime,
+) -> Result<(), Problem> {
+    let stored = transaction(ask.caller, "storing an OAuth2 token", || {
+        store::oauth::store_granted(
+            account.id,
+            refresh_token,
+            &granted.access_token,
+            lifetime,
+            granted.refresh_token.as_deref(),
+        )
+    })?;
+    BACKOFF.with(|b| b.borrow_mut().remove(&account.id));
+    if !stored && ask.caller == Caller::Worker {
+        // set_oauth changed the account meanwhile: its new settings win; this token
+        // still serves this login.
+        log!(
+            "mail_gateway: OAuth2 account \"{}\" changed during a refresh; its new settings are kept",
+            account.name
+        );
+    }
+    Ok(())
 }
 
 fn read(ask: &Ask<'_>) -> Result<Account, Problem> {
@@ -300,10 +326,10 @@ fn usable_or(
 
 /// An account a refresh cannot help: a person or an administrator must act first.
 fn blocked(account: &Account) -> Result<(), Problem> {
-    let failure = match account.state.as_str() {
-        "needs_consent" => Failure::NeedsConsent,
-        "misconfigured" => Failure::Misconfigured,
-        _ => return Ok(()),
+    let failure = match account.state {
+        OAuthState::NeedsConsent => Failure::NeedsConsent,
+        OAuthState::Misconfigured => Failure::Misconfigured,
+        OAuthState::Ok => return Ok(()),
     };
     let words = match (&account.last_error, &account.refresh_token) {
         (_, None) => "no refresh token yet".to_string(),

@@ -5,6 +5,7 @@
 use pgrx::JsonB;
 use serde_json::json;
 
+use crate::model::{MailKind, MessageKind};
 use crate::routing::RoutingSettings;
 use crate::routing::address::{Sender, format_mailbox};
 use crate::routing::thread::{LOOP_TAG, notification_from, thread_headers};
@@ -22,8 +23,7 @@ pub struct Post<'a> {
     pub body_text: Option<&'a str>,
     pub body_html: Option<&'a str>,
     pub attachments: Option<serde_json::Value>,
-    /// `comment` (posted), `email` (received), `notification`.
-    pub kind: &'a str,
+    pub kind: MessageKind,
     /// A received message keeps its Message-ID; a posted one gets one of ours.
     pub message_id: Option<&'a str>,
     pub inbound_id: Option<i64>,
@@ -78,13 +78,49 @@ pub fn post(p: Post<'_>, settings: &RoutingSettings) -> Posted {
             mails: 0,
         };
     }
+    notify(
+        &p,
+        settings,
+        &Stored {
+            id,
+            message_id,
+            subject,
+            domain,
+            thread,
+        },
+        &followers,
+    );
+    wake::at_commit(wake::Target::Senders);
+    Posted {
+        message: id,
+        mails: followers.len() as i64,
+    }
+}
+
+/// A message just stored in its thread.
+struct Stored {
+    id: i64,
+    message_id: String,
+    subject: Option<String>,
+    /// The domain of the Message-IDs we write.
+    domain: String,
+    thread: store::chatter::ThreadState,
+}
+
+/// Queues the notification of a stored message to `followers`, in the thread's headers.
+fn notify(
+    p: &Post<'_>,
+    settings: &RoutingSettings,
+    stored: &Stored,
+    followers: &[(String, Option<String>)],
+) {
     let mut headers = serde_json::Map::new();
-    let mut ids = thread.message_ids.clone();
-    ids.push(message_id.clone());
+    let mut ids = stored.thread.message_ids.clone();
+    ids.push(stored.message_id.clone());
     if let Some((_, references)) = thread_headers(&ids) {
         headers.insert("References".into(), json!(references));
     }
-    if let Some(previous) = thread.message_ids.last() {
+    if let Some(previous) = stored.thread.message_ids.last() {
         headers.insert("In-Reply-To".into(), json!(previous));
     }
     let default_from = settings
@@ -99,7 +135,10 @@ pub fn post(p: Post<'_>, settings: &RoutingSettings) -> Posted {
         p.author_verified,
     );
     let reply_to = store::chatter::thread_alias(p.model, p.res_id).or(settings.catchall_address());
-    let subject = subject.unwrap_or_else(|| format!("{} #{}", p.model, p.res_id));
+    let subject = stored
+        .subject
+        .clone()
+        .unwrap_or_else(|| format!("{} #{}", p.model, p.res_id));
     let recipients: Vec<String> = followers
         .iter()
         .map(|(email, name)| match name {
@@ -109,7 +148,7 @@ pub fn post(p: Post<'_>, settings: &RoutingSettings) -> Posted {
         .collect();
     store::queue::enqueue_notifications(
         Notification {
-            from_domain: &domain,
+            from_domain: &stored.domain,
             email_from: &from,
             reply_to: reply_to.as_deref(),
             subject: &subject,
@@ -119,16 +158,11 @@ pub fn post(p: Post<'_>, settings: &RoutingSettings) -> Posted {
             attachments: p.attachments.clone().map(JsonB),
             model: p.model,
             res_id: p.res_id,
-            message_ref: id,
+            message_ref: stored.id,
             priority: if p.inbound_id.is_some() { 1 } else { 0 },
         },
         recipients,
     );
-    wake::at_commit(wake::Target::Senders);
-    Posted {
-        message: id,
-        mails: followers.len() as i64,
-    }
 }
 
 /// An automatic answer (a refused sender, mail to the catchall, a loop notice): from the
@@ -172,7 +206,7 @@ pub fn auto_answer(
         headers: Some(JsonB(serde_json::Value::Object(headers))),
         attachments: None,
         scheduled_at: None,
-        kind: "auto_reply",
+        kind: MailKind::AutoReply,
         model: None,
         res_id: None,
         message_ref: None,

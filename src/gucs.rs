@@ -25,6 +25,9 @@ static LMTP_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 static LMTP_MAX_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(10);
 static LMTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
+/// Defines every setting. One long function on purpose: each definition is a self-contained
+/// block (name, texts, default, context), and the list reads better whole than cut into
+/// arbitrary groups.
 pub fn init() {
     GucRegistry::define_string_guc(
         c"mail_gateway.database",

@@ -18,8 +18,8 @@ mod worker;
 // The mail logic that needs no PostgreSQL lives in its own crate (core/); `crate::mime` and
 // friends keep their names here.
 pub use mail_gateway_core::{
-    authentication, deliverability, delivery, dkim, dns, imap, lmtp, mailbox, mime, net, oauth,
-    outbox, parameters, pop3, provider_hints, routing, smtp,
+    authentication, deliverability, delivery, dkim, dns, imap, lmtp, mailbox, mime, model, net,
+    oauth, outbox, parameters, pop3, provider_hints, routing, smtp,
 };
 
 pg_module_magic!();
@@ -35,7 +35,7 @@ extension_sql_file!(
         api::config::normalize_from_filter,
         api::config::parameter_default,
         api::config::parameter_kind,
-        api::oauth::oauth_account_validate
+        api::oauth_account::oauth_account_validate
     ]
 );
 extension_sql_file!(

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::chatter;
+use crate::model::MessageKind;
 use crate::routing::RoutingSettings;
 use crate::routing::address::Sender;
 use crate::routing::route::{
@@ -49,7 +50,7 @@ pub fn route(id: i64) {
         return;
     }
     let settings = store::config::routing_settings();
-    let keep = store::inbound::server_keeps(pending.server_id);
+    let keep = store::incoming::server_keeps(pending.server_id);
     let incoming = Incoming {
         raw: &pending.raw,
         keep_attachments: keep.attachments,
@@ -130,7 +131,7 @@ impl Gateway for Tables<'_> {
                 body_text: post.content.body_text.as_deref(),
                 body_html: post.content.body_html.as_deref(),
                 attachments: post.content.attachments,
-                kind: "email",
+                kind: MessageKind::Email,
                 message_id: post.message_id,
                 inbound_id: Some(self.inbound_id),
                 relay: post.relay,
@@ -152,7 +153,7 @@ impl Gateway for Tables<'_> {
         if let Some(m) = message.as_object_mut() {
             m.insert("inbound_id".into(), self.inbound_id.into());
         }
-        store::routing::create_record(alias, message, fields)
+        store::records::create_record(alias, message, fields)
     }
 
     fn record_bounce(&mut self, row: BounceRow<'_>) -> bool {
@@ -173,9 +174,4 @@ impl Gateway for Tables<'_> {
             self.settings,
         );
     }
-}
-
-/// Whether a message in `state` may be routed again (`reprocess`).
-pub fn reroutable(state: &str) -> bool {
-    state.parse::<State>().is_ok_and(State::reroutable)
 }

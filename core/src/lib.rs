@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod lmtp;
 pub mod mailbox;
 pub mod mime;
+pub mod model;
 pub mod net;
 pub mod oauth;
 pub mod outbox;

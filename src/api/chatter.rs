@@ -1,35 +1,24 @@
 //! The chatter's SQL API (docs/REFERENCE.md, "Chatter"): `follow`, `unfollow`, `post_message`.
 
 use pgrx::JsonB;
-use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;
 use pgrx::prelude::*;
 
 use crate::chatter::{self, Post};
-use crate::error::raise;
-use crate::routing::address::Sender;
+use crate::error::ApiError;
+use crate::model::MessageKind;
 use crate::store;
-
-fn invalid(message: String, hint: &str) -> ! {
-    raise(ERRCODE_INVALID_PARAMETER_VALUE, message, Some(hint))
-}
 
 fn check_thread(model: &str) {
     if model.trim().is_empty() {
-        invalid(
-            "model must not be empty".into(),
+        ApiError::invalid(
+            "model must not be empty",
             "A thread is (model, res_id): the record's table and id.",
-        );
+        )
+        .raise();
     }
 }
 
-fn parse_address(what: &str, text: &str) -> Sender {
-    Sender::parse(text).unwrap_or_else(|_| {
-        invalid(
-            format!("malformed {what} address \"{text}\""),
-            "Write addresses as name@example.com or \"Name\" <name@example.com>.",
-        )
-    })
-}
+use super::queue::parse_sender as parse_address;
 
 /// Makes `email` a follower of the record (`name` updates a follower's name); followers get a
 /// mail for every message posted in its thread. The address also becomes a known contact.
@@ -67,18 +56,16 @@ pub fn post_message(
     check_thread(model);
     let author = parse_address("author", author);
     if body.is_none() && body_html.is_none() {
-        invalid(
-            "a message needs a body".into(),
-            "Give body (text) or body_html.",
-        );
+        ApiError::invalid("a message needs a body", "Give body (text) or body_html.").raise();
     }
     if let Some(subject) = subject
         && subject.contains(['\r', '\n'])
     {
-        invalid(
-            "the subject contains a line break".into(),
+        ApiError::invalid(
+            "the subject contains a line break",
             "A subject is one line.",
-        );
+        )
+        .raise();
     }
     super::queue::check_attachments(&attachments);
     let settings = store::config::routing_settings();
@@ -93,7 +80,7 @@ pub fn post_message(
             body_text: body,
             body_html,
             attachments: attachments.map(|a| a.0),
-            kind: "comment",
+            kind: MessageKind::Comment,
             message_id: None,
             inbound_id: None,
             relay: true,

@@ -1,10 +1,10 @@
 //! Parameters, address syntax, and server selection (docs/REFERENCE.md, "Parameters", "Table outgoing_server", "find_outgoing_server").
 
 use lettre::Address;
-use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;
 use pgrx::prelude::*;
 
-use crate::error::raise;
+use crate::error::ApiError;
+use crate::model::MailKind;
 use crate::parameters;
 use crate::routing::address::{Sender, format_from_filter, parse_from_filter};
 use crate::routing::server::choose;
@@ -39,11 +39,7 @@ pub fn parameter_defaults()
 pub fn normalize_email(email: &str) -> String {
     match Sender::parse(email) {
         Ok(sender) => sender.normalized(),
-        Err(e) => raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
-            e.to_string(),
-            Some("Write it as name@example.com or \"Name\" <name@example.com>."),
-        ),
+        Err(e) => ApiError::MalformedEmail(e.to_string()).raise(),
     }
 }
 
@@ -52,11 +48,11 @@ pub fn normalize_email(email: &str) -> String {
 pub fn normalize_domain(domain: &str) -> String {
     let domain = domain.trim().to_lowercase();
     if domain.contains('@') || Address::new("postmaster", &domain).is_err() {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             format!("malformed domain \"{domain}\""),
-            Some("Give a domain name only, such as mycompany.com."),
-        );
+            "Give a domain name only, such as mycompany.com.",
+        )
+        .raise();
     }
     domain
 }
@@ -66,11 +62,11 @@ pub fn normalize_domain(domain: &str) -> String {
 pub fn normalize_local_part(local_part: &str) -> String {
     let local = local_part.trim().to_lowercase();
     if local.contains('@') || Address::new(&local, "example.com").is_err() {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             format!("malformed local part \"{local_part}\""),
-            Some("Give the part before the @ only, such as sales or catchall."),
-        );
+            "Give the part before the @ only, such as sales or catchall.",
+        )
+        .raise();
     }
     local
 }
@@ -80,13 +76,11 @@ pub fn normalize_local_part(local_part: &str) -> String {
 pub fn normalize_from_filter(filter: &str) -> String {
     match parse_from_filter(filter) {
         Ok(entries) => format_from_filter(&entries),
-        Err(e) => raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        Err(e) => ApiError::invalid(
             e.to_string(),
-            Some(
-                "A from_filter is a comma-separated list of domains (example.com) and addresses (news@example.com).",
-            ),
-        ),
+            "A from_filter is a comma-separated list of domains (example.com) and addresses (news@example.com).",
+        )
+        .raise(),
     }
 }
 
@@ -122,21 +116,13 @@ pub fn find_outgoing_server(
         name!(header_from, String),
     ),
 > {
-    let mass = match kind {
-        "mass" => true,
-        "transactional" => false,
-        other => raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("unknown mail kind \"{other}\""),
-            Some("Use 'transactional' or 'mass'."),
-        ),
+    let mass = match kind.parse() {
+        Ok(MailKind::Mass) => true,
+        Ok(MailKind::Transactional) => false,
+        _ => ApiError::UnknownMailKind(kind.to_string()).raise(),
     };
     let from = Sender::parse(email_from).unwrap_or_else(|_| {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("malformed From address \"{email_from}\""),
-            Some("Write it as name@example.com or \"Name\" <name@example.com>."),
-        )
+        ApiError::MalformedEmail(format!("malformed From address \"{email_from}\"")).raise()
     });
     let choice = choose(
         &store::config::active_outgoing_servers(),

@@ -1,10 +1,9 @@
 //! DKIM keys (docs/REFERENCE.md, "check_domain").
 
-use pgrx::PgSqlErrorCode::{ERRCODE_INTERNAL_ERROR, ERRCODE_INVALID_PARAMETER_VALUE};
 use pgrx::prelude::*;
 
 use crate::dkim::{self, Algorithm};
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::store;
 
 /// Makes a key pair for `domain` and `selector` (replacing the one they had) and returns the
@@ -16,32 +15,23 @@ pub fn create_dkim_key(
     algorithm: default!(&str, "'rsa'"),
 ) -> String {
     let Some(alg) = Algorithm::parse(algorithm) else {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             format!("unknown DKIM algorithm \"{algorithm}\""),
-            Some(
-                "Use 'rsa' (2048 bits, understood everywhere) or 'ed25519' (RFC 8463; publish an RSA key too).",
-            ),
-        );
+            "Use 'rsa' (2048 bits, understood everywhere) or 'ed25519' (RFC 8463; publish an RSA key too).",
+        )
+        .raise();
     };
     let domain = crate::api::config::normalize_domain(domain);
     let selector = selector.trim().to_lowercase();
     if !dkim::valid_selector(&selector) {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             format!("malformed DKIM selector \"{selector}\""),
-            Some(
-                "A selector is a DNS name part: letters, digits, inner hyphens and dots, such as 'mail' or '2026-12'.",
-            ),
-        );
-    }
-    let key = dkim::generate(alg).unwrap_or_else(|e| {
-        raise(
-            ERRCODE_INTERNAL_ERROR,
-            format!("key generation failed: {e}"),
-            None,
+            "A selector is a DNS name part: letters, digits, inner hyphens and dots, such as 'mail' or '2026-12'.",
         )
-    });
+        .raise();
+    }
+    let key = dkim::generate(alg)
+        .unwrap_or_else(|e| ApiError::Internal(format!("key generation failed: {e}")).raise());
     let selector = store::dkim::save_key(
         &domain,
         &selector,

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE;
 use pgrx::prelude::*;
 
 use crate::deliverability::{self, DkimKey, Facts, SendingServer};
 use crate::dkim::Algorithm;
 use crate::dns::Dns;
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::routing::server::sends_for_domain;
 use crate::{gucs, store};
 
@@ -33,21 +32,22 @@ pub fn check_domain(
 > {
     let domain = super::config::normalize_domain(domain);
     let settings = store::config::sender_settings();
-    let servers: Vec<SendingServer> = store::queue::server_hosts()
+    let servers: Vec<SendingServer> = store::servers::server_hosts()
         .into_iter()
-        .filter(|(_, _, from_filter)| {
-            sends_for_domain(from_filter, &settings.default_from_filter, &domain)
+        .filter(|s| sends_for_domain(&s.from_filter, &settings.default_from_filter, &domain))
+        .map(|s| SendingServer {
+            name: s.name,
+            host: s.host,
         })
-        .map(|(name, host, _)| SendingServer { name, host })
         .collect();
     let dkim = store::dkim::active_keys(&domain)
         .into_iter()
-        .map(|(selector, algorithm, public_key)| {
-            let algorithm = Algorithm::parse(&algorithm).unwrap_or(Algorithm::Rsa);
+        .map(|key| {
+            let algorithm = Algorithm::parse(&key.algorithm).unwrap_or(Algorithm::Rsa);
             DkimKey {
-                record: format!("v=DKIM1; k={}; p={public_key}", algorithm.dns_name()),
-                selector,
-                public_key,
+                record: format!("v=DKIM1; k={}; p={}", algorithm.dns_name(), key.public_key),
+                selector: key.selector,
+                public_key: key.public_key,
             }
         })
         .collect();
@@ -56,14 +56,14 @@ pub fn check_domain(
         servers,
         dkim,
         catchall_domain: store::config::get_parameter("mail.catchall.domain"),
-        incoming_hosts: store::inbound::incoming_hosts(),
+        incoming_hosts: store::incoming::incoming_hosts(),
     };
     let dns = Dns::new(gucs::dns_server().as_deref(), DNS_TIMEOUT).unwrap_or_else(|e| {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
+        ApiError::invalid(
             e,
-            Some("mail_gateway.dns_server is ip:port, e.g. 127.0.0.1:53, or empty."),
+            "mail_gateway.dns_server is ip:port, e.g. 127.0.0.1:53, or empty.",
         )
+        .raise()
     });
     let rows: Vec<_> = deliverability::check_domain(&facts, &dns)
         .into_iter()

@@ -1,12 +1,12 @@
 //! Receiving (docs/REFERENCE.md, "Receiving"): `process_message`, the entry point of an MTA pipe and of tests.
 
-use pgrx::PgSqlErrorCode::{ERRCODE_CONNECTION_FAILURE, ERRCODE_UNDEFINED_OBJECT};
 use std::borrow::Cow;
 
 use pgrx::prelude::*;
 
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::net::Limits;
+use crate::routing::route::State;
 use crate::worker::wake;
 use crate::{authentication, gucs, mailbox, router, store};
 
@@ -22,20 +22,15 @@ pub fn process_message(raw: &[u8], server: default!(Option<&str>, "NULL")) -> i6
 
 fn receive_and_route(raw: &[u8], server: Option<&str>) -> i64 {
     let server_id = server.map(|name| {
-        store::inbound::server_id(name).unwrap_or_else(|| {
-            raise(
-                ERRCODE_UNDEFINED_OBJECT,
-                format!("no incoming server named \"{name}\""),
-                None,
-            )
-        })
+        store::incoming::server_id(name)
+            .unwrap_or_else(|| ApiError::NoIncomingServer(name.to_string()).raise())
     });
     let trusted = store::config::trusted_authserv_ids();
     // No DNS lookups here, inside the caller's transaction: only the Authentication-Results of
     // a trusted server (the MTA that pipes the message in) can verify its sender.
     let auth = authentication::authenticate(raw, &trusted, None);
     let id = store::inbound::receive(Cow::Borrowed(raw), raw.len() as u64, server_id, None, &auth);
-    if store::routing::state(id).as_deref() == Some("new") {
+    if store::routing::state(id) == Some(State::New) {
         router::route_stored(id);
     }
     id
@@ -47,33 +42,22 @@ fn receive_and_route(raw: &[u8], server: Option<&str>) -> i64 {
 #[pg_extern]
 pub fn reprocess(inbound_id: i64) -> String {
     let Some(pending) = store::routing::pending(inbound_id) else {
-        raise(
-            pgrx::PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            format!("no received message with id {inbound_id}"),
-            None,
-        );
+        ApiError::NoReceivedMessage(inbound_id).raise();
     };
-    if !router::reroutable(&pending.state) {
-        raise(
-            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!(
-                "message {inbound_id} is {}; routing it again would repeat what its route did",
-                pending.state
-            ),
-            Some(
-                "Only messages in state new, error, unroutable, rejected, loop or duplicate are routed again.",
-            ),
-        );
+    if !pending.state.is_some_and(State::reroutable) {
+        ApiError::NotReroutable {
+            id: inbound_id,
+            state: pending.state.map_or("", State::as_str),
+        }
+        .raise();
     }
     if pending.raw.is_empty() {
-        raise(
-            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("message {inbound_id} was not stored (over mail_gateway.max_message_size)"),
-            Some("Raise mail_gateway.max_message_size and fetch it again from its mailbox."),
-        );
+        ApiError::NotStored(inbound_id).raise();
     }
     router::route_stored(inbound_id);
-    store::routing::state(inbound_id).unwrap_or_default()
+    store::routing::state(inbound_id)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// "TEST & CONFIRM" of an incoming server (docs/REFERENCE.md, "Receiving"): connects, logs in and opens the
@@ -83,12 +67,8 @@ pub fn reprocess(inbound_id: i64) -> String {
 #[pg_extern]
 pub fn test_incoming_server(name: &str) -> String {
     let limits = Limits::new(gucs::fetch_timeout());
-    let Some(server) = store::inbound::incoming_server(name, limits) else {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no incoming server named \"{name}\""),
-            None,
-        );
+    let Some(server) = store::incoming::incoming_server(name, limits) else {
+        ApiError::NoIncomingServer(name.to_string()).raise();
     };
     let mut config = server.config.clone();
     let token = server.oauth_account.as_deref().map(|account| {
@@ -104,21 +84,24 @@ pub fn test_incoming_server(name: &str) -> String {
     });
     match opened {
         Ok(summary) => {
-            store::inbound::confirm(server.id);
+            store::incoming::confirm(server.id);
             format!(
                 "OK: {summary}{}; server confirmed",
                 super::servers::oauth_summary(server.oauth_account.as_deref(), token.as_ref())
             )
         }
-        Err(e) => raise(
-            ERRCODE_CONNECTION_FAILURE,
-            format!("incoming server \"{name}\": {e}"),
-            Some(match e.stage {
-                _ if let Some(hint) = crate::provider_hints::hint(&e.message) => hint,
-                mailbox::Stage::Login if token.is_some() => super::servers::OAUTH_LOGIN_HINT,
-                _ => e.hint(),
-            }),
-        ),
+        Err(e) => ApiError::Connection {
+            message: format!("incoming server \"{name}\": {e}"),
+            hint: Some(
+                match e.stage {
+                    _ if let Some(hint) = crate::provider_hints::hint(&e.message) => hint,
+                    mailbox::Stage::Login if token.is_some() => super::servers::OAUTH_LOGIN_HINT,
+                    _ => e.hint(),
+                }
+                .to_string(),
+            ),
+        }
+        .raise(),
     }
 }
 
@@ -128,15 +111,11 @@ pub fn test_incoming_server(name: &str) -> String {
 #[pg_extern]
 pub fn fetch_now(name: default!(Option<&str>, "NULL")) -> i64 {
     if let Some(name) = name
-        && store::inbound::server_id(name).is_none()
+        && store::incoming::server_id(name).is_none()
     {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no incoming server named \"{name}\""),
-            None,
-        );
+        ApiError::NoIncomingServer(name.to_string()).raise();
     }
-    let count = store::inbound::request_fetch(name);
+    let count = store::incoming::request_fetch(name);
     if count == 0 {
         notice!(
             "no confirmed, active incoming server to fetch{}",

@@ -7,6 +7,7 @@ pub mod dkim;
 pub mod domain;
 pub mod inbound;
 pub mod oauth;
+pub mod oauth_account;
 pub mod outbox;
 pub mod queue;
 pub mod servers;

@@ -1,18 +1,14 @@
-//! OAuth2 accounts (issue 14): setting one up in one statement (`set_oauth`), the first
-//! consent (`oauth_authorize_url`, `oauth_exchange_code`), and the validation trigger that
-//! completes an account with its provider's endpoints and scopes. Errors name accounts and
-//! servers, never a secret.
+//! OAuth2 accounts (issue 14): setting one up in one statement (`set_oauth`) and the first
+//! consent (`oauth_authorize_url`, `oauth_exchange_code`); the validation trigger is in
+//! `oauth_account`. Errors name accounts and servers, never a secret.
 
-use pgrx::PgSqlErrorCode::{
-    ERRCODE_CHECK_VIOLATION, ERRCODE_CONNECTION_FAILURE, ERRCODE_INVALID_PARAMETER_VALUE,
-    ERRCODE_NOT_NULL_VIOLATION, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, ERRCODE_UNDEFINED_OBJECT,
-};
 use pgrx::prelude::*;
 use std::time::SystemTime;
 
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::net::Limits;
-use crate::oauth::{self, Client, Lifetime, Provider, http::Url};
+use crate::oauth::{self, Client, Lifetime, Provider};
+use crate::store::oauth::{NamedServer, ServerTable};
 use crate::{gucs, store};
 
 /// Where the provider sends the browser back after consent when none is named: nothing
@@ -47,71 +43,16 @@ pub fn set_oauth(
 ) -> String {
     let server = given(server);
     let servers = server.map(store::oauth::servers_named).unwrap_or_default();
-    if let Some(name) = server
-        && servers.is_empty()
-    {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no outgoing or incoming server named \"{name}\""),
-            Some("Create the server first (docs/OPERATIONS.md), then run set_oauth for it."),
-        );
+    if let Some(server) = server {
+        check_servers(server, &servers);
     }
-    for (table, username, _) in &servers {
-        if given(username.as_deref()).is_none() {
-            raise(
-                ERRCODE_CHECK_VIOLATION,
-                format!(
-                    "{table} server \"{}\" has no username: XOAUTH2 logs in as a mailbox",
-                    server.unwrap_or_default()
-                ),
-                Some(
-                    "Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com, then run set_oauth again.",
-                ),
-            );
-        }
-    }
-    // The account: named, else the one the server already uses, else the server's name.
-    let linked: Vec<&str> = servers.iter().filter_map(|s| s.2.as_deref()).collect();
-    let Some(name) = given(account)
-        .or_else(|| linked.first().copied())
-        .or(server)
-        .map(str::to_string)
-    else {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
-            "set_oauth needs a server or an account",
-            Some(
-                "Name the server (server => 'office365'), or the account to change (account => 'm365').",
-            ),
-        );
-    };
+    let name = account_name(given(account), server, &servers);
     let provider = given(provider).map(|p| {
-        Provider::parse(p).unwrap_or_else(|| {
-            raise(
-                ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("unknown OAuth2 provider \"{p}\""),
-                Some("Use microsoft, google, or custom with token_endpoint."),
-            )
-        })
+        Provider::parse(p).unwrap_or_else(|| ApiError::UnknownProvider(p.to_string()).raise())
     });
     let existing = store::oauth::account(&name);
     if existing.is_none() {
-        if provider.is_none() {
-            raise(
-                ERRCODE_NOT_NULL_VIOLATION,
-                format!("OAuth2 account \"{name}\" does not exist yet: provider is needed"),
-                Some("Add provider => 'microsoft', 'google' or 'custom' (with token_endpoint)."),
-            );
-        }
-        if given(client_id).is_none() {
-            raise(
-                ERRCODE_NOT_NULL_VIOLATION,
-                format!("OAuth2 account \"{name}\" does not exist yet: client_id is needed"),
-                Some(
-                    "The application (client) id of the app registered with the provider (docs/OPERATIONS.md, \"OAuth2\").",
-                ),
-            );
-        }
+        check_new_account(&name, provider, given(client_id));
     }
     // Another provider: Microsoft's tenant goes, unless given again.
     let tenant = match (given(tenant), provider) {
@@ -134,12 +75,71 @@ pub fn set_oauth(
         .map(|s| store::oauth::link(s, &name))
         .unwrap_or_default();
     let Some(saved) = store::oauth::account(&name) else {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("OAuth2 account \"{name}\" vanished"),
-            None,
-        );
+        ApiError::AccountVanished(name.clone()).raise();
     };
+    set_oauth_summary(&name, server, &tables, &saved)
+}
+
+/// The servers named `server` exist, and each has the username XOAUTH2 logs in as.
+fn check_servers(server: &str, servers: &[NamedServer]) {
+    if servers.is_empty() {
+        ApiError::NoServer(server.to_string()).raise();
+    }
+    for named in servers {
+        if given(named.username.as_deref()).is_none() {
+            ApiError::Check {
+                message: format!(
+                    "{} server \"{server}\" has no username: XOAUTH2 logs in as a mailbox",
+                    named.table.as_str()
+                ),
+                hint: "Set username to the address of the mailbox the token is for, e.g. notifications@mycompany.com, then run set_oauth again.",
+            }
+            .raise();
+        }
+    }
+}
+
+/// The account: named, else the one the server already uses, else the server's name.
+fn account_name(account: Option<&str>, server: Option<&str>, servers: &[NamedServer]) -> String {
+    let linked: Vec<&str> = servers
+        .iter()
+        .filter_map(|s| s.oauth_account.as_deref())
+        .collect();
+    let Some(name) = account.or_else(|| linked.first().copied()).or(server) else {
+        ApiError::invalid(
+            "set_oauth needs a server or an account",
+            "Name the server (server => 'office365'), or the account to change (account => 'm365').",
+        )
+        .raise();
+    };
+    name.to_string()
+}
+
+/// A new account needs its provider and client id.
+fn check_new_account(name: &str, provider: Option<Provider>, client_id: Option<&str>) {
+    if provider.is_none() {
+        ApiError::Missing {
+            message: format!("OAuth2 account \"{name}\" does not exist yet: provider is needed"),
+            hint: "Add provider => 'microsoft', 'google' or 'custom' (with token_endpoint).",
+        }
+        .raise();
+    }
+    if client_id.is_none() {
+        ApiError::Missing {
+            message: format!("OAuth2 account \"{name}\" does not exist yet: client_id is needed"),
+            hint: "The application (client) id of the app registered with the provider (docs/OPERATIONS.md, \"OAuth2\").",
+        }
+        .raise();
+    }
+}
+
+/// What `set_oauth` answers: the account, the servers that now use it, and the next step.
+fn set_oauth_summary(
+    name: &str,
+    server: Option<&str>,
+    tables: &[ServerTable],
+    saved: &store::oauth::Account,
+) -> String {
     let mut summary = format!(
         "OAuth2 account \"{name}\" ({}{})",
         saved.provider.as_str(),
@@ -152,12 +152,16 @@ pub fn set_oauth(
     if let Some(server) = server {
         summary.push_str(&format!(
             ": {} server \"{server}\" logs in with its tokens",
-            tables.join(" and ")
+            tables
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" and ")
         ));
     }
     if saved.refresh_token.is_some() {
-        let test = match (server, tables.first().map(String::as_str)) {
-            (Some(s), Some("outgoing")) => {
+        let test = match (server, tables.first()) {
+            (Some(s), Some(ServerTable::Outgoing)) => {
                 format!("SELECT mail_gateway.test_outgoing_server('{s}')")
             }
             (Some(s), _) => format!("SELECT mail_gateway.test_incoming_server('{s}')"),
@@ -184,13 +188,11 @@ pub fn oauth_authorize_url(
 ) -> String {
     let acct = existing(account);
     let Some(endpoint) = acct.authorize_endpoint.clone() else {
-        raise(
-            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("OAuth2 account \"{account}\" has no authorize_endpoint"),
-            Some(
-                "Give the provider's authorization URL: SELECT mail_gateway.set_oauth(account => '…', authorize_endpoint => 'https://…').",
-            ),
-        );
+        ApiError::NotReady {
+            message: format!("OAuth2 account \"{account}\" has no authorize_endpoint"),
+            hint: "Give the provider's authorization URL: SELECT mail_gateway.set_oauth(account => '…', authorize_endpoint => 'https://…').",
+        }
+        .raise();
     };
     let hint = given(login_hint)
         .map(str::to_string)
@@ -217,31 +219,7 @@ pub fn oauth_exchange_code(
     redirect_uri: default!(&str, "'http://localhost'"),
 ) -> String {
     let acct = existing(account);
-    let pasted_state = code
-        .split_once('?')
-        .and_then(|(_, q)| oauth::http::query_value(q, "state"));
-    if let Some(state) = pasted_state
-        && state != acct.name
-    {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
-            format!(
-                "this consent was for OAuth2 account \"{}\", not \"{}\"",
-                net_printable(&state),
-                acct.name
-            ),
-            Some("Give the code to the account whose oauth_authorize_url was opened."),
-        );
-    }
-    let code = oauth::code_from(code).unwrap_or_else(|e| {
-        raise(
-            ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("OAuth2 account \"{account}\": {e}"),
-            Some(
-                "Give the code=… value of the URL the browser was sent back to, or that whole URL.",
-            ),
-        )
-    });
+    let code = consent_code(&acct, code);
     let client = Client {
         provider: acct.provider,
         token_endpoint: acct.token_endpoint.clone(),
@@ -260,30 +238,17 @@ pub fn oauth_exchange_code(
         &[&code, &secret],
     )
     .unwrap_or_else(|e| {
-        raise(
-            ERRCODE_CONNECTION_FAILURE,
-            format!("OAuth2 account \"{account}\": {}", e.message),
-            Some(&match e.failure {
+        ApiError::Connection {
+            message: format!("OAuth2 account \"{account}\": {}", e.message),
+            hint: Some(match e.failure {
                 oauth::Failure::NeedsConsent => "The code was refused: it works once and for a few minutes, with the same redirect_uri as the consent. Open oauth_authorize_url again.".to_string(),
                 other => oauth::hint(other, acct.provider, &acct.name),
             }),
-        )
+        }
+        .raise()
     });
     let Some(refresh_token) = granted.refresh_token.as_deref() else {
-        raise(
-            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!(
-                "OAuth2 account \"{account}\": the provider gave an access token but no refresh token"
-            ),
-            Some(match acct.provider {
-                Provider::Microsoft => {
-                    "Add offline_access to the scope (set_oauth(account => …, scope => …)), then consent again through oauth_authorize_url."
-                }
-                _ => {
-                    "The consent must ask for offline access (access_type=offline&prompt=consent, as oauth_authorize_url does); for Google, remove the app's access at myaccount.google.com/permissions and consent again."
-                }
-            }),
-        );
+        no_refresh_token(account, acct.provider);
     };
     store::oauth::save(
         &acct.name,
@@ -313,176 +278,58 @@ pub fn oauth_exchange_code(
     )
 }
 
+/// The code of a consent given alone or in the URL the browser was sent back to, whose
+/// `state` (when there) must name this account.
+fn consent_code(acct: &store::oauth::Account, code: &str) -> String {
+    let pasted_state = code
+        .split_once('?')
+        .and_then(|(_, q)| oauth::http::query_value(q, "state"));
+    if let Some(state) = pasted_state
+        && state != acct.name
+    {
+        ApiError::invalid(
+            format!(
+                "this consent was for OAuth2 account \"{}\", not \"{}\"",
+                net_printable(&state),
+                acct.name
+            ),
+            "Give the code to the account whose oauth_authorize_url was opened.",
+        )
+        .raise();
+    }
+    oauth::code_from(code).unwrap_or_else(|e| {
+        ApiError::invalid(
+            format!("OAuth2 account \"{}\": {e}", acct.name),
+            "Give the code=… value of the URL the browser was sent back to, or that whole URL.",
+        )
+        .raise()
+    })
+}
+
+/// The provider granted no refresh token: the consent did not ask for offline access.
+fn no_refresh_token(account: &str, provider: Provider) -> ! {
+    let hint = match provider {
+        Provider::Microsoft => {
+            "Add offline_access to the scope (set_oauth(account => …, scope => …)), then consent again through oauth_authorize_url."
+        }
+        _ => {
+            "The consent must ask for offline access (access_type=offline&prompt=consent, as oauth_authorize_url does); for Google, remove the app's access at myaccount.google.com/permissions and consent again."
+        }
+    };
+    ApiError::NotReady {
+        message: format!(
+            "OAuth2 account \"{account}\": the provider gave an access token but no refresh token"
+        ),
+        hint,
+    }
+    .raise()
+}
+
 fn net_printable(text: &str) -> String {
     crate::net::printable(text.chars().take(100).collect())
 }
 
 fn existing(account: &str) -> store::oauth::Account {
-    store::oauth::account(account).unwrap_or_else(|| {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no OAuth2 account named \"{account}\""),
-            Some("Create it with SELECT mail_gateway.set_oauth(server => …, provider => …, client_id => …, client_secret => …)."),
-        )
-    })
-}
-
-/// BEFORE INSERT OR UPDATE on `oauth_account`: the provider's endpoints and scope filled in,
-/// a custom endpoint checked (https://, or http:// on the loopback), blank secrets made NULL,
-/// and a changed setting (a new refresh token, client, endpoint …) starts afresh: the cached
-/// token and the last error go, and the state says whether there is a refresh token to try.
-#[pg_trigger]
-fn oauth_account_validate<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, String> {
-    let Some(new) = trigger.new() else {
-        return Ok(None);
-    };
-    let mut row = new.into_owned();
-    let get =
-        |row: &PgHeapTuple<'_, AllocatedByRust>, name: &str| -> Result<Option<String>, String> {
-            Ok(row
-                .get_by_name::<String>(name)
-                .map_err(|e| e.to_string())?
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty()))
-        };
-    let set = |row: &mut PgHeapTuple<'_, AllocatedByRust>, name: &str, value: Option<String>| {
-        row.set_by_name(name, value).map_err(|e| e.to_string())
-    };
-    let name = get(&row, "name")?.unwrap_or_default();
-    if name.is_empty() {
-        raise(
-            ERRCODE_CHECK_VIOLATION,
-            "an OAuth2 account needs a name",
-            Some("Servers name it in oauth_account; set_oauth uses the server's name by default."),
-        );
-    }
-    set(&mut row, "name", Some(name.clone()))?;
-    let provider_text = get(&row, "provider")?.unwrap_or_default();
-    let Some(provider) = Provider::parse(&provider_text) else {
-        raise(
-            ERRCODE_CHECK_VIOLATION,
-            format!("unknown OAuth2 provider \"{provider_text}\" for account \"{name}\""),
-            Some("Use microsoft, google, or custom with token_endpoint."),
-        );
-    };
-    set(&mut row, "provider", Some(provider.as_str().into()))?;
-    let tenant = get(&row, "tenant")?;
-    let tenant = match provider {
-        Provider::Microsoft => {
-            let tenant = tenant.unwrap_or_else(|| oauth::DEFAULT_TENANT.into());
-            if !oauth::valid_tenant(&tenant) {
-                raise(
-                    ERRCODE_CHECK_VIOLATION,
-                    format!("tenant \"{tenant}\" of OAuth2 account \"{name}\" is not a tenant"),
-                    Some(
-                        "Use organizations (work and school accounts), common, consumers, the tenant's id (a GUID) or its domain (contoso.onmicrosoft.com).",
-                    ),
-                );
-            }
-            Some(tenant)
-        }
-        _ if tenant.is_some() => raise(
-            ERRCODE_CHECK_VIOLATION,
-            format!("OAuth2 account \"{name}\" has a tenant, which only Microsoft uses"),
-            Some("Set tenant = NULL."),
-        ),
-        _ => None,
-    };
-    set(&mut row, "tenant", tenant.clone())?;
-    let check_url = |what: &str, url: &str| {
-        if let Err(e) = Url::parse(url) {
-            raise(
-                ERRCODE_CHECK_VIOLATION,
-                format!("{what} of OAuth2 account \"{name}\": {e}"),
-                Some("Give the provider's https:// URL (http:// only to this machine's loopback)."),
-            );
-        }
-    };
-    match provider.token_endpoint(tenant.as_deref()) {
-        Some(url) => set(&mut row, "token_endpoint", Some(url))?,
-        None => match get(&row, "token_endpoint")? {
-            Some(url) => {
-                check_url("token_endpoint", &url);
-                set(&mut row, "token_endpoint", Some(url))?;
-            }
-            None => raise(
-                ERRCODE_NOT_NULL_VIOLATION,
-                format!("OAuth2 account \"{name}\" (custom) has no token_endpoint"),
-                Some("Give the provider's token URL, e.g. https://idp.example.com/oauth2/token."),
-            ),
-        },
-    }
-    match provider.authorize_endpoint(tenant.as_deref()) {
-        Some(url) => set(&mut row, "authorize_endpoint", Some(url))?,
-        None => {
-            let url = get(&row, "authorize_endpoint")?;
-            if let Some(url) = &url {
-                check_url("authorize_endpoint", url);
-            }
-            set(&mut row, "authorize_endpoint", url)?;
-        }
-    }
-    let scope = get(&row, "scope")?.or_else(|| provider.default_scope().map(str::to_string));
-    set(&mut row, "scope", scope)?;
-    if get(&row, "client_id")?.is_none() {
-        raise(
-            ERRCODE_NOT_NULL_VIOLATION,
-            format!("OAuth2 account \"{name}\" has no client_id"),
-            Some("The application (client) id of the app registered with the provider."),
-        );
-    }
-    for secret in ["client_id", "client_secret", "refresh_token", "ca_cert"] {
-        let value = get(&row, secret)?;
-        set(&mut row, secret, value)?;
-    }
-    let has_refresh_token = get(&row, "refresh_token")?.is_some();
-    // A change of what the refresh depends on (not the worker's own storing of a token,
-    // which always writes a new access token): start afresh.
-    const SETTINGS: [&str; 8] = [
-        "provider",
-        "tenant",
-        "token_endpoint",
-        "client_id",
-        "client_secret",
-        "refresh_token",
-        "scope",
-        "ca_cert",
-    ];
-    let restart = match trigger.old() {
-        None => get(&row, "state")?.is_none() || !has_refresh_token,
-        Some(old) => {
-            let mut changed = false;
-            for column in SETTINGS {
-                let before = old
-                    .get_by_name::<String>(column)
-                    .map_err(|e| e.to_string())?;
-                changed |= before.as_deref().map(str::trim) != get(&row, column)?.as_deref();
-            }
-            let token_before = old
-                .get_by_name::<String>("access_token")
-                .map_err(|e| e.to_string())?;
-            (changed && token_before == get(&row, "access_token")?) || !has_refresh_token
-        }
-    };
-    if restart {
-        if trigger.old().is_some() {
-            set(&mut row, "access_token", None)?;
-            row.set_by_name::<Option<pgrx::datum::TimestampWithTimeZone>>("expires_at", None)
-                .map_err(|e| e.to_string())?;
-            row.set_by_name::<Option<pgrx::datum::TimestampWithTimeZone>>("last_refresh_at", None)
-                .map_err(|e| e.to_string())?;
-            set(&mut row, "last_error", None)?;
-            row.set_by_name::<Option<pgrx::datum::TimestampWithTimeZone>>("last_error_at", None)
-                .map_err(|e| e.to_string())?;
-        }
-        let state = if has_refresh_token {
-            "ok"
-        } else {
-            "needs_consent"
-        };
-        set(&mut row, "state", Some(state.into()))?;
-    }
-    Ok(Some(row))
+    store::oauth::account(account)
+        .unwrap_or_else(|| ApiError::NoAccount(account.to_string()).raise())
 }

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 use pgrx::{Array, JsonB};
 
 use super::queue::send_mail;
+use crate::model::MailKind;
 
 #[pg_trigger]
 fn outbox_insert<'a>(
@@ -29,7 +30,7 @@ fn outbox_insert<'a>(
     let body_text = text("body_text")?;
     let body_html = text("body_html")?;
     let reply_to = text("reply_to")?;
-    let kind = text("kind")?.unwrap_or_else(|| "transactional".into());
+    let kind = text("kind")?.unwrap_or_else(|| MailKind::Transactional.as_str().into());
     let model = text("model")?;
     let id = send_mail(
         &email_from,

@@ -3,36 +3,32 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use pgrx::JsonB;
-use pgrx::PgSqlErrorCode::{
-    ERRCODE_INVALID_PARAMETER_VALUE, ERRCODE_NO_DATA_FOUND,
-    ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::mime::build::check_header;
+use crate::model::{MailKind, MailState};
 use crate::routing::address::Sender;
 use crate::store::queue::{self, NewMail};
 use crate::worker::wake;
 
-fn invalid(message: String, hint: &str) -> ! {
-    raise(ERRCODE_INVALID_PARAMETER_VALUE, message, Some(hint))
-}
-
-const ADDRESS_HINT: &str = "Write addresses as name@example.com or \"Name\" <name@example.com>.";
-
-fn parse_sender(what: &str, text: &str) -> Sender {
-    Sender::parse(text)
-        .unwrap_or_else(|_| invalid(format!("malformed {what} address \"{text}\""), ADDRESS_HINT))
+pub(crate) fn parse_sender(what: &'static str, text: &str) -> Sender {
+    Sender::parse(text).unwrap_or_else(|_| {
+        ApiError::MalformedAddress {
+            what,
+            text: text.to_string(),
+        }
+        .raise()
+    })
 }
 
 /// Recipients as given (trimmed), each checked.
-fn recipients(what: &str, list: Option<Vec<Option<String>>>) -> Vec<String> {
+fn recipients(what: &'static str, list: Option<Vec<Option<String>>>) -> Vec<String> {
     list.unwrap_or_default()
         .into_iter()
         .map(|r| {
-            let r = r.unwrap_or_else(|| invalid(format!("{what} contains NULL"), ADDRESS_HINT));
+            let r = r.unwrap_or_else(|| ApiError::NullAddress { what }.raise());
             parse_sender(what, &r);
             r.trim().to_string()
         })
@@ -42,36 +38,35 @@ fn recipients(what: &str, list: Option<Vec<Option<String>>>) -> Vec<String> {
 fn check_headers(headers: &Option<JsonB>) {
     let Some(JsonB(value)) = headers else { return };
     let Some(map) = value.as_object() else {
-        invalid(
-            "headers must be a JSON object".into(),
+        ApiError::invalid(
+            "headers must be a JSON object",
             "Example: '{\"X-Order\": \"SO042\"}'",
-        );
+        )
+        .raise();
     };
     for (name, value) in map {
         let Some(value) = value.as_str() else {
-            invalid(
+            ApiError::invalid(
                 format!("header \"{name}\" must be a string"),
                 "Header values are JSON strings.",
-            );
+            )
+            .raise();
         };
         if let Err(e) = check_header(name, value) {
-            invalid(
+            ApiError::invalid(
                 e,
                 "Custom headers are X-… and the like; From, To, Subject and the rest have their own arguments.",
-            );
+            ).raise();
         }
     }
 }
-
-const ATTACHMENT_HINT: &str =
-    "attachments is a JSON array of {\"filename\": …, \"content_type\": …, \"content_base64\": …}.";
 
 pub(crate) fn check_attachments(attachments: &Option<JsonB>) {
     let Some(JsonB(value)) = attachments else {
         return;
     };
     let Some(list) = value.as_array() else {
-        invalid("attachments must be a JSON array".into(), ATTACHMENT_HINT);
+        ApiError::Attachments("attachments must be a JSON array".into()).raise();
     };
     for (i, a) in list.iter().enumerate() {
         let field = |name: &str| a.get(name).and_then(|v| v.as_str());
@@ -80,25 +75,25 @@ pub(crate) fn check_attachments(attachments: &Option<JsonB>) {
             field("content_type"),
             field("content_base64"),
         ) else {
-            invalid(
-                format!(
-                    "attachment {} lacks filename, content_type or content_base64",
-                    i + 1
-                ),
-                ATTACHMENT_HINT,
-            );
+            ApiError::Attachments(format!(
+                "attachment {} lacks filename, content_type or content_base64",
+                i + 1
+            ))
+            .raise();
         };
         if lettre::message::header::ContentType::parse(content_type).is_err() {
-            invalid(
+            ApiError::invalid(
                 format!("attachment \"{filename}\" has an invalid content_type \"{content_type}\""),
                 "Example: application/pdf",
-            );
+            )
+            .raise();
         }
         if B64.decode(content.as_bytes()).is_err() {
-            invalid(
+            ApiError::invalid(
                 format!("attachment \"{filename}\" is not valid base64"),
                 "Encode the file with encode(bytes, 'base64').",
-            );
+            )
+            .raise();
         }
     }
 }
@@ -128,20 +123,20 @@ pub fn send_mail(
     let cc = recipients("cc", cc);
     let bcc = recipients("bcc", bcc);
     if to.is_empty() && cc.is_empty() && bcc.is_empty() {
-        invalid(
-            "a mail needs at least one recipient".into(),
+        ApiError::invalid(
+            "a mail needs at least one recipient",
             "Give email_to, cc or bcc.",
-        );
+        )
+        .raise();
     }
     if let Some(r) = reply_to {
         parse_sender("Reply-To", r);
     }
-    if !matches!(kind, "transactional" | "mass") {
-        invalid(
-            format!("unknown mail kind \"{kind}\""),
-            "Use 'transactional' or 'mass'.",
-        );
-    }
+    // auto_reply is the gateway's own kind, never the caller's.
+    let kind = match kind.parse() {
+        Ok(kind @ (MailKind::Transactional | MailKind::Mass)) => kind,
+        _ => ApiError::UnknownMailKind(kind.to_string()).raise(),
+    };
     check_headers(&headers);
     check_attachments(&attachments);
     let id = queue::enqueue(NewMail {
@@ -170,31 +165,24 @@ pub fn send_mail(
 /// Puts a failed or cancelled mail back in the queue, due now. Returns its new state.
 #[pg_extern]
 pub fn retry_mail(id: i64) -> String {
-    match queue::retry(id).as_deref() {
-        None => raise(ERRCODE_NO_DATA_FOUND, format!("no mail with id {id}"), None),
-        Some("exception" | "cancel" | "outgoing") => {
+    match queue::retry(id) {
+        None => ApiError::NoMail(id).raise(),
+        Some(MailState::Exception | MailState::Cancel | MailState::Outgoing) => {
             wake::at_commit(wake::Target::Senders);
-            "outgoing".into()
+            MailState::Outgoing.as_str().into()
         }
-        Some(state) => raise(
-            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("mail {id} is {state}; only mail in exception or cancel can be retried"),
-            Some("A sent mail is not sent again; queue a new one with send_mail()."),
-        ),
+        Some(state) => ApiError::NotRetryable { id, state }.raise(),
     }
 }
 
 /// Cancels a mail that has not been sent. Returns its new state.
 #[pg_extern]
 pub fn cancel_mail(id: i64) -> String {
-    match queue::cancel(id).as_deref() {
-        None => raise(ERRCODE_NO_DATA_FOUND, format!("no mail with id {id}"), None),
-        Some("outgoing" | "sending" | "exception") => "cancel".into(),
-        Some("cancel") => "cancel".into(),
-        Some(state) => raise(
-            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("mail {id} is {state} and cannot be cancelled"),
-            None,
-        ),
+    match queue::cancel(id) {
+        None => ApiError::NoMail(id).raise(),
+        Some(
+            MailState::Outgoing | MailState::Sending | MailState::Exception | MailState::Cancel,
+        ) => MailState::Cancel.as_str().into(),
+        Some(state) => ApiError::NotCancellable { id, state }.raise(),
     }
 }

@@ -18,7 +18,7 @@ mod tests {
         Spi::run("DELETE FROM mail_gateway.mail; DELETE FROM mail_gateway.incoming_server")
             .unwrap();
         assert_eq!(crate::store::claim::next_due(), None);
-        assert_eq!(crate::store::inbound::next_fetch_in(), None);
+        assert_eq!(crate::store::incoming::next_fetch_in(), None);
         queue(
             "'ann@mycompany.com', ARRAY['b@customer.example'], 'Later', scheduled_at => now() + interval '1 hour'",
         );

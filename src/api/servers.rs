@@ -2,14 +2,10 @@
 //! caller's session, like the button it stands for: it only reads configuration, holds no lock
 //! that matters, and every step has a timeout (`mail_gateway.smtp_timeout`).
 
-use pgrx::PgSqlErrorCode::{
-    ERRCODE_CONNECTION_FAILURE, ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-    ERRCODE_UNDEFINED_OBJECT,
-};
 use pgrx::prelude::*;
 
 use crate::access_token::{self, Ask, Caller, Token};
-use crate::error::raise;
+use crate::error::ApiError;
 use crate::net::Limits;
 use crate::oauth::Failure;
 use crate::routing::address::Sender;
@@ -20,24 +16,16 @@ use crate::{gucs, store};
 /// Refuses a port the hosting provider blocks, with the usual way out.
 pub fn check_port(server: &str, port: u16) {
     if gucs::port_blocked(port) {
-        raise(
-            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!(
+        ApiError::invalid(format!(
                 "port {port} of server \"{server}\" is blocked on this host (mail_gateway.blocked_ports)"
-            ),
-            Some("Use port 465 (encryption 'ssl'), 587 (encryption 'starttls') or 2525."),
-        );
+            ), "Use port 465 (encryption 'ssl'), 587 (encryption 'starttls') or 2525.").raise();
     }
 }
 
 #[pg_extern]
 pub fn test_outgoing_server(name: &str) -> String {
-    let Some((_, row)) = store::queue::server_config_by_name(name, gucs::smtp_timeout()) else {
-        raise(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("no outgoing server named \"{name}\""),
-            None,
-        );
+    let Some((_, row)) = store::servers::server_config_by_name(name, gucs::smtp_timeout()) else {
+        ApiError::NoOutgoingServer(name.to_string()).raise();
     };
     check_port(name, row.config.port);
     // MAIL FROM a sender this server may use: the envelope the worker would use for mail
@@ -59,8 +47,13 @@ pub fn test_outgoing_server(name: &str) -> String {
         &default,
         false,
     );
-    let from = crate::mime::build::envelope_address(&choice.smtp_from)
-        .unwrap_or_else(|e| raise(ERRCODE_CONNECTION_FAILURE, e, None));
+    let from = crate::mime::build::envelope_address(&choice.smtp_from).unwrap_or_else(|e| {
+        ApiError::Connection {
+            message: e,
+            hint: None,
+        }
+        .raise()
+    });
 
     let mut config = row.config.clone();
     let token = row
@@ -72,18 +65,18 @@ pub fn test_outgoing_server(name: &str) -> String {
     }
     let oauth = token.is_some();
     let mut client = Session::open(&config).unwrap_or_else(|e| {
-        raise(
-            ERRCODE_CONNECTION_FAILURE,
-            format!("server \"{name}\": {e}"),
-            Some(hint(&e, oauth)),
-        )
+        ApiError::Connection {
+            message: format!("server \"{name}\": {e}"),
+            hint: Some(hint(&e, oauth).to_string()),
+        }
+        .raise()
     });
     if let Err(e) = client.probe(&from, &from) {
-        raise(
-            ERRCODE_CONNECTION_FAILURE,
-            format!("server \"{name}\": {e}"),
-            Some(hint(&e, oauth)),
-        );
+        ApiError::Connection {
+            message: format!("server \"{name}\": {e}"),
+            hint: Some(hint(&e, oauth).to_string()),
+        }
+        .raise();
     }
     let summary = format!(
         "OK: {}; sender <{from}> accepted{}",
@@ -105,13 +98,18 @@ pub fn oauth_token(server: &str, account: &str) -> Token {
         rejected: None,
     };
     access_token::get(&ask).unwrap_or_else(|p| {
-        let code = match p.failure {
-            Failure::Transient => ERRCODE_CONNECTION_FAILURE,
-            Failure::NeedsConsent | Failure::Misconfigured => {
-                ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
-            }
-        };
-        raise(code, format!("{server}: {}", p.message), Some(&p.hint))
+        let message = format!("{server}: {}", p.message);
+        match p.failure {
+            Failure::Transient => ApiError::Connection {
+                message,
+                hint: Some(p.hint),
+            },
+            Failure::NeedsConsent | Failure::Misconfigured => ApiError::Authorization {
+                message,
+                hint: p.hint,
+            },
+        }
+        .raise()
     })
 }
 

@@ -3,7 +3,8 @@
 use pgrx::JsonB;
 use pgrx::prelude::*;
 
-use super::{first_text, spi};
+use super::{exists, first, spi};
+use crate::model::MessageKind;
 
 /// Adds (or renames) a follower, and makes sure the address is a known contact.
 pub fn follow(model: &str, res_id: i64, email: &str, name: Option<&str>) {
@@ -25,14 +26,14 @@ pub fn follow(model: &str, res_id: i64, email: &str, name: Option<&str>) {
 
 /// Removes a follower; whether there was one.
 pub fn unfollow(model: &str, res_id: i64, email: &str) -> bool {
-    first_text(
+    first::<i64>(
         "WITH gone AS (DELETE FROM mail_gateway.follower
                        WHERE model = $1 AND res_id = $2 AND email = mail_gateway.normalize_email($3)
                        RETURNING 1)
-         SELECT count(*)::text FROM gone",
+         SELECT count(*) FROM gone",
         &[model.into(), res_id.into(), email.into()],
     )
-    .is_some_and(|n| n != "0")
+    .is_some_and(|n| n != 0)
 }
 
 /// `(email, name)` of each follower of a thread.
@@ -48,11 +49,10 @@ pub fn followers(model: &str, res_id: i64) -> Vec<(String, Option<String>)> {
 }
 
 pub fn is_follower(model: &str, res_id: i64, email: &str) -> bool {
-    first_text(
-        "SELECT 1::text FROM mail_gateway.follower WHERE model = $1 AND res_id = $2 AND email = $3",
+    exists(
+        "SELECT 1 FROM mail_gateway.follower WHERE model = $1 AND res_id = $2 AND email = $3",
         &[model.into(), res_id.into(), email.into()],
     )
-    .is_some()
 }
 
 /// What a new message of a thread needs to know about it: the Message-IDs of its first and
@@ -103,16 +103,16 @@ pub struct NewMessage<'a> {
     pub body_text: Option<&'a str>,
     pub body_html: Option<&'a str>,
     pub attachments: Option<JsonB>,
-    pub kind: &'a str,
+    pub kind: MessageKind,
     pub inbound_id: Option<i64>,
 }
 
 pub fn insert_message(m: NewMessage<'_>) -> i64 {
     // Written as the gateway: a planted Message-ID would steer replies into another thread.
-    super::as_gateway(|| super::first_text(
+    super::as_gateway(|| first::<i64>(
         "INSERT INTO mail_gateway.message (model, res_id, message_id, parent_id, author_email, author_name,
              subject, body_text, body_html, attachments, kind, inbound_id)
-         VALUES ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $10, $11, $12) RETURNING id::text",
+         VALUES ($1, $2, $3, $4, lower($5), $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         &[
             m.model.into(),
             m.res_id.into(),
@@ -124,11 +124,10 @@ pub fn insert_message(m: NewMessage<'_>) -> i64 {
             m.body_text.into(),
             m.body_html.into(),
             m.attachments.into(),
-            m.kind.into(),
+            m.kind.as_str().into(),
             m.inbound_id.into(),
         ],
     ))
-    .and_then(|id| id.parse().ok())
     .unwrap_or_default()
 }
 
@@ -174,17 +173,16 @@ fn find_thread_planned(candidates: Vec<String>) -> Option<(String, i64, Option<i
 
 /// Whether a Message-ID is one of ours (a chatter message or a mail we sent).
 pub fn is_known_message_id(message_id: &str) -> bool {
-    first_text(
-        "SELECT 1::text WHERE EXISTS (SELECT 1 FROM mail_gateway.message WHERE message_id = $1)
+    exists(
+        "SELECT 1 WHERE EXISTS (SELECT 1 FROM mail_gateway.message WHERE message_id = $1)
                            OR EXISTS (SELECT 1 FROM mail_gateway.mail WHERE message_id = $1)",
         &[message_id.into()],
     )
-    .is_some()
 }
 
 /// The address of the alias that posts into this thread, if one does (`force_thread_id`).
 pub fn thread_alias(model: &str, res_id: i64) -> Option<String> {
-    first_text(
+    first(
         "SELECT a.name || '@' || coalesce(a.domain,
                     (SELECT value FROM mail_gateway.parameter WHERE key = 'mail.catchall.domain'))
          FROM mail_gateway.alias a

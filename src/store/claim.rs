@@ -3,19 +3,22 @@
 //! release of mail whose sender died. Each runs in a short transaction of the sender's own;
 //! nothing here runs while the network is being used.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use pgrx::JsonB;
 use pgrx::prelude::*;
+use pgrx::spi::{SpiHeapTupleData, SpiResult};
 
-use super::spi;
+use super::{spi, text};
 use crate::delivery::{MailState, Outcome, RecipientState, RecipientStatus, Recipients};
+use crate::model::{self, MailKind};
 
 /// A claimed mail, as the worker needs it.
 pub struct QueuedMail {
     pub id: i64,
     pub message_id: String,
-    pub kind: String,
+    pub kind: MailKind,
     pub email_from: String,
     pub to: Vec<String>,
     pub cc: Vec<String>,
@@ -67,6 +70,20 @@ pub fn recipients_to_json(recipients: &Recipients) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
+/// The blocklisted addresses among `addresses` (lower-case).
+pub fn blocklisted(addresses: Vec<String>) -> HashSet<String> {
+    spi(Spi::connect(|client| {
+        super::select(
+            client,
+            "SELECT email FROM mail_gateway.blacklist WHERE active AND email = ANY($1)",
+            None,
+            &[addresses.into()],
+        )?
+        .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+        .collect()
+    }))
+}
+
 /// Mail this worker held when it died is free again at once: no other process can be sending
 /// it, since the worker index is ours.
 pub fn release_own(worker: i32) {
@@ -84,17 +101,20 @@ pub fn release_own(worker: i32) {
 /// good. No JIT either: the penalty that steers the planner off sequential scans would make
 /// every small statement look worth compiling.
 pub fn prefer_generic_plans() {
-    spi(Spi::run(
-        "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; SET jit = off",
-    ));
+    super::execute(
+        "SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
+                set_config('enable_seqscan', 'off', false), set_config('jit', 'off', false)",
+        &[],
+    );
 }
 
 /// Mail of a sender that vanished is free again once its lease ran out.
 pub fn release_expired() {
-    spi(Spi::run(
+    super::execute(
         "UPDATE mail_gateway.mail SET state = 'outgoing', lease_until = NULL, claimed_by = NULL
          WHERE state = 'sending' AND lease_until < now()",
-    ));
+        &[],
+    );
 }
 
 /// How many more mails may be claimed today under `mail.send.daily_limit`, or `None` when
@@ -176,7 +196,7 @@ static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          FROM due WHERE m.id = due.id
          RETURNING m.id, m.message_id, m.kind, m.email_from, m.email_to, m.cc, m.bcc, m.reply_to,
                    m.subject, m.body_text, m.body_html, m.headers, m.attachments, m.attempts,
-                   extract(epoch FROM now() - coalesce(m.scheduled_at, m.created_at))::float8,
+                   extract(epoch FROM now() - coalesce(m.scheduled_at, m.created_at))::float8 AS age,
                    m.recipients"
     )
 });
@@ -187,7 +207,7 @@ pub fn claim(worker: i32, batch: i64, bytes: i64, lease: Duration) -> Vec<Queued
     // The claim's commit need not wait for the disk: a claim lost in a crash leaves the mail
     // `outgoing`, which is what the restarted sender makes of it anyway. (Results are
     // committed durably: they are what keeps a mail from being sent twice.)
-    spi(Spi::run("SET LOCAL synchronous_commit = off"));
+    super::execute("SELECT set_config('synchronous_commit', 'off', true)", &[]);
     spi(Spi::connect_mut(|client| {
         let batch = match daily_allowance(client)? {
             Some(left) => batch.min(left),
@@ -207,33 +227,47 @@ pub fn claim(worker: i32, batch: i64, bytes: i64, lease: Duration) -> Vec<Queued
                 bytes.into(),
             ],
         )?;
-        let mut mails = Vec::with_capacity(rows.len());
-        for row in rows {
-            mails.push(QueuedMail {
-                id: row.get::<i64>(1)?.unwrap_or_default(),
-                message_id: row.get::<String>(2)?.unwrap_or_default(),
-                kind: row.get::<String>(3)?.unwrap_or_default(),
-                email_from: row.get::<String>(4)?.unwrap_or_default(),
-                to: row.get::<Vec<String>>(5)?.unwrap_or_default(),
-                cc: row.get::<Vec<String>>(6)?.unwrap_or_default(),
-                bcc: row.get::<Vec<String>>(7)?.unwrap_or_default(),
-                reply_to: row.get::<String>(8)?,
-                subject: row.get::<String>(9)?.unwrap_or_default(),
-                body_text: row.get::<String>(10)?,
-                body_html: row.get::<String>(11)?,
-                headers: row.get::<JsonB>(12)?.map(|j| j.0),
-                attachments: row.get::<JsonB>(13)?.map(|j| j.0),
-                attempts: row.get::<i32>(14)?.unwrap_or(1),
-                age: Duration::from_secs_f64(row.get::<f64>(15)?.unwrap_or(0.0).max(0.0)),
-                recipients: recipients_from_json(
-                    &row.get::<JsonB>(16)?.map(|j| j.0).unwrap_or_default(),
-                ),
-            });
-        }
+        let mut mails = rows
+            .map(|row| queued_mail(&row))
+            .collect::<Result<Vec<_>, _>>()?;
         // UPDATE … RETURNING keeps no order; ids follow the queue closely enough.
         mails.sort_by_key(|m| m.id);
         Ok(mails)
     }))
+}
+
+fn queued_mail(row: &SpiHeapTupleData<'_>) -> SpiResult<QueuedMail> {
+    let optional = |column: &str| row.get_by_name::<String, _>(column);
+    let list = |column: &str| -> SpiResult<Vec<String>> {
+        Ok(row
+            .get_by_name::<Vec<String>, _>(column)?
+            .unwrap_or_default())
+    };
+    let json = |column: &str| -> SpiResult<Option<serde_json::Value>> {
+        Ok(row.get_by_name::<JsonB, _>(column)?.map(|j| j.0))
+    };
+    let age = row.get_by_name::<f64, _>("age")?.unwrap_or(0.0);
+    Ok(QueuedMail {
+        id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+        message_id: text(row, "message_id")?,
+        // An unknown kind cannot be stored (mail_kind_check).
+        kind: text(row, "kind")?
+            .parse()
+            .unwrap_or(MailKind::Transactional),
+        email_from: text(row, "email_from")?,
+        to: list("email_to")?,
+        cc: list("cc")?,
+        bcc: list("bcc")?,
+        reply_to: optional("reply_to")?,
+        subject: text(row, "subject")?,
+        body_text: optional("body_text")?,
+        body_html: optional("body_html")?,
+        headers: json("headers")?,
+        attachments: json("attachments")?,
+        attempts: row.get_by_name::<i32, _>("attempts")?.unwrap_or(1),
+        age: Duration::from_secs_f64(age.max(0.0)),
+        recipients: recipients_from_json(&json("recipients")?.unwrap_or_default()),
+    })
 }
 
 /// One mail's result, to be recorded.
@@ -264,13 +298,13 @@ pub fn record(worker: i32, results: &[Recorded]) {
     let mut header_froms = Vec::with_capacity(results.len());
     for r in results {
         let (state, delay) = match r.outcome.state {
-            MailState::Sent => ("sent", 0.0),
-            MailState::Retry(d) => ("outgoing", d.as_secs_f64()),
-            MailState::Exception => ("exception", 0.0),
-            MailState::Cancel => ("cancel", 0.0),
+            MailState::Sent => (model::MailState::Sent, 0.0),
+            MailState::Retry(d) => (model::MailState::Outgoing, d.as_secs_f64()),
+            MailState::Exception => (model::MailState::Exception, 0.0),
+            MailState::Cancel => (model::MailState::Cancel, 0.0),
         };
         ids.push(r.id);
-        states.push(state.to_string());
+        states.push(state.as_str());
         delays.push(delay);
         recipients.push(JsonB(recipients_to_json(&r.outcome.recipients)));
         types.push(r.outcome.failure_type.clone());
@@ -333,9 +367,10 @@ pub fn defer(worker: i32, deferred: &[(i64, f64, String)]) {
 pub fn next_due() -> Option<Duration> {
     // No greatest(…, 0) around the min(): it would turn "no mail at all" (NULL) into "due
     // now", and an idle sender would poll every 10 ms instead of sleeping.
-    spi(Spi::get_one::<f64>(
+    super::first::<f64>(
         "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
          FROM mail_gateway.mail WHERE state = 'outgoing'",
-    ))
+        &[],
+    )
     .map(|s| Duration::from_secs_f64(s.max(0.0)))
 }

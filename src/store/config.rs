@@ -2,7 +2,7 @@
 
 use pgrx::prelude::*;
 
-use super::{first_text, spi};
+use super::{first, spi};
 use crate::routing::RoutingSettings;
 use crate::routing::address::parse_from_filter;
 use crate::routing::server::{SenderSettings, Server};
@@ -12,7 +12,7 @@ use crate::routing::server::{SenderSettings, Server};
 /// that SQL function is never inlined and re-plans its body at every call, which cost the
 /// inbound path a tenth of its time when it was called once per message.
 pub fn get_parameter(key: &str) -> Option<String> {
-    first_text(
+    first(
         "SELECT value FROM mail_gateway.parameter WHERE key = $1",
         &[key.into()],
     )
@@ -153,11 +153,11 @@ pub fn active_outgoing_servers() -> Vec<Server> {
             &[],
         )?
         .map(|row| {
-            let filter = row.get::<String>(4)?.unwrap_or_default();
+            let filter = super::text(&row, "from_filter")?;
             Ok(Server {
-                id: row.get::<i64>(1)?.unwrap_or_default(),
-                name: row.get::<String>(2)?.unwrap_or_default(),
-                priority: row.get::<i32>(3)?.unwrap_or_default(),
+                id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+                name: super::text(&row, "name")?,
+                priority: row.get_by_name::<i32, _>("priority")?.unwrap_or_default(),
                 from_filter: parse_from_filter(&filter).unwrap_or_default(),
             })
         })
@@ -169,7 +169,8 @@ pub fn active_outgoing_servers() -> Vec<Server> {
 /// The version of the extension created in this database, if it is.
 pub fn installed_version() -> Option<String> {
     // A subquery: one row, NULL when the extension is not there.
-    spi(Spi::get_one::<String>(
+    first(
         "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'mail_gateway')",
-    ))
+        &[],
+    )
 }

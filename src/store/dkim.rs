@@ -1,8 +1,11 @@
 //! The `dkim_key` table.
 
+use std::collections::HashMap;
+
 use pgrx::prelude::*;
 
-use super::spi;
+use super::{spi, text};
+use crate::outbox::DkimKey;
 
 /// Stores a key, replacing the one of the same domain and selector. Returns the selector as
 /// stored (lower-case).
@@ -13,7 +16,7 @@ pub fn save_key(
     private_pem: &str,
     public_base64: &str,
 ) -> String {
-    spi(Spi::get_one_with_args::<String>(
+    super::first::<String>(
         "INSERT INTO mail_gateway.dkim_key (domain, selector, algorithm, private_key, public_key)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (domain, selector) DO UPDATE SET
@@ -27,12 +30,19 @@ pub fn save_key(
             private_pem.into(),
             public_base64.into(),
         ],
-    ))
+    )
     .unwrap_or_default()
 }
 
-/// `(selector, algorithm, public key)` of the domain's active keys.
-pub fn active_keys(domain: &str) -> Vec<(String, String, String)> {
+/// A key as DNS publishes it.
+pub struct PublicKey {
+    pub selector: String,
+    pub algorithm: String,
+    pub public_key: String,
+}
+
+/// The domain's active keys.
+pub fn active_keys(domain: &str) -> Vec<PublicKey> {
     spi(Spi::connect(|client| {
         super::select(
             client,
@@ -42,10 +52,35 @@ pub fn active_keys(domain: &str) -> Vec<(String, String, String)> {
             &[domain.into()],
         )?
         .map(|row| {
+            Ok(PublicKey {
+                selector: text(&row, "selector")?,
+                algorithm: text(&row, "algorithm")?,
+                public_key: text(&row, "public_key")?,
+            })
+        })
+        .collect()
+    }))
+}
+
+/// The active key each domain signs with (the newest when several are active), private key
+/// included: for the senders.
+pub fn signing_keys() -> HashMap<String, DkimKey> {
+    spi(Spi::connect(|client| {
+        super::select(
+            client,
+            "SELECT DISTINCT ON (domain) domain, selector, algorithm, private_key
+                 FROM mail_gateway.dkim_key WHERE active ORDER BY domain, created_at DESC, id DESC",
+            None,
+            &[],
+        )?
+        .map(|row| {
             Ok((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<String>(3)?.unwrap_or_default(),
+                text(&row, "domain")?,
+                DkimKey {
+                    selector: text(&row, "selector")?,
+                    algorithm: text(&row, "algorithm")?,
+                    private_pem: text(&row, "private_key")?,
+                },
             ))
         })
         .collect()

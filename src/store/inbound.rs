@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use pgrx::JsonB;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiResult};
 
-use super::{first_text, spi};
+use super::spi;
 use crate::authentication::Authentication;
-use crate::mailbox::{Encryption, MailboxConfig, Protocol};
 use crate::mime::summary::{Summary, admit};
-use crate::net::Limits;
+use crate::routing::route::State;
 
 /// Summarises and stores a received message of `size` bytes (`raw` holds only its header
 /// when it is over `mail_gateway.max_message_size`: then it is recorded without its bytes, in
@@ -79,7 +79,7 @@ fn receive_with_sha(
                 );
                 store(&row, &Summary::default(), refused.or(Some(why)))
             }
-            Err(e) => crate::error::raise(e.code, e.message, None),
+            Err(e) => crate::error::ApiError::Again(e).raise(),
         },
     )
 }
@@ -132,71 +132,96 @@ fn store(row: &Row<'_>, summary: &Summary, refused: Option<String>) -> i64 {
             None,
             &[identity.into()],
         )?;
-        // Two statements rather than one with a CASE, so that each uses its index (and no
-        // ORDER BY: the planner would walk the primary key instead). At most one row matches.
-        let existing = match &summary.message_id {
-            Some(message_id) => super::select(
-                client,
-                "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
-                 WHERE message_id = $1 LIMIT 1",
-                None,
-                &[message_id.as_str().into()],
-            )?,
-            None => super::select(
-                client,
-                "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
-                 WHERE message_id IS NULL AND raw_sha256 = $1 LIMIT 1",
-                None,
-                &[sha.clone().into()],
-            )?,
-        }
-        .next()
-        .map(|r| Ok::<_, pgrx::spi::SpiError>((r.get::<i64>(1)?, r.get::<bool>(2)?)))
-        .transpose()?;
+        let existing = stored_already(client, summary, &sha)?;
         if let Some((Some(id), without_bytes)) = existing {
             if without_bytes == Some(true) && keeps_bytes {
                 fill_in(client, id, row, summary)?;
             }
             return Ok(id);
         }
-        let state = if refused.is_none() { "new" } else { "error" };
-        // The (server, uid) index makes a second store of the same fetched message a no-op.
-        let (id, without_bytes) = super::update(client, "WITH new AS (
-                     INSERT INTO mail_gateway.inbound (server_id, raw, raw_size, raw_sha256, message_id,
-                         email_from, subject, summary, state, reason, remote_uid, auth_verdict, auth_detail)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                     ON CONFLICT (server_id, remote_uid) WHERE remote_uid IS NOT NULL DO NOTHING
-                     RETURNING id, false)
-                 SELECT * FROM new
-                 UNION ALL
-                 SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
-                 WHERE server_id = $1 AND remote_uid = $11
-                 LIMIT 1",
-                None,
-                &[
-                    row.server_id.into(),
-                    row.bytes.arg(),
-                    (row.size as i64).into(),
-                    sha.clone().into(),
-                    summary.message_id.clone().into(),
-                    summary.from_address.clone().into(),
-                    summary.subject.clone().into(),
-                    JsonB(summary.to_json()).into(),
-                    state.into(),
-                    refused.into(),
-                    row.remote_uid.into(),
-                    row.auth.verdict.as_str().into(),
-                    row.auth.detail.as_str().into(),
-                ],
-            )?
-            .first()
-            .get_two::<i64, bool>()?;
+        let (id, without_bytes) = insert(client, row, summary, &sha, refused)?;
         let id = id.unwrap_or_default();
         if without_bytes == Some(true) && keeps_bytes {
             fill_in(client, id, row, summary)?;
         }
         Ok(id)
     }))
+}
+
+/// The id of the row already holding this message, and whether it lacks its bytes.
+fn stored_already(
+    client: &SpiClient<'_>,
+    summary: &Summary,
+    sha: &[u8],
+) -> SpiResult<Option<(Option<i64>, Option<bool>)>> {
+    // Two statements rather than one with a CASE, so that each uses its index (and no
+    // ORDER BY: the planner would walk the primary key instead). At most one row matches.
+    match &summary.message_id {
+        Some(message_id) => super::select(
+            client,
+            "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
+             WHERE message_id = $1 LIMIT 1",
+            None,
+            &[message_id.as_str().into()],
+        )?,
+        None => super::select(
+            client,
+            "SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
+             WHERE message_id IS NULL AND raw_sha256 = $1 LIMIT 1",
+            None,
+            &[sha.to_vec().into()],
+        )?,
+    }
+    .next()
+    .map(|r| Ok::<_, pgrx::spi::SpiError>((r.get::<i64>(1)?, r.get::<bool>(2)?)))
+    .transpose()
+}
+
+/// Inserts the message's row, or finds the row of the same fetched message (server and uid):
+/// its id, and whether it lacks its bytes.
+fn insert(
+    client: &mut SpiClient<'_>,
+    row: &Row<'_>,
+    summary: &Summary,
+    sha: &[u8],
+    refused: Option<String>,
+) -> SpiResult<(Option<i64>, Option<bool>)> {
+    let state = if refused.is_none() {
+        State::New
+    } else {
+        State::Error
+    };
+    // The (server, uid) index makes a second store of the same fetched message a no-op.
+    super::update(client, "WITH new AS (
+                 INSERT INTO mail_gateway.inbound (server_id, raw, raw_size, raw_sha256, message_id,
+                     email_from, subject, summary, state, reason, remote_uid, auth_verdict, auth_detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (server_id, remote_uid) WHERE remote_uid IS NOT NULL DO NOTHING
+                 RETURNING id, false)
+             SELECT * FROM new
+             UNION ALL
+             SELECT id, raw_size > 0 AND octet_length(raw) = 0 FROM mail_gateway.inbound
+             WHERE server_id = $1 AND remote_uid = $11
+             LIMIT 1",
+            None,
+            &[
+                row.server_id.into(),
+                row.bytes.arg(),
+                (row.size as i64).into(),
+                sha.to_vec().into(),
+                summary.message_id.clone().into(),
+                summary.from_address.clone().into(),
+                summary.subject.clone().into(),
+                JsonB(summary.to_json()).into(),
+                state.as_str().into(),
+                refused.into(),
+                row.remote_uid.into(),
+                row.auth.verdict.as_str().into(),
+                row.auth.detail.as_str().into(),
+            ],
+        )?
+        .first()
+        .get_two::<i64, bool>()
 }
 
 /// Gives a row recorded without its bytes (over the size limit then) the whole message, now
@@ -233,165 +258,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The id of an incoming server by name.
-pub fn server_id(name: &str) -> Option<i64> {
-    super::first_text(
-        "SELECT id::text FROM mail_gateway.incoming_server WHERE name = $1",
-        &[name.into()],
-    )
-    .and_then(|id| id.parse().ok())
-}
-
-/// An incoming server as the fetcher needs it.
-pub struct IncomingServer {
-    pub id: i64,
-    pub name: String,
-    pub config: MailboxConfig,
-    pub cursor: Option<String>,
-    /// The OAuth2 account whose access tokens it logs in with (XOAUTH2).
-    pub oauth_account: Option<String>,
-}
-
-/// Servers matching `condition` (a fixed clause, never user text), in fetching order.
-fn load_servers(
-    condition: &str,
-    args: &[pgrx::datum::DatumWithOid<'_>],
-    limits: Limits,
-) -> Vec<IncomingServer> {
-    let sql = format!(
-        "SELECT id, name, protocol, host, port, encryption, auth, username, coalesce(password, ''),
-                verify_tls, ca_cert, mailbox, fetch_cursor, oauth_account
-         FROM mail_gateway.incoming_server s WHERE {condition} ORDER BY priority, id"
-    );
-    spi(Spi::connect(|client| {
-        super::select(client, &sql, None, args)?
-            .map(|row| {
-                let text = |i| -> Result<String, pgrx::spi::SpiError> {
-                    Ok(row.get::<String>(i)?.unwrap_or_default())
-                };
-                Ok(IncomingServer {
-                    id: row.get::<i64>(1)?.unwrap_or_default(),
-                    name: text(2)?,
-                    config: MailboxConfig {
-                        protocol: if text(3)? == "pop3" {
-                            Protocol::Pop3
-                        } else {
-                            Protocol::Imap
-                        },
-                        host: text(4)?,
-                        port: row.get::<i32>(5)?.unwrap_or_default() as u16,
-                        encryption: match text(6)?.as_str() {
-                            "none" => Encryption::None,
-                            "starttls" => Encryption::StartTls,
-                            _ => Encryption::Ssl,
-                        },
-                        xoauth2: text(7)? == "xoauth2",
-                        username: text(8)?,
-                        password: text(9)?,
-                        verify_tls: row.get::<bool>(10)?.unwrap_or(true),
-                        ca_cert: row.get::<String>(11)?,
-                        mailbox: text(12)?,
-                        limits,
-                    },
-                    cursor: row.get::<String>(13)?,
-                    oauth_account: row.get::<String>(14)?,
-                })
-            })
-            .collect()
-    }))
-}
-
-pub fn incoming_server(name: &str, limits: Limits) -> Option<IncomingServer> {
-    load_servers("name = $1", &[name.into()], limits)
-        .into_iter()
-        .next()
-}
-
-/// When a server is next due: `last_fetch_at` plus its interval (or `mail.fetch.interval`).
-const NEXT_FETCH: &str = "s.last_fetch_at + coalesce(s.fetch_interval,
-    mail_gateway.parameter_value('mail.fetch.interval')::interval)";
-
-/// Due at once: never fetched, asked for by fetch_now(), or a fetch that never finished (the
-/// fetcher was killed in the middle of it).
-const DUE_NOW: &str = "(s.last_fetch_at IS NULL OR s.fetch_requested_at >= s.last_fetch_at
-    OR s.last_fetch_at > greatest(s.last_success_at, s.last_error_at, '-infinity'))";
-
-/// Confirmed, active servers whose interval has passed or whose fetch was requested.
-pub fn due_servers(limits: Limits) -> Vec<IncomingServer> {
-    load_servers(
-        &format!(
-            "s.active AND s.state = 'confirmed' AND ({DUE_NOW} OR {NEXT_FETCH} <= clock_timestamp())"
-        ),
-        &[],
-        limits,
-    )
-}
-
-/// Time until the next server is due, if any server is to be fetched at all.
-pub fn next_fetch_in() -> Option<std::time::Duration> {
-    super::first_text(
-        &format!(
-            "SELECT extract(epoch FROM min(
-                 CASE WHEN {DUE_NOW} THEN clock_timestamp() ELSE {NEXT_FETCH} END)
-                 - clock_timestamp())::text
-             FROM mail_gateway.incoming_server s WHERE s.active AND s.state = 'confirmed'"
-        ),
-        &[],
-    )
-    .and_then(|secs| secs.parse::<f64>().ok())
-    // NULL (no mailbox to fetch) stays None: the fetcher sleeps its poll interval.
-    .map(|secs| std::time::Duration::from_secs_f64(secs.max(0.0)))
-}
-
-/// Marks the start of a fetch (the time `incoming_status` shows, and the interval counts from).
-pub fn fetch_started(id: i64) {
-    super::execute(
-        "UPDATE mail_gateway.incoming_server SET last_fetch_at = clock_timestamp() WHERE id = $1",
-        &[id.into()],
-    );
-}
-
-/// Records a fetch that went through: the IMAP cursor to start from next time.
-pub fn fetch_succeeded(id: i64, cursor: Option<String>) {
-    super::execute(
-        "UPDATE mail_gateway.incoming_server
-         SET last_success_at = clock_timestamp(), fetch_cursor = coalesce($2, fetch_cursor)
-         WHERE id = $1",
-        &[id.into(), cursor.into()],
-    );
-}
-
-/// Records why a fetch (or a test) failed.
-pub fn fetch_failed(id: i64, error: &str) {
-    super::execute(
-        "UPDATE mail_gateway.incoming_server
-         SET last_error = $2, last_error_at = clock_timestamp() WHERE id = $1",
-        &[id.into(), error.into()],
-    );
-}
-
-/// "TEST & CONFIRM" succeeded.
-pub fn confirm(id: i64) {
-    super::execute(
-        "UPDATE mail_gateway.incoming_server SET state = 'confirmed' WHERE id = $1",
-        &[id.into()],
-    );
-}
-
-/// Asks for a fetch of one server (or all confirmed, active ones); returns how many.
-pub fn request_fetch(name: Option<&str>) -> i64 {
-    super::first_text(
-        "WITH requested AS (
-             UPDATE mail_gateway.incoming_server SET fetch_requested_at = clock_timestamp()
-             WHERE active AND state = 'confirmed' AND ($1::text IS NULL OR name = $1)
-             RETURNING 1)
-         SELECT count(*)::text FROM requested",
-        &[name.into()],
-    )
-    .and_then(|n| n.parse().ok())
-    .unwrap_or(0)
-}
-
 /// Which of these remote ids of a server are already stored with their bytes (a message
 /// recorded without them, over the size limit, is fetched again: it may fit now).
 pub fn stored_keys(server_id: i64, keys: Vec<String>) -> HashSet<String> {
@@ -406,48 +272,6 @@ pub fn stored_keys(server_id: i64, keys: Vec<String>) -> HashSet<String> {
                    AND NOT (raw_size > 0 AND octet_length(raw) = 0)",
             None,
             &[server_id.into(), keys.into()],
-        )?
-        .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
-        .collect()
-    }))
-}
-
-/// What an incoming server keeps of a message in the chatter.
-#[derive(Clone, Copy)]
-pub struct Keep {
-    pub attachments: bool,
-    pub original: bool,
-}
-
-/// `keep_attachments` and `keep_original` of a server (attachments only, without one).
-pub fn server_keeps(server_id: Option<i64>) -> Keep {
-    let row = server_id.and_then(|id| {
-        first_text(
-            "SELECT keep_attachments::text || ' ' || keep_original::text
-             FROM mail_gateway.incoming_server WHERE id = $1",
-            &[id.into()],
-        )
-    });
-    match row.as_deref().and_then(|r| r.split_once(' ')) {
-        Some((attachments, original)) => Keep {
-            attachments: attachments == "true",
-            original: original == "true",
-        },
-        None => Keep {
-            attachments: true,
-            original: false,
-        },
-    }
-}
-
-/// Hosts of the active incoming servers.
-pub fn incoming_hosts() -> Vec<String> {
-    spi(Spi::connect(|client| {
-        super::select(
-            client,
-            "SELECT DISTINCT host FROM mail_gateway.incoming_server WHERE active ORDER BY host",
-            None,
-            &[],
         )?
         .map(|row| Ok(row.get::<String>(1)?.unwrap_or_default()))
         .collect()

@@ -7,25 +7,25 @@ use std::rc::Rc;
 
 use pgrx::PgOid;
 use pgrx::datum::DatumWithOid;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
+use pgrx::datum::{FromDatum, IntoDatum};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
 
 pub mod chatter;
 pub mod claim;
 pub mod config;
 pub mod dkim;
 pub mod inbound;
+pub mod incoming;
 pub mod oauth;
 pub mod queue;
+pub mod records;
 pub mod routing;
+pub mod servers;
 
 /// Turns an SPI failure (a bug or a dropped table, never user input) into an ERROR.
 pub(crate) fn spi<T>(result: Result<T, pgrx::spi::SpiError>) -> T {
     result.unwrap_or_else(|e| {
-        crate::error::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("mail_gateway: query failed: {e}"),
-            None,
-        )
+        crate::error::ApiError::Internal(format!("mail_gateway: query failed: {e}")).raise()
     })
 }
 
@@ -93,21 +93,41 @@ pub(crate) fn execute(sql: &str, args: &[DatumWithOid<'_>]) {
     }))
 }
 
-/// The first column of the first row of a statement (a SELECT, or an UPDATE … RETURNING), as
-/// text; `None` when there is no row or the value is NULL. A SELECT runs read-only, so that
-/// STABLE functions may use it.
-pub(crate) fn first_text(sql: &str, args: &[DatumWithOid<'_>]) -> Option<String> {
+/// Runs a statement with a kept plan: a SELECT read-only (so that STABLE functions may use
+/// it), anything else (an INSERT/UPDATE … RETURNING, a volatile function) read-write.
+fn run<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+) -> SpiResult<SpiTupleTable<'conn>> {
+    if sql.trim_start().starts_with("SELECT") {
+        select(client, sql, None, args)
+    } else {
+        update(client, sql, None, args)
+    }
+}
+
+/// The first column of the first row of a statement; `None` when there is no row or the value
+/// is NULL.
+pub(crate) fn first<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
     spi(pgrx::Spi::connect_mut(|client| {
-        let rows = if sql.trim_start().starts_with("SELECT") {
-            select(client, sql, None, args)?
-        } else {
-            update(client, sql, None, args)?
-        };
-        match rows.into_iter().next() {
-            Some(row) => row.get::<String>(1),
+        match run(client, sql, args)?.next() {
+            Some(row) => row.get::<T>(1),
             None => Ok(None),
         }
     }))
+}
+
+/// Whether a statement gives at least one row.
+pub(crate) fn exists(sql: &str, args: &[DatumWithOid<'_>]) -> bool {
+    spi(pgrx::Spi::connect_mut(|client| {
+        Ok(!run(client, sql, args)?.is_empty())
+    }))
+}
+
+/// A text column of a row by name, NULL read as empty.
+pub(crate) fn text(row: &SpiHeapTupleData<'_>, column: &str) -> SpiResult<String> {
+    Ok(row.get_by_name::<String, _>(column)?.unwrap_or_default())
 }
 
 /// 128 random bits in hex: the unique part of the Message-IDs we write.
@@ -115,11 +135,7 @@ pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 16];
     // SAFETY: the buffer is ours, writable and exactly `bytes.len()` long.
     if !unsafe { pgrx::pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) } {
-        crate::error::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "no random bytes for a Message-ID",
-            None,
-        );
+        crate::error::ApiError::Internal("no random bytes for a Message-ID".to_string()).raise();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgrx::prelude::*;
 
-use super::spi;
+use super::{spi, text};
+use crate::model::OAuthState;
 use crate::oauth::{Lifetime, Provider};
 
 /// One `oauth_account` row.
@@ -27,7 +28,7 @@ pub struct Account {
     pub access_token: Option<String>,
     /// When the cached access token was obtained and when it expires.
     pub lifetime: Option<Lifetime>,
-    pub state: String,
+    pub state: OAuthState,
     pub last_error: Option<String>,
 }
 
@@ -49,8 +50,8 @@ pub fn account(name: &str) -> Option<Account> {
             client,
             "SELECT id, name, provider, tenant, token_endpoint, authorize_endpoint, client_id,
                     client_secret, refresh_token, scope, ca_cert, access_token,
-                    extract(epoch FROM last_refresh_at)::float8, extract(epoch FROM expires_at)::float8,
-                    state, last_error
+                    extract(epoch FROM last_refresh_at)::float8 AS obtained_at,
+                    extract(epoch FROM expires_at)::float8 AS expires_at, state, last_error
              FROM mail_gateway.oauth_account WHERE name = $1",
             None,
             &[name.into()],
@@ -58,8 +59,9 @@ pub fn account(name: &str) -> Option<Account> {
         let Some(row) = rows.next() else {
             return Ok(None);
         };
-        let text = |i| row.get::<String>(i);
-        let lifetime = match (row.get::<f64>(13)?, row.get::<f64>(14)?) {
+        let optional = |column: &str| row.get_by_name::<String, _>(column);
+        let seconds = |column: &str| row.get_by_name::<f64, _>(column);
+        let lifetime = match (seconds("obtained_at")?, seconds("expires_at")?) {
             (Some(obtained), Some(expires)) => Some(Lifetime {
                 obtained_at: epoch(obtained),
                 expires_at: epoch(expires),
@@ -67,28 +69,29 @@ pub fn account(name: &str) -> Option<Account> {
             _ => None,
         };
         Ok(Some(Account {
-            id: row.get::<i64>(1)?.unwrap_or_default(),
-            name: text(2)?.unwrap_or_default(),
-            provider: Provider::parse(&text(3)?.unwrap_or_default()).unwrap_or(Provider::Custom),
-            tenant: text(4)?,
-            token_endpoint: text(5)?.unwrap_or_default(),
-            authorize_endpoint: text(6)?,
-            client_id: text(7)?.unwrap_or_default(),
-            client_secret: text(8)?,
-            refresh_token: text(9)?,
-            scope: text(10)?,
-            ca_cert: text(11)?,
-            access_token: text(12)?,
+            id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+            name: text(&row, "name")?,
+            provider: text(&row, "provider")?.parse().unwrap_or(Provider::Custom),
+            tenant: optional("tenant")?,
+            token_endpoint: text(&row, "token_endpoint")?,
+            authorize_endpoint: optional("authorize_endpoint")?,
+            client_id: text(&row, "client_id")?,
+            client_secret: optional("client_secret")?,
+            refresh_token: optional("refresh_token")?,
+            scope: optional("scope")?,
+            ca_cert: optional("ca_cert")?,
+            access_token: optional("access_token")?,
             lifetime,
-            state: text(15)?.unwrap_or_default(),
-            last_error: text(16)?,
+            // oauth_account_state_check allows no other value.
+            state: text(&row, "state")?.parse().unwrap_or(OAuthState::Ok),
+            last_error: optional("last_error")?,
         }))
     }))
 }
 
 /// The name of account `id`.
 pub fn name_of(id: i64) -> Option<String> {
-    super::first_text(
+    super::first(
         "SELECT name FROM mail_gateway.oauth_account WHERE id = $1",
         &[id.into()],
     )
@@ -97,19 +100,18 @@ pub fn name_of(id: i64) -> Option<String> {
 /// Whether the caller's transaction wrote the account's row (not committed: a helper worker
 /// would see the old row, and wait for the new one's lock).
 pub fn changed_here(id: i64) -> bool {
-    super::first_text(
-        "SELECT (xmin = pg_current_xact_id_if_assigned()::xid)::text
+    super::first::<bool>(
+        "SELECT xmin = pg_current_xact_id_if_assigned()::xid
          FROM mail_gateway.oauth_account WHERE id = $1",
         &[id.into()],
     )
-    .as_deref()
-        == Some("true")
+    .unwrap_or(false)
 }
 
 /// A helper worker waits at most a few seconds for a row lock: its caller, who may hold one
 /// (a change made in a savepoint), waits for it.
 pub fn prepare_helper() {
-    super::first_text("SELECT set_config('lock_timeout', '3s', false)", &[]);
+    super::first::<String>("SELECT set_config('lock_timeout', '3s', false)", &[]);
 }
 
 /// Takes the account's refresh lock without waiting. `until_commit`: a transaction-level lock
@@ -150,13 +152,13 @@ pub fn store_granted(
     lifetime: Lifetime,
     rotated: Option<&str>,
 ) -> bool {
-    super::first_text(
+    super::exists(
         "UPDATE mail_gateway.oauth_account
          SET access_token = $3, last_refresh_at = to_timestamp($4), expires_at = to_timestamp($5),
              refresh_token = coalesce($6, refresh_token), state = 'ok',
              last_error = NULL, last_error_at = NULL
          WHERE id = $1 AND refresh_token = $2
-         RETURNING 'stored'",
+         RETURNING id",
         &[
             id.into(),
             used.into(),
@@ -166,7 +168,6 @@ pub fn store_granted(
             rotated.into(),
         ],
     )
-    .is_some()
 }
 
 /// Records a failed refresh made with refresh token `used`: the error, and for a failure that
@@ -181,23 +182,53 @@ pub fn store_failure(id: i64, used: Option<&str>, state: Option<&str>, error: &s
     );
 }
 
-/// Servers named `name` in either table: (table, username, current account).
-pub fn servers_named(name: &str) -> Vec<(String, Option<String>, Option<String>)> {
+/// The table a server is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTable {
+    Outgoing,
+    Incoming,
+}
+
+impl ServerTable {
+    /// As messages name it: "outgoing server …".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerTable::Outgoing => "outgoing",
+            ServerTable::Incoming => "incoming",
+        }
+    }
+}
+
+/// A server `set_oauth` may link to an account.
+pub struct NamedServer {
+    pub table: ServerTable,
+    pub username: Option<String>,
+    /// The account it logs in with now.
+    pub oauth_account: Option<String>,
+}
+
+/// Servers named `name` in either table, outgoing first.
+pub fn servers_named(name: &str) -> Vec<NamedServer> {
     spi(Spi::connect(|client| {
         super::select(
             client,
-            "SELECT 'outgoing', username, oauth_account FROM mail_gateway.outgoing_server WHERE name = $1
+            "SELECT true AS outgoing, username, oauth_account FROM mail_gateway.outgoing_server WHERE name = $1
              UNION ALL
-             SELECT 'incoming', username, oauth_account FROM mail_gateway.incoming_server WHERE name = $1",
+             SELECT false, username, oauth_account FROM mail_gateway.incoming_server WHERE name = $1",
             None,
             &[name.into()],
         )?
         .map(|row| {
-            Ok((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?,
-                row.get::<String>(3)?,
-            ))
+            let outgoing = row.get_by_name::<bool, _>("outgoing")?.unwrap_or(false);
+            Ok(NamedServer {
+                table: if outgoing {
+                    ServerTable::Outgoing
+                } else {
+                    ServerTable::Incoming
+                },
+                username: row.get_by_name::<String, _>("username")?,
+                oauth_account: row.get_by_name::<String, _>("oauth_account")?,
+            })
         })
         .collect()
     }))
@@ -205,7 +236,7 @@ pub fn servers_named(name: &str) -> Vec<(String, Option<String>, Option<String>)
 
 /// The user name of the first server that uses the account (a login hint for the consent).
 pub fn first_username(account: &str) -> Option<String> {
-    super::first_text(
+    super::first(
         "SELECT username FROM (
              SELECT username, 1 AS o FROM mail_gateway.outgoing_server WHERE oauth_account = $1
              UNION ALL
@@ -280,22 +311,22 @@ pub fn save(name: &str, exists: bool, s: &Settings<'_>) {
 
 /// Makes the servers named `name` log in with the account's tokens (XOAUTH2); a static token
 /// in `password` is dropped. Returns the tables changed.
-pub fn link(name: &str, account: &str) -> Vec<String> {
+pub fn link(name: &str, account: &str) -> Vec<ServerTable> {
     let mut linked = Vec::new();
     for (table, sql) in [
         (
-            "outgoing",
+            ServerTable::Outgoing,
             "UPDATE mail_gateway.outgoing_server SET auth = 'xoauth2', oauth_account = $2, password = NULL
-             WHERE name = $1 RETURNING 'done'",
+             WHERE name = $1 RETURNING id",
         ),
         (
-            "incoming",
+            ServerTable::Incoming,
             "UPDATE mail_gateway.incoming_server SET auth = 'xoauth2', oauth_account = $2, password = NULL
-             WHERE name = $1 RETURNING 'done'",
+             WHERE name = $1 RETURNING id",
         ),
     ] {
-        if super::first_text(sql, &[name.into(), account.into()]).is_some() {
-            linked.push(table.to_string());
+        if super::exists(sql, &[name.into(), account.into()]) {
+            linked.push(table);
         }
     }
     linked

@@ -1,18 +1,11 @@
-//! The outgoing queue: enqueue, retry, cancel, and what a sender reads about servers, keys and
-//! the blocklist. Claiming and recording are in `claim`. Nothing here runs while the network
-//! is being used.
-
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+//! The outgoing queue as the SQL API changes it: enqueue, retry, cancel. The senders' side is
+//! in `claim`, the servers in `servers`.
 
 use pgrx::JsonB;
 use pgrx::datum::TimestampWithTimeZone;
-use pgrx::prelude::*;
 
-use super::{first_text, spi};
-use crate::routing::address::parse_from_filter;
-use crate::routing::server::Server;
-use crate::smtp::{Auth, Encryption, ServerConfig};
+use super::first;
+use crate::model::{MailKind, MailState};
 
 pub struct NewMail<'a> {
     /// Random hex; the Message-ID is `<token@catchall domain>` (the From domain without one).
@@ -29,7 +22,7 @@ pub struct NewMail<'a> {
     pub headers: Option<JsonB>,
     pub attachments: Option<JsonB>,
     pub scheduled_at: Option<TimestampWithTimeZone>,
-    pub kind: &'a str,
+    pub kind: MailKind,
     pub model: Option<&'a str>,
     pub res_id: Option<i64>,
     /// The chatter message this mail notifies.
@@ -45,36 +38,8 @@ const ENQUEUE: &str = "INSERT INTO mail_gateway.mail (message_id, email_from, em
              CASE WHEN $13 = 'auto_reply' THEN 2 ELSE 0 END)
      RETURNING id";
 
-thread_local! {
-    /// send_mail is the hot path of ERP code: its INSERT is planned once per session.
-    static ENQUEUE_PLAN: std::cell::OnceCell<pgrx::spi::OwnedPreparedStatement> = const { std::cell::OnceCell::new() };
-}
-
+/// `send_mail`: queues one mail; returns its id.
 pub fn enqueue(mail: NewMail<'_>) -> i64 {
-    use pgrx::PgOid;
-    use pgrx::pg_sys::{INT8OID, JSONBOID, TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID};
-    let types: Vec<PgOid> = [
-        TEXTOID,
-        TEXTOID,
-        TEXTARRAYOID,
-        TEXTARRAYOID,
-        TEXTARRAYOID,
-        TEXTOID,
-        TEXTOID,
-        TEXTOID,
-        TEXTOID,
-        JSONBOID,
-        JSONBOID,
-        TIMESTAMPTZOID,
-        TEXTOID,
-        TEXTOID,
-        INT8OID,
-        TEXTOID,
-        INT8OID,
-    ]
-    .into_iter()
-    .map(PgOid::from)
-    .collect();
     let args = [
         mail.message_token.into(),
         mail.email_from.into(),
@@ -88,25 +53,14 @@ pub fn enqueue(mail: NewMail<'_>) -> i64 {
         mail.headers.into(),
         mail.attachments.into(),
         mail.scheduled_at.into(),
-        mail.kind.into(),
+        mail.kind.as_str().into(),
         mail.model.into(),
         mail.res_id.into(),
         mail.from_domain.into(),
         mail.message_ref.into(),
     ];
     // Written as the gateway: callers may read the queue, never write it directly.
-    spi(super::as_gateway(|| {
-        ENQUEUE_PLAN.with(|plan| {
-            Spi::connect_mut(|client| {
-                if plan.get().is_none() {
-                    let _ = plan.set(client.prepare(ENQUEUE, &types)?.keep());
-                }
-                let stmt = plan.get().expect("prepared above");
-                client.update(stmt, None, &args)?.first().get_one::<i64>()
-            })
-        })
-    }))
-    .expect("INSERT … RETURNING gives a row")
+    super::as_gateway(|| first::<i64>(ENQUEUE, &args)).expect("INSERT … RETURNING gives a row")
 }
 
 /// One notification per follower, in one statement: what they share is bound once, the
@@ -159,164 +113,12 @@ pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> us
     count
 }
 
-/// The blocklisted addresses among `addresses` (lower-case).
-pub fn blocklisted(addresses: Vec<String>) -> HashSet<String> {
-    spi(Spi::connect(|client| {
-        super::select(
-            client,
-            "SELECT email FROM mail_gateway.blacklist WHERE active AND email = ANY($1)",
-            None,
-            &[addresses.into()],
-        )?
-        .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
-        .collect()
-    }))
-}
-
-/// An outgoing server: what the choice needs, and everything needed to connect, secrets
-/// included.
-pub struct ServerRow {
-    pub server: Server,
-    pub config: ServerConfig,
-    /// Connections this database may keep open to it at once (all senders together).
-    pub max_connections: i32,
-    /// Mails per connection before it is closed and opened again.
-    pub max_mails_per_connection: i32,
-    /// The OAuth2 account whose access tokens it logs in with (XOAUTH2).
-    pub oauth_account: Option<String>,
-}
-
-/// Name, host and `from_filter` of every active server: what `check_domain` needs, and no
-/// secret.
-pub fn server_hosts() -> Vec<(String, String, Vec<crate::routing::address::FilterEntry>)> {
-    spi(Spi::connect(|client| {
-        super::select(
-            client,
-            "SELECT name, host, from_filter FROM mail_gateway.outgoing_server WHERE active",
-            None,
-            &[],
-        )?
-        .map(|row| {
-            Ok((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                parse_from_filter(&row.get::<String>(3)?.unwrap_or_default()).unwrap_or_default(),
-            ))
-        })
-        .collect()
-    }))
-}
-
-/// Every active server.
-pub fn server_configs(timeout: Duration) -> HashMap<i64, ServerRow> {
-    load_servers(None, timeout)
-}
-
-fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow> {
-    spi(Spi::connect(|client| {
-        super::select(client, "SELECT id, name, host, port, encryption, auth, username, password, client_cert, client_key,
-                        verify_tls, ca_cert, priority, from_filter, max_connections,
-                        max_mails_per_connection, oauth_account
-                 FROM mail_gateway.outgoing_server
-                 WHERE CASE WHEN $1::text IS NULL THEN active ELSE name = $1 END",
-                None,
-                &[name.into()],
-            )?
-            .map(|row| {
-                let encryption = match row.get::<String>(5)?.as_deref() {
-                    Some("ssl") => Encryption::Ssl,
-                    Some("starttls") => Encryption::StartTls,
-                    _ => Encryption::None,
-                };
-                let auth = match row.get::<String>(6)?.as_deref() {
-                    Some("login") => Auth::Login,
-                    Some("certificate") => Auth::Certificate,
-                    Some("xoauth2") => Auth::Xoauth2,
-                    _ => Auth::None,
-                };
-                let config = ServerConfig {
-                    host: row.get::<String>(3)?.unwrap_or_default(),
-                    port: row.get::<i32>(4)?.unwrap_or(25) as u16,
-                    encryption,
-                    auth,
-                    username: row.get::<String>(7)?,
-                    password: row.get::<String>(8)?,
-                    client_cert: row.get::<String>(9)?,
-                    client_key: row.get::<String>(10)?,
-                    verify_tls: row.get::<bool>(11)?.unwrap_or(true),
-                    ca_cert: row.get::<String>(12)?,
-                    timeout,
-                };
-                let id = row.get::<i64>(1)?.unwrap_or_default();
-                let server = Server {
-                    id,
-                    name: row.get::<String>(2)?.unwrap_or_default(),
-                    priority: row.get::<i32>(13)?.unwrap_or_default(),
-                    from_filter: parse_from_filter(&row.get::<String>(14)?.unwrap_or_default()).unwrap_or_default(),
-                };
-                Ok((id, ServerRow {
-                    server,
-                    config,
-                    max_connections: row.get::<i32>(15)?.unwrap_or(1),
-                    max_mails_per_connection: row.get::<i32>(16)?.unwrap_or(1),
-                    oauth_account: row.get::<String>(17)?,
-                }))
-            })
-            .collect()
-    }))
-}
-
-/// One server by name, active or not ("Test Connection" works on inactive servers too).
-pub fn server_config_by_name(name: &str, timeout: Duration) -> Option<(i64, ServerRow)> {
-    load_servers(Some(name), timeout).into_iter().next()
-}
-
-/// The active DKIM key of each domain (the newest when several are active).
-pub fn dkim_keys() -> HashMap<String, (String, String, String)> {
-    spi(Spi::connect(|client| {
-        super::select(
-            client,
-            "SELECT DISTINCT ON (domain) domain, selector, algorithm, private_key
-                 FROM mail_gateway.dkim_key WHERE active ORDER BY domain, created_at DESC, id DESC",
-            None,
-            &[],
-        )?
-        .map(|row| {
-            Ok((
-                row.get::<String>(1)?.unwrap_or_default(),
-                (
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<String>(3)?.unwrap_or_default(),
-                    row.get::<String>(4)?.unwrap_or_default(),
-                ),
-            ))
-        })
-        .collect()
-    }))
-}
-
-/// Remembers each server's last success and last error, for `server_status`.
-pub fn record_server_health(successes: Vec<i64>, errors: Vec<(i64, String)>) {
-    if !successes.is_empty() {
-        super::execute(
-            "UPDATE mail_gateway.outgoing_server SET last_success_at = now() WHERE id = ANY($1)",
-            &[successes.into()],
-        );
-    }
-    for (id, error) in errors {
-        super::execute(
-            "UPDATE mail_gateway.outgoing_server SET last_error_at = now(), last_error = $2 WHERE id = $1",
-            &[id.into(), error.into()],
-        );
-    }
-}
-
 /// `retry_mail`: an exception or cancelled mail goes back to the queue, due now. Returns the
 /// state it was in, or `None` when there is no such mail.
-pub fn retry(id: i64) -> Option<String> {
+pub fn retry(id: i64) -> Option<MailState> {
     // Administrators change the queue only through these functions: written as the gateway.
     super::as_gateway(|| {
-        first_text(
+        first::<String>(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('exception', 'cancel', 'outgoing') THEN 'outgoing' ELSE m.state END,
@@ -332,13 +134,14 @@ pub fn retry(id: i64) -> Option<String> {
         &[id.into()],
     )
     })
+    .and_then(|state| state.parse().ok())
 }
 
 /// `cancel_mail`: a mail not sent yet is cancelled. Returns the state it was in.
-pub fn cancel(id: i64) -> Option<String> {
+pub fn cancel(id: i64) -> Option<MailState> {
     // Administrators change the queue only through these functions: written as the gateway.
     super::as_gateway(|| {
-        first_text(
+        first::<String>(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('outgoing', 'sending', 'exception') THEN 'cancel' ELSE m.state END,
@@ -348,4 +151,5 @@ pub fn cancel(id: i64) -> Option<String> {
         &[id.into()],
     )
     })
+    .and_then(|state| state.parse().ok())
 }

@@ -4,17 +4,18 @@
 use pgrx::JsonB;
 use pgrx::prelude::*;
 
-use super::{first_text, spi};
+use super::{spi, text};
 use crate::authentication::Verdict;
 use crate::routing::RoutingSettings;
 use crate::routing::address::Sender;
-use crate::routing::route::{Alias, BounceRow, Routed, SentMail, Thread};
+use crate::routing::route::{Alias, BounceRow, Routed, SentMail, State, Thread};
 
 /// A stored message waiting for its route.
 pub struct Pending {
     pub server_id: Option<i64>,
     pub raw: Vec<u8>,
-    pub state: String,
+    /// `None` only for a value inbound_state_check would refuse.
+    pub state: Option<State>,
     /// The server's fallback alias (docs/REFERENCE.md, "Routes").
     pub fallback_alias: Option<String>,
     /// Who wrote it, as verified when it was received.
@@ -37,15 +38,11 @@ pub fn pending(id: i64) -> Option<Pending> {
         .next()
         .map(|row| {
             Ok(Pending {
-                server_id: row.get::<i64>(2)?,
-                raw: row.get::<Vec<u8>>(3)?.unwrap_or_default(),
-                state: row.get::<String>(4)?.unwrap_or_default(),
-                fallback_alias: row.get::<String>(5)?,
-                authentication: match row.get::<String>(6)?.as_deref() {
-                    Some("pass") => Verdict::Pass,
-                    Some("fail") => Verdict::Fail,
-                    _ => Verdict::None,
-                },
+                server_id: row.get_by_name::<i64, _>("server_id")?,
+                raw: row.get_by_name::<Vec<u8>, _>("raw")?.unwrap_or_default(),
+                state: text(&row, "state")?.parse().ok(),
+                fallback_alias: row.get_by_name::<String, _>("fallback_alias")?,
+                authentication: text(&row, "auth_verdict")?.parse().unwrap_or(Verdict::None),
             })
         })
         .transpose()
@@ -53,11 +50,12 @@ pub fn pending(id: i64) -> Option<Pending> {
 }
 
 /// A stored message's state, without reading its bytes.
-pub fn state(id: i64) -> Option<String> {
-    super::first_text(
+pub fn state(id: i64) -> Option<State> {
+    super::first::<String>(
         "SELECT state FROM mail_gateway.inbound WHERE id = $1",
         &[id.into()],
     )
+    .and_then(|s| s.parse().ok())
 }
 
 /// Ids of stored messages still in state `new` (oldest first), at most `limit`.
@@ -99,7 +97,7 @@ pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> 
     let addresses: Vec<String> = addresses.to_vec();
     spi(Spi::connect(|client| {
         super::select(client, "SELECT a.id, a.name, a.model, a.defaults, a.contact_policy,
-                        a.bounced_content, a.force_thread_id, a.name || '@' || d.domain
+                        a.bounced_content, a.force_thread_id, a.name || '@' || d.domain AS address
                  FROM mail_gateway.alias a
                  CROSS JOIN LATERAL (SELECT coalesce(a.domain, (SELECT value FROM mail_gateway.parameter
                                                                 WHERE key = 'mail.catchall.domain')) AS domain) d
@@ -113,125 +111,38 @@ pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> 
             .next()
             .map(|row| {
                 Ok(Alias {
-                    id: row.get::<i64>(1)?.unwrap_or_default(),
-                    name: row.get::<String>(2)?.unwrap_or_default(),
-                    model: row.get::<String>(3)?.unwrap_or_default(),
+                    id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+                    name: text(&row, "name")?,
+                    model: text(&row, "model")?,
                     defaults: row
-                        .get::<JsonB>(4)?
+                        .get_by_name::<JsonB, _>("defaults")?
                         .map(|j| j.0)
                         .unwrap_or(serde_json::Value::Null),
-                    contact_policy: row.get::<String>(5)?.unwrap_or_default(),
-                    bounced_content: row.get::<String>(6)?,
-                    force_thread_id: row.get::<i64>(7)?,
-                    address: row.get::<String>(8)?.unwrap_or_default(),
+                    contact_policy: text(&row, "contact_policy")?,
+                    bounced_content: row.get_by_name::<String, _>("bounced_content")?,
+                    force_thread_id: row.get_by_name::<i64, _>("force_thread_id")?,
+                    address: text(&row, "address")?,
                 })
             })
             .transpose()
     }))
 }
 
-/// Creates the alias's record and returns its id. A handler runs with the rights of the
-/// alias's owner; the default insert runs with the rights of the table's owner, so that the
-/// table's triggers run as the one who wrote them, never as anyone more privileged (the alias's
-/// owner was checked, when the alias was saved, to be allowed to insert there). Either way the
-/// search_path is pinned. Identifiers come from the catalog, values are bound.
-pub fn create_record(alias: &Alias, message: serde_json::Value, fields: serde_json::Value) -> i64 {
-    let target = spi(Spi::connect(|client| {
-        let row = super::select(
-            client,
-            "SELECT a.owner::text,
-                    (SELECT pg_catalog.format('%I.%I', n.nspname, p.proname)
-                     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                     WHERE p.oid = a.handler),
-                    (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
-                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE c.oid = c_oid.oid),
-                    (SELECT c.relowner::text FROM pg_catalog.pg_class c WHERE c.oid = c_oid.oid),
-                    (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(t.attname), ', ' ORDER BY t.attnum)
-                     FROM pg_catalog.pg_attribute t
-                     WHERE t.attrelid = c_oid.oid AND t.attnum > 0 AND NOT t.attisdropped
-                       AND $2 ? t.attname::text)
-             FROM mail_gateway.alias a
-             CROSS JOIN LATERAL (SELECT pg_catalog.to_regclass(a.model)::oid AS oid) c_oid
-             WHERE a.id = $1",
-            None,
-            &[alias.id.into(), JsonB(fields.clone()).into()],
-        )?
-        .first();
-        Ok::<_, pgrx::spi::SpiError>((
-            row.get::<String>(1)?,
-            row.get::<String>(2)?,
-            row.get::<String>(3)?,
-            row.get::<String>(4)?,
-            row.get::<String>(5)?,
-        ))
-    }));
-    let (owner, handler, table, table_owner, columns) = target;
-    let run = |sql: String, argument: serde_json::Value| {
-        spi(Spi::connect_mut(|client| {
-            super::update(client, &sql, None, &[JsonB(argument).into()])?
-                .first()
-                .get_one::<i64>()
-        }))
-    };
-    let id = match (handler, table) {
-        (Some(handler), _) => {
-            let owner = super::role_oid(&owner.unwrap_or_default());
-            super::as_role(owner, || run(format!("SELECT {handler}($1)"), message))
-        }
-        (None, Some(table)) => {
-            let owner = pgrx::pg_sys::Oid::from(
-                table_owner
-                    .and_then(|o| o.parse::<u32>().ok())
-                    .unwrap_or_default(),
-            );
-            let sql = match columns {
-                Some(columns) => format!(
-                    "INSERT INTO {table} ({columns}) SELECT {columns}
-                     FROM pg_catalog.jsonb_populate_record(NULL::{table}, $1) RETURNING id"
-                ),
-                None => format!("INSERT INTO {table} DEFAULT VALUES RETURNING id /* $1 */"),
-            };
-            super::as_role(owner, || run(sql, fields))
-        }
-        (None, None) => crate::error::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!(
-                "table {} of alias \"{}\" no longer exists",
-                alias.model, alias.name
-            ),
-            Some("Create the table again, or give the alias a handler."),
-        ),
-    };
-    id.unwrap_or_else(|| {
-        crate::error::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!(
-                "alias \"{}\" created no record (its handler returned NULL)",
-                alias.name
-            ),
-            Some("A handler creates the record and returns its id."),
-        )
-    })
-}
-
 pub fn is_contact(email: &str) -> bool {
-    first_text(
-        "SELECT 1::text FROM mail_gateway.contact WHERE email = $1",
+    super::exists(
+        "SELECT 1 FROM mail_gateway.contact WHERE email = $1",
         &[email.into()],
     )
-    .is_some()
 }
 
 /// Records created by `sender` through route `route` within the last `minutes`.
 pub fn recent_routes(route: &str, sender: &str, minutes: i64) -> i64 {
-    first_text(
-        "SELECT count(*)::text FROM mail_gateway.inbound
+    super::first::<i64>(
+        "SELECT count(*) FROM mail_gateway.inbound
          WHERE route = $1 AND email_from = $2 AND state = 'routed'
            AND received_at > now() - make_interval(mins => $3::int)",
         &[route.into(), sender.into(), (minutes as i32).into()],
     )
-    .and_then(|n| n.parse().ok())
     .unwrap_or(0)
 }
 
@@ -296,14 +207,13 @@ pub fn relayed(thread: &Thread, sender: &str, minutes: i64, caps: (i64, i64)) ->
 /// Whether the same sender wrote the same subject to the catchall within the last `minutes`
 /// (another message than `id`).
 pub fn catchall_repeat(id: i64, sender: &str, subject: Option<&str>, minutes: i64) -> bool {
-    first_text(
-        "SELECT 1::text FROM mail_gateway.inbound
+    super::exists(
+        "SELECT 1 FROM mail_gateway.inbound
          WHERE id <> $1 AND route = 'catchall' AND email_from = $2 AND subject IS NOT DISTINCT FROM $3
            AND received_at > now() - make_interval(mins => $4::int)
          LIMIT 1",
         &[id.into(), sender.into(), subject.into(), (minutes as i32).into()],
     )
-    .is_some()
 }
 
 /// A mail we sent, by id (a tracked bounce address) or by Message-ID (a returned original),
@@ -312,7 +222,7 @@ pub fn sent_mail(id: Option<i64>, message_id: Option<&str>) -> Option<SentMail> 
     spi(Spi::connect(|client| {
         super::select(
             client,
-            "SELECT id, message_id, email_to || cc || bcc, model, res_id FROM mail_gateway.mail
+            "SELECT id, message_id, email_to || cc || bcc AS recipients, model, res_id FROM mail_gateway.mail
                  WHERE id = $1 OR message_id = $2
                  ORDER BY (id = $1) DESC LIMIT 1",
             None,
@@ -320,12 +230,14 @@ pub fn sent_mail(id: Option<i64>, message_id: Option<&str>) -> Option<SentMail> 
         )?
         .next()
         .map(|row| {
-            let recipients = row.get::<Vec<String>>(3)?.unwrap_or_default();
-            let model = row.get::<String>(4)?;
-            let res_id = row.get::<i64>(5)?;
+            let recipients = row
+                .get_by_name::<Vec<String>, _>("recipients")?
+                .unwrap_or_default();
+            let model = row.get_by_name::<String, _>("model")?;
+            let res_id = row.get_by_name::<i64, _>("res_id")?;
             Ok(SentMail {
-                id: row.get::<i64>(1)?.unwrap_or_default(),
-                message_id: row.get::<String>(2)?.unwrap_or_default(),
+                id: row.get_by_name::<i64, _>("id")?.unwrap_or_default(),
+                message_id: text(&row, "message_id")?,
                 recipients: recipients
                     .iter()
                     .filter_map(|r| Sender::parse(r).ok())
@@ -385,32 +297,7 @@ pub fn record_bounce(inbound_id: i64, b: BounceRow<'_>, settings: &RoutingSettin
             None,
             &[f.email.as_str().into()],
         )?;
-        // At least `limit` trusted bounces within `period` and since the last reset, the first
-        // and the last `spread` apart.
-        let blocked = super::update(client, "WITH recent AS (
-                     SELECT count(*) AS n, min(b.created_at) AS first, max(b.created_at) AS last
-                     FROM mail_gateway.bounce b
-                     LEFT JOIN mail_gateway.contact c ON c.email = b.email
-                     WHERE b.email = lower($1) AND b.trusted
-                       AND b.created_at > clock_timestamp() - $3::interval
-                       AND b.created_at > coalesce(c.bounces_reset_at, '-infinity'))
-                 INSERT INTO mail_gateway.blacklist (email, reason)
-                 SELECT lower($1), format('%s bounces between %s and %s (mail.bounce.limit %s within %s, spread %s)',
-                                          n, first::date, last::date, $2, $3, $4)
-                 FROM recent WHERE n >= $2 AND last - first >= $4::interval
-                 ON CONFLICT (email) DO NOTHING
-                 RETURNING 1",
-                None,
-                &[
-                    f.email.as_str().into(),
-                    settings.bounce_limit.into(),
-                    settings.bounce_period.as_str().into(),
-                    settings.bounce_spread.as_str().into(),
-                ],
-            )?
-            .next()
-            .is_some();
-        Ok::<_, pgrx::spi::SpiError>(blocked)
+        blocklist_if_due(client, &f.email, settings)
     }))
 }
 
@@ -421,4 +308,37 @@ pub fn reset_bounces(email: &str) {
         "UPDATE mail_gateway.contact SET bounce_count = 0 WHERE email = $1 AND bounce_count > 0",
         &[email.into()],
     )
+}
+
+/// Blocklists `email` when its trusted bounces say so; whether it did.
+fn blocklist_if_due(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    email: &str,
+    settings: &RoutingSettings,
+) -> pgrx::spi::SpiResult<bool> {
+    // At least `limit` trusted bounces within `period` and since the last reset, the first
+    // and the last `spread` apart.
+    Ok(super::update(client, "WITH recent AS (
+                 SELECT count(*) AS n, min(b.created_at) AS first, max(b.created_at) AS last
+                 FROM mail_gateway.bounce b
+                 LEFT JOIN mail_gateway.contact c ON c.email = b.email
+                 WHERE b.email = lower($1) AND b.trusted
+                   AND b.created_at > clock_timestamp() - $3::interval
+                   AND b.created_at > coalesce(c.bounces_reset_at, '-infinity'))
+             INSERT INTO mail_gateway.blacklist (email, reason)
+             SELECT lower($1), format('%s bounces between %s and %s (mail.bounce.limit %s within %s, spread %s)',
+                                      n, first::date, last::date, $2, $3, $4)
+             FROM recent WHERE n >= $2 AND last - first >= $4::interval
+             ON CONFLICT (email) DO NOTHING
+             RETURNING 1",
+            None,
+            &[
+                email.into(),
+                settings.bounce_limit.into(),
+                settings.bounce_period.as_str().into(),
+                settings.bounce_spread.as_str().into(),
+            ],
+        )?
+        .next()
+        .is_some())
 }

@@ -15,7 +15,7 @@ use crate::authentication::{self, Authentication, Verifier};
 use crate::error::Caught;
 use crate::mailbox::{self, FetchError, Fetched, Listed, Stage};
 use crate::net::Limits;
-use crate::store::inbound::IncomingServer;
+use crate::store::incoming::IncomingServer;
 use crate::{gucs, router, store};
 
 /// A batch holds at most this many bytes (a bigger message goes alone).
@@ -62,7 +62,7 @@ pub fn route_pending() {
 pub fn round(between: &mut dyn FnMut()) {
     route_pending();
     let servers = in_transaction("looking for due mailboxes", || {
-        store::inbound::due_servers(limits())
+        store::incoming::due_servers(limits())
     })
     .unwrap_or_default();
     for server in servers {
@@ -71,7 +71,7 @@ pub fn round(between: &mut dyn FnMut()) {
             return;
         }
         in_transaction("starting a fetch", || {
-            store::inbound::fetch_started(server.id)
+            store::incoming::fetch_started(server.id)
         });
         let result = catch_unwind(AssertUnwindSafe(|| fetch(&server))).unwrap_or_else(|_| {
             Err(FetchError::new(
@@ -88,7 +88,7 @@ pub fn round(between: &mut dyn FnMut()) {
                     );
                 }
                 in_transaction("recording a fetch", || {
-                    store::inbound::fetch_succeeded(server.id, cursor)
+                    store::incoming::fetch_succeeded(server.id, cursor)
                 });
                 route_pending();
             }
@@ -99,7 +99,7 @@ pub fn round(between: &mut dyn FnMut()) {
                     e.message
                 );
                 in_transaction("recording a fetch error", || {
-                    store::inbound::fetch_failed(
+                    store::incoming::fetch_failed(
                         server.id,
                         &crate::provider_hints::with_hint(&e.message),
                     )

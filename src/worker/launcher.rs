@@ -18,7 +18,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgrou
 use pgrx::bgworkers::{BackgroundWorkerStatus, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use super::registry::{self, DatabaseState, FETCHER, REGISTRY};
+use super::registry::{self, DatabaseState, FETCHER, REGISTRY, Slot};
 use crate::gucs;
 
 /// A stopped worker is started again this long after it was last started.
@@ -216,38 +216,14 @@ impl Launcher {
     /// Starts what database `db` needs; returns whether to look again soon.
     fn serve(&mut self, db: &Database, role: pg_sys::Oid, rescan: bool) -> bool {
         let now = registry::now_ms();
-        let slot = {
-            let mut registry = REGISTRY.exclusive();
-            match registry.slot_for(db.oid) {
-                Some(slot) => *slot,
-                None => {
-                    if self.told.insert(db.oid) {
-                        warning!(
-                            "mail_gateway launcher: more than {} databases; \"{}\" is not served",
-                            registry::MAX_DATABASES,
-                            db.name
-                        );
-                    }
-                    return false;
-                }
-            }
+        let Some(mut slot) = self.slot(db) else {
+            return false;
         };
         if slot.paused(now) {
             return true;
         }
-        let mut slot = slot;
         if rescan && slot.state == DatabaseState::NoExtension {
-            // A CREATE EXTENSION or CREATE DATABASE committed: look again, now and until the
-            // first worker has looked (it may have to wait for its restart delay).
-            slot.state = DatabaseState::Unknown;
-            if let Some(s) = REGISTRY.exclusive().slot_mut(db.oid) {
-                s.state = DatabaseState::Unknown;
-            }
-            // Its first worker ended cleanly when it found nothing: no restart delay.
-            self.started.remove(&WorkerId {
-                database: db.oid,
-                index: 0,
-            });
+            self.look_again(db, &mut slot);
         }
         let age = Duration::from_millis(now.saturating_sub(slot.since).max(0) as u64);
         let first = WorkerId {
@@ -268,13 +244,57 @@ impl Launcher {
             }
             _ => vec![first],
         };
-        let mut pending = false;
         if slot.starved
             && wanted.iter().all(|id| self.running(*id, &slot.pids))
             && let Some(s) = REGISTRY.exclusive().slot_mut(db.oid)
         {
             s.starved = false;
         }
+        self.start_missing(db, role, &slot, wanted, now)
+    }
+
+    /// A copy of the database's slot in the registry; `None` (said once) when the registry
+    /// is full.
+    fn slot(&mut self, db: &Database) -> Option<Slot> {
+        let mut registry = REGISTRY.exclusive();
+        if let Some(slot) = registry.slot_for(db.oid) {
+            return Some(*slot);
+        }
+        if self.told.insert(db.oid) {
+            warning!(
+                "mail_gateway launcher: more than {} databases; \"{}\" is not served",
+                registry::MAX_DATABASES,
+                db.name
+            );
+        }
+        None
+    }
+
+    /// A CREATE EXTENSION or CREATE DATABASE committed: look again, now and until the first
+    /// worker has looked (it may have to wait for its restart delay).
+    fn look_again(&mut self, db: &Database, slot: &mut Slot) {
+        slot.state = DatabaseState::Unknown;
+        if let Some(s) = REGISTRY.exclusive().slot_mut(db.oid) {
+            s.state = DatabaseState::Unknown;
+        }
+        // Its first worker ended cleanly when it found nothing: no restart delay.
+        self.started.remove(&WorkerId {
+            database: db.oid,
+            index: 0,
+        });
+    }
+
+    /// Starts the `wanted` workers that are not running (those whose restart delay has
+    /// passed); returns whether some are still missing.
+    fn start_missing(
+        &mut self,
+        db: &Database,
+        role: pg_sys::Oid,
+        slot: &Slot,
+        wanted: Vec<WorkerId>,
+        now: i64,
+    ) -> bool {
+        let mut pending = false;
         for id in wanted {
             if self.running(id, &slot.pids) {
                 continue;

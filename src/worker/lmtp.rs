@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 
 use super::try_transaction;
 use crate::lmtp::{Delivery, Limits, Server, Settings, Verdict};
+use crate::routing::route::State;
 use crate::{authentication, gucs, router, store};
 
 /// Recipients per LMTP transaction: one message is stored once whatever their number.
@@ -129,7 +130,7 @@ fn receive(delivery: &Delivery) -> i64 {
     // The verdict reads the message's own header: the trace adds nothing it trusts.
     let auth = authentication::authenticate(message, &trusted, None);
     let id = store::inbound::receive_pushed(&trace, message, &auth);
-    if store::routing::state(id).as_deref() == Some("new") {
+    if store::routing::state(id) == Some(State::New) {
         router::route_stored(id);
     }
     id

@@ -176,7 +176,7 @@ pub extern "C-unwind" fn mail_gateway_fetcher_main(_arg: pg_sys::Datum) {
                 });
             }
             let wait =
-                match in_transaction("looking for due mailboxes", store::inbound::next_fetch_in) {
+                match in_transaction("looking for due mailboxes", store::incoming::next_fetch_in) {
                     Some(Some(due)) => due.max(Duration::from_millis(10)),
                     _ => gucs::poll_interval(),
                 };
@@ -225,6 +225,19 @@ fn serve(
     mut on_install: impl FnMut(),
     mut work: impl FnMut() -> Duration,
 ) {
+    let database = start(role, id, login);
+    on_install();
+    run(role, &database, socket, &mut work);
+    registry::withdraw(id.index);
+    log!("mail_gateway {role} stopped");
+    // SAFETY: ends this background worker process the way PostgreSQL expects; nothing of ours runs
+    // after it.
+    unsafe { pg_sys::proc_exit(0) };
+}
+
+/// Connects, checks that this worker may serve its database, and registers it; returns the
+/// database's name. Ends the process when it may not serve.
+fn start(role: &str, id: WorkerId, login: pg_sys::Oid) -> String {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // As mail_gateway.role, never as a superuser: the worker runs nothing with more rights
     // than the gateway needs (alias handlers run as their owners).
@@ -278,7 +291,13 @@ fn serve(
         gucs::role(),
         std::process::id()
     );
-    on_install();
+    database
+}
+
+/// Does `work` on every wake-up until SIGTERM or until the extension is dropped; after failed
+/// rounds (a full disk, say) the wait doubles up to 30 s, so that a lasting problem does not
+/// flood the log.
+fn run(role: &str, database: &str, socket: Option<RawFd>, work: &mut impl FnMut() -> Duration) {
     let mut checked = Instant::now();
     let mut failures = 0;
     loop {
@@ -305,7 +324,7 @@ fn serve(
             continue;
         }
         checked = Instant::now();
-        if !extension_ready(role, &database) {
+        if !extension_ready(role, database) {
             log!(
                 "mail_gateway {role}: extension dropped from database \"{database}\" (or changed); stopping"
             );
@@ -313,9 +332,4 @@ fn serve(
             break;
         }
     }
-    registry::withdraw(id.index);
-    log!("mail_gateway {role} stopped");
-    // SAFETY: ends this background worker process the way PostgreSQL expects; nothing of ours runs
-    // after it.
-    unsafe { pg_sys::proc_exit(0) };
 }

@@ -10,12 +10,13 @@ use lettre::Address;
 
 use crate::delivery::{self, Outcome, RecipientState, RecipientStatus};
 use crate::mime::build;
+use crate::model::{FailureType, MailKind};
 use crate::outbox::{Content, DkimKey, Job};
 use crate::routing::address::Sender as Mailbox;
 use crate::routing::server::{Choice, SenderSettings, Server, choose};
 use crate::routing::thread::envelope_sender;
 use crate::store::claim::{QueuedMail, Recorded};
-use crate::store::queue::ServerRow;
+use crate::store::servers::ServerRow;
 
 /// What the sender remembers of a mail handed to the pool, to turn its attempt into an outcome.
 pub(super) struct InFlight {
@@ -107,7 +108,7 @@ pub(super) fn prepare(
     let Ok(sender) = Mailbox::parse(&mail.email_from) else {
         let outcome = delivery::failed(
             mail.recipients.clone(),
-            "build",
+            FailureType::Build.as_str(),
             format!("malformed From \"{}\"", mail.email_from),
             false,
             mail.attempts,
@@ -126,15 +127,36 @@ pub(super) fn prepare(
         settings,
         &sender,
         &mail.email_from,
-        mail.kind == "mass",
+        mail.kind == MailKind::Mass,
     );
     choice.smtp_from = envelope_sender(
         &choice.smtp_from,
         settings.bounce_address.as_deref(),
-        mail.kind == "auto_reply",
+        mail.kind == MailKind::AutoReply,
         mail.id,
         &mail.message_id,
     );
+    let envelope = envelope(&mut mail, blocked);
+    if envelope.is_empty() {
+        let outcome = delivery::summarise(mail.recipients.clone(), mail.attempts, mail.age);
+        return Err(Box::new(Recorded {
+            id: mail.id,
+            outcome,
+            server_id: choice.server.as_ref().map(|s| s.0),
+            smtp_from: Some(choice.smtp_from),
+            header_from: Some(choice.header_from),
+        }));
+    }
+    Ok(Ready {
+        mail,
+        choice,
+        envelope,
+    })
+}
+
+/// The recipients still to reach, each once; the blocklisted and the malformed are finished
+/// in `mail.recipients`.
+fn envelope(mail: &mut QueuedMail, blocked: &HashSet<String>) -> Vec<Address> {
     let mut envelope = Vec::new();
     let mut seen = HashSet::new();
     for r in mail.to.iter().chain(&mail.cc).chain(&mail.bcc) {
@@ -171,21 +193,7 @@ pub(super) fn prepare(
             }
         }
     }
-    if envelope.is_empty() {
-        let outcome = delivery::summarise(mail.recipients.clone(), mail.attempts, mail.age);
-        return Err(Box::new(Recorded {
-            id: mail.id,
-            outcome,
-            server_id: choice.server.as_ref().map(|s| s.0),
-            smtp_from: Some(choice.smtp_from),
-            header_from: Some(choice.header_from),
-        }));
-    }
-    Ok(Ready {
-        mail,
-        choice,
-        envelope,
-    })
+    envelope
 }
 
 pub(super) fn recorded(id: i64, mail: InFlight, outcome: Outcome) -> Recorded {
@@ -198,10 +206,15 @@ pub(super) fn recorded(id: i64, mail: InFlight, outcome: Outcome) -> Recorded {
     }
 }
 
-pub(super) fn fail(ready: Ready, failure_type: &str, reason: String, transient: bool) -> Recorded {
+pub(super) fn fail(
+    ready: Ready,
+    failure_type: FailureType,
+    reason: String,
+    transient: bool,
+) -> Recorded {
     let outcome = delivery::failed(
         ready.mail.recipients.clone(),
-        failure_type,
+        failure_type.as_str(),
         reason,
         transient,
         ready.mail.attempts,

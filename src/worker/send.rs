@@ -12,19 +12,22 @@ use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
 
-use super::prepare::{self, InFlight, blocked_port, fail, prepare, recorded};
+use super::prepare::{self, InFlight, blocked_port, fail, prepare};
 use super::{in_transaction, shutting_down, try_transaction};
-use crate::access_token::{self, Ask, Caller, Problem};
-use crate::delivery::{self, MailState};
-use crate::net::Limits;
-use crate::oauth::{self, Failure, Lifetime};
-use crate::outbox::{Attempt, DkimKey, Finished, Pool, Settings, SharedToken};
+use crate::delivery::MailState;
+use crate::model::FailureType;
+use crate::oauth::Failure;
+use crate::outbox::{DkimKey, Pool, Settings};
 use crate::routing::address::Sender as Mailbox;
 use crate::routing::server::{SenderSettings, Server};
-use crate::smtp::{SmtpError, Stage};
 use crate::store::claim::{QueuedMail, Recorded};
-use crate::store::queue::ServerRow;
+use crate::store::servers::ServerRow;
 use crate::{gucs, store};
+
+mod results;
+mod tokens;
+
+use tokens::OAuthToken;
 
 /// Results waiting for their transaction. When recording fails (a full disk) they stay here,
 /// and the connections wait, until it succeeds.
@@ -56,24 +59,6 @@ pub struct Sending {
     /// The OAuth2 accounts of the servers, by name, and each server's account.
     oauth: HashMap<String, OAuthToken>,
     server_accounts: HashMap<i64, String>,
-}
-
-/// What this sender knows of an OAuth2 account's access token.
-#[derive(Default)]
-struct OAuthToken {
-    /// What new connections of its servers log in with.
-    cell: SharedToken,
-    /// Of the token in `cell`, when there is one.
-    lifetime: Option<Lifetime>,
-    /// Why there is no token, and when to ask again.
-    problem: Option<(Problem, Instant)>,
-    /// A server refused the token in `cell`: the next look asks for a new one.
-    rejected: bool,
-    /// Logins refused in a row, for the wait of the mails.
-    refusals: u32,
-    /// When the account was last looked at (the database is asked at most once a second
-    /// while the cached token is still usable, e.g. while the endpoint fails).
-    looked: Option<Instant>,
 }
 
 impl Sending {
@@ -157,10 +142,10 @@ impl Sending {
                 .collect();
             Some(Claimed {
                 mails,
-                blocked: store::queue::blocklisted(addresses),
+                blocked: store::claim::blocklisted(addresses),
                 settings: store::config::sender_settings(),
-                configs: store::queue::server_configs(gucs::smtp_timeout()),
-                dkim_keys: store::queue::dkim_keys(),
+                configs: store::servers::server_configs(gucs::smtp_timeout()),
+                dkim_keys: Arc::new(store::dkim::signing_keys()),
             })
         });
         let Some(Some(claimed)) = claimed else {
@@ -181,9 +166,54 @@ impl Sending {
             configs,
             dkim_keys,
         } = claimed;
+        self.configure_servers(&configs);
+        let servers: Vec<Server> = configs.values().map(|row| row.server.clone()).collect();
+        for mail in mails {
+            let ready = match prepare(mail, &blocked, &settings, &servers) {
+                Ok(ready) => ready,
+                Err(done) => {
+                    self.result(*done);
+                    continue;
+                }
+            };
+            let server = ready.choice.server.as_ref().map(|s| s.0);
+            let Some((server_id, row)) = server.and_then(|id| Some((id, configs.get(&id)?))) else {
+                let reason = "no active outgoing server".to_string();
+                self.result(fail(ready, FailureType::NoServer, reason, true));
+                continue;
+            };
+            if gucs::port_blocked(row.config.port) {
+                let reason = blocked_port(row);
+                self.unrecorded.errors.insert(server_id, reason.clone());
+                self.result(fail(ready, FailureType::BlockedPort, reason, true));
+                continue;
+            }
+            // No access token for its server: the mail waits (not an attempt, never failed),
+            // and the server's last_error says what to renew.
+            if let Some(account) = &row.oauth_account
+                && let Err(problem) = self.token_for(account)
+            {
+                let wait = match problem.failure {
+                    Failure::Transient => Duration::from_secs(5),
+                    Failure::NeedsConsent | Failure::Misconfigured => gucs::retry_delay(),
+                };
+                self.hold(ready.mail.id, server_id, wait, &problem);
+                continue;
+            }
+            let (job, in_flight) = prepare::job(ready, server_id, &dkim_keys);
+            self.in_flight.insert(job.mail_id, in_flight);
+            if let Some(finished) = self.pool.submit(job) {
+                self.absorb(vec![finished]);
+            }
+        }
+    }
+
+    /// Tells the pool how to reach each server (its connection settings, its share of the
+    /// database's connections, its access token).
+    fn configure_servers(&mut self, configs: &HashMap<i64, ServerRow>) {
         self.pool.set_backoff_unit(gucs::retry_delay());
         let senders = gucs::senders() as i32;
-        for (&id, row) in &configs {
+        for (&id, row) in configs {
             let token = row.oauth_account.as_ref().map(|account| {
                 self.server_accounts.insert(id, account.clone());
                 self.oauth.entry(account.clone()).or_default().cell.clone()
@@ -202,209 +232,6 @@ impl Sending {
             self.pool.configure(id, settings, share as usize);
             self.names.insert(id, row.server.name.clone());
         }
-        let keys: Arc<HashMap<String, DkimKey>> = Arc::new(
-            dkim_keys
-                .into_iter()
-                .map(|(domain, (selector, algorithm, private_pem))| {
-                    (
-                        domain,
-                        DkimKey {
-                            selector,
-                            algorithm,
-                            private_pem,
-                        },
-                    )
-                })
-                .collect(),
-        );
-        let servers: Vec<Server> = configs.values().map(|row| row.server.clone()).collect();
-        for mail in mails {
-            let ready = match prepare(mail, &blocked, &settings, &servers) {
-                Ok(ready) => ready,
-                Err(done) => {
-                    self.result(*done);
-                    continue;
-                }
-            };
-            let server = ready.choice.server.as_ref().map(|s| s.0);
-            let Some((server_id, row)) = server.and_then(|id| Some((id, configs.get(&id)?))) else {
-                let reason = "no active outgoing server".to_string();
-                self.result(fail(ready, "no_server", reason, true));
-                continue;
-            };
-            if gucs::port_blocked(row.config.port) {
-                let reason = blocked_port(row);
-                self.unrecorded.errors.insert(server_id, reason.clone());
-                self.result(fail(ready, "blocked_port", reason, true));
-                continue;
-            }
-            // No access token for its server: the mail waits (not an attempt, never failed),
-            // and the server's last_error says what to renew.
-            if let Some(account) = &row.oauth_account
-                && let Err(problem) = self.token_for(account)
-            {
-                let wait = match problem.failure {
-                    Failure::Transient => Duration::from_secs(5),
-                    Failure::NeedsConsent | Failure::Misconfigured => gucs::retry_delay(),
-                };
-                self.hold(ready.mail.id, server_id, wait, &problem);
-                continue;
-            }
-            let (job, in_flight) = prepare::job(ready, server_id, &keys);
-            self.in_flight.insert(job.mail_id, in_flight);
-            if let Some(finished) = self.pool.submit(job) {
-                self.absorb(vec![finished]);
-            }
-        }
-    }
-
-    /// Turns what the connections finished into results to record.
-    fn absorb(&mut self, finished: Vec<Finished>) {
-        for f in finished {
-            match f {
-                Finished::Attempt {
-                    mail_id,
-                    server_id,
-                    attempt,
-                    warning,
-                } => {
-                    if let Some(w) = warning {
-                        warning!("mail_gateway: {w}");
-                    }
-                    let Some(mail) = self.in_flight.remove(&mail_id) else {
-                        continue;
-                    };
-                    let outcome = match attempt {
-                        Attempt::Sent(result) => {
-                            self.note_health(server_id, &result);
-                            delivery::after_delivery(
-                                mail.recipients.clone(),
-                                result,
-                                mail.attempts,
-                                mail.age,
-                            )
-                        }
-                        Attempt::Unbuildable(reason) => delivery::failed(
-                            mail.recipients.clone(),
-                            "build",
-                            reason,
-                            false,
-                            mail.attempts,
-                            mail.age,
-                        ),
-                        Attempt::Panicked(reason) => {
-                            warning!("mail_gateway: mail {mail_id}: {reason}");
-                            delivery::failed(
-                                mail.recipients.clone(),
-                                "internal",
-                                reason,
-                                false,
-                                mail.attempts,
-                                mail.age,
-                            )
-                        }
-                    };
-                    self.result(recorded(mail_id, mail, outcome));
-                }
-                Finished::Unreachable {
-                    mail_id,
-                    server_id,
-                    error,
-                } if error.stage == Stage::Auth
-                    && self.server_accounts.contains_key(&server_id) =>
-                {
-                    // The server refused the access token (expired early, revoked): the next
-                    // look asks for a new one, and the mail waits without an attempt.
-                    self.in_flight.remove(&mail_id);
-                    let wait = self.token_refused(server_id);
-                    if !self.unrecorded.errors.contains_key(&server_id) {
-                        let name = self.names.get(&server_id).map_or("?", String::as_str);
-                        log!(
-                            "mail_gateway: server \"{name}\" refused the OAuth2 access token: {error}; its mail waits {} s for a new one",
-                            wait.as_secs()
-                        );
-                    }
-                    let reason =
-                        format!("waiting for a new OAuth2 access token: {}", error.message);
-                    self.unrecorded
-                        .errors
-                        .insert(server_id, error.message.clone());
-                    let reason = crate::provider_hints::with_hint(&reason);
-                    self.unrecorded
-                        .deferred
-                        .push((mail_id, wait.as_secs_f64(), reason));
-                }
-                Finished::Unreachable {
-                    mail_id,
-                    server_id,
-                    error,
-                } => {
-                    if self
-                        .unrecorded
-                        .errors
-                        .insert(server_id, error.message.clone())
-                        .is_none()
-                    {
-                        let name = self.names.get(&server_id).map_or("?", String::as_str);
-                        log!("mail_gateway: server \"{name}\": {error}; its mail waits");
-                    }
-                    let Some(mail) = self.in_flight.remove(&mail_id) else {
-                        continue;
-                    };
-                    let outcome = delivery::failed(
-                        mail.recipients.clone(),
-                        delivery::failure_type(error.stage),
-                        error.message,
-                        error.transient,
-                        mail.attempts,
-                        mail.age,
-                    );
-                    self.result(recorded(mail_id, mail, outcome));
-                }
-                Finished::Deferred {
-                    mail_id,
-                    server_id,
-                    wait,
-                    reason,
-                } => {
-                    self.in_flight.remove(&mail_id);
-                    self.unrecorded.errors.insert(server_id, reason.clone());
-                    let reason = crate::provider_hints::with_hint(&reason);
-                    self.unrecorded
-                        .deferred
-                        .push((mail_id, wait.as_secs_f64(), reason));
-                }
-            }
-        }
-    }
-
-    /// A server's health for `server_status`: the last success, and the last error that was
-    /// the server's (not a refused recipient).
-    fn note_health(&mut self, server_id: i64, result: &Result<crate::smtp::Delivery, SmtpError>) {
-        match result {
-            Ok(d) if d.data.as_ref().is_some_and(|r| r.is_ok()) => {
-                let due = self
-                    .success_noted
-                    .get(&server_id)
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                if due {
-                    self.success_noted.insert(server_id, Instant::now());
-                    self.unrecorded.successes.insert(server_id);
-                }
-                if let Some(account) = self.server_accounts.get(&server_id)
-                    && let Some(token) = self.oauth.get_mut(account)
-                {
-                    token.refusals = 0;
-                }
-            }
-            Err(e)
-                if matches!(e.stage, Stage::Connect | Stage::Tls | Stage::Auth)
-                    || e.code.is_none() =>
-            {
-                self.unrecorded.errors.insert(server_id, e.message.clone());
-            }
-            _ => {}
-        }
     }
 
     /// Commits what is waiting to be recorded; then the connections may go on. Returns
@@ -418,7 +245,7 @@ impl Sending {
         let done = try_transaction("recording results", || {
             store::claim::record(worker, &u.results);
             store::claim::defer(worker, &u.deferred);
-            store::queue::record_server_health(
+            store::servers::record_server_health(
                 u.successes.iter().copied().collect(),
                 u.errors
                     .iter()
@@ -450,107 +277,11 @@ impl Sending {
     }
 }
 
-impl Sending {
-    /// Makes sure the account's cell holds a token a new login may use, refreshing it when
-    /// due (outside any transaction; `access_token` serialises refreshes between sessions).
-    fn token_for(&mut self, account: &str) -> Result<(), Problem> {
-        let entry = self.oauth.entry(account.to_string()).or_default();
-        let now = std::time::SystemTime::now();
-        if !entry.rejected && entry.lifetime.is_some_and(|l| !l.refresh_due(now)) {
-            return Ok(());
-        }
-        if !entry.rejected
-            && entry
-                .looked
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-            && entry.lifetime.is_some_and(|l| l.usable(now))
-        {
-            return Ok(());
-        }
-        if !entry.rejected
-            && let Some((problem, next)) = &entry.problem
-            && Instant::now() < *next
-        {
-            return Err(problem.clone());
-        }
-        let rejected = entry.rejected.then(|| entry.cell.get());
-        entry.rejected = false;
-        entry.looked = Some(Instant::now());
-        let ask = Ask {
-            account,
-            caller: Caller::Worker,
-            limits: Limits {
-                timeout: gucs::smtp_timeout(),
-                cancelled: shutting_down,
-            },
-            rejected: rejected.as_deref(),
-        };
-        match access_token::get(&ask) {
-            Ok(token) => {
-                entry.cell.set(token.access_token);
-                entry.lifetime = Some(token.lifetime);
-                entry.problem = None;
-                Ok(())
-            }
-            Err(problem) => {
-                // The database is read again at most once a second for this account.
-                entry.lifetime = None;
-                entry.problem = Some((problem.clone(), Instant::now() + Duration::from_secs(1)));
-                Err(problem)
-            }
-        }
-    }
-
-    /// While mail is in flight, tokens due for renewal are renewed before they run out (a
-    /// connection that logs in later must find a valid one).
-    fn keep_tokens_fresh(&mut self) {
-        if self.pool.unfinished() == 0 {
-            return;
-        }
-        let now = std::time::SystemTime::now();
-        let due: Vec<String> = self
-            .oauth
-            .iter()
-            .filter(|(_, t)| t.rejected || t.lifetime.is_some_and(|l| l.refresh_due(now)))
-            .map(|(account, _)| account.clone())
-            .collect();
-        for account in due {
-            let _ = self.token_for(&account);
-        }
-    }
-
-    /// A login refused with the account's token: ask for a new one; the mails wait 1 s,
-    /// doubling while refusals go on (up to a minute: the token may be fine and the user name
-    /// or a permission wrong).
-    fn token_refused(&mut self, server_id: i64) -> Duration {
-        let Some(token) = self
-            .server_accounts
-            .get(&server_id)
-            .and_then(|account| self.oauth.get_mut(account))
-        else {
-            return gucs::retry_delay();
-        };
-        token.rejected = true;
-        token.refusals += 1;
-        oauth::backoff(token.refusals)
-    }
-
-    /// Sends a claimed mail back to the queue for `wait`, without an attempt, because its
-    /// server has no access token; the server's last_error says why.
-    fn hold(&mut self, mail_id: i64, server_id: i64, wait: Duration, problem: &Problem) {
-        let reason = problem.with_hint();
-        self.unrecorded.errors.insert(server_id, reason.clone());
-        self.unrecorded
-            .deferred
-            .push((mail_id, wait.as_secs_f64(), reason));
-    }
-}
-
 /// Everything a claim needs, read in its transaction.
 struct Claimed {
     mails: Vec<QueuedMail>,
     blocked: HashSet<String>,
     settings: SenderSettings,
     configs: HashMap<i64, ServerRow>,
-    dkim_keys: HashMap<String, (String, String, String)>,
+    dkim_keys: Arc<HashMap<String, DkimKey>>,
 }

@@ -529,7 +529,7 @@ fn scheduled_retried_and_cancelled_mail() {
         &db.query_one("SELECT mail_gateway.retry_mail(999999)", &[])
             .unwrap_err(),
     );
-    assert!(err.starts_with("P0002"), "{err}");
+    assert!(err.starts_with("42704"), "{err}");
     // A retried cancelled mail goes out.
     let s: String = db
         .query_one("SELECT mail_gateway.retry_mail($1)", &[&cancelled])
