@@ -16,7 +16,7 @@ use super::address::Sender;
 use super::incoming::{self, Reading};
 use super::thread::bounce_check;
 use crate::authentication::Verdict;
-use crate::mime::bounce::{self, Kind};
+use crate::mime::report::{self, Kind};
 use crate::mime::structure;
 use crate::mime::summary::{Content, Summary, content};
 
@@ -153,7 +153,7 @@ pub struct Posted {
 /// One failed recipient of a bounce.
 pub struct BounceRow<'a> {
     pub mail_id: Option<i64>,
-    pub failed: &'a bounce::Failed,
+    pub failed: &'a report::Failed,
     /// Tied to a mail we sent and naming one of its recipients: only then it counts towards the
     /// blocklist and marks the mail (docs/SECURITY.md).
     pub trusted: bool,
@@ -616,7 +616,7 @@ impl<'r, G: Gateway> Router<'r, G> {
         "answered automatically".into()
     }
 
-    /// One `bounce` row per failed recipient (at most `bounce::MAX_FAILED`); a row counts only
+    /// One `bounce` row per failed recipient (at most `report::MAX_FAILED`); a row counts only
     /// when the bounce is tied to a mail we sent and names one of its recipients.
     fn bounce(&mut self, tagged: Option<SentMail>) -> Routed {
         let report = &self.reading.report;
@@ -635,7 +635,7 @@ impl<'r, G: Gateway> Router<'r, G> {
             failed = m
                 .recipients
                 .iter()
-                .map(|email| bounce::Failed {
+                .map(|email| report::Failed {
                     email: email.clone(),
                     status: "5.0.0".into(),
                     hard: false,
@@ -643,7 +643,7 @@ impl<'r, G: Gateway> Router<'r, G> {
                 })
                 .collect();
         }
-        failed.truncate(bounce::MAX_FAILED);
+        failed.truncate(report::MAX_FAILED);
         if failed.is_empty() {
             return Routed::new(
                 State::Bounce,
