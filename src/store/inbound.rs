@@ -9,9 +9,9 @@ use pgrx::prelude::*;
 
 use super::{first_text, spi};
 use crate::authentication::Authentication;
-use crate::mailbox::{Encryption, MailboxConfig, Protocol};
+use crate::mailbox::{MailboxConfig, Protocol};
 use crate::mime::summary::{Summary, admit};
-use crate::net::Limits;
+use crate::net::{Encryption, Limits};
 
 /// Summarises and stores a received message of `size` bytes (`raw` holds only its header
 /// when it is over `mail_gateway.max_message_size`: then it is recorded without its bytes, in

@@ -10,9 +10,10 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
 use super::{first_text, spi};
+use crate::net::Encryption;
 use crate::routing::address::parse_from_filter;
 use crate::routing::server::Server;
-use crate::smtp::{Auth, Encryption, ServerConfig};
+use crate::smtp::{Auth, ServerConfig};
 
 pub struct NewMail<'a> {
     /// Random hex; the Message-ID is `<token@catchall domain>` (the From domain without one).

@@ -11,15 +11,10 @@ pub mod wire;
 
 use std::time::Duration;
 
+use crate::net::Encryption;
+
 pub use session::{Extensions, Session};
 pub use transaction::Outbound;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encryption {
-    None,
-    StartTls,
-    Ssl,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
