@@ -13,7 +13,7 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput};
 use mail_parser::{HeaderValue, MessageParser};
 
-use crate::dns::Dns;
+use crate::dns::{Dns, DnsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -223,7 +223,7 @@ pub struct Verifier {
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Verifier {
-    pub fn new(dns_server: Option<&str>) -> Result<Verifier, String> {
+    pub fn new(dns_server: Option<&str>) -> Result<Verifier, DnsError> {
         let dns = Dns::new(dns_server, Duration::from_secs(2))?;
         let authenticator = MessageAuthenticator(dns.resolver().clone());
         Ok(Verifier {

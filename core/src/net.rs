@@ -55,14 +55,19 @@ impl Encryption {
     }
 }
 
-impl std::str::FromStr for Encryption {
-    type Err = String;
+/// A text that names no encryption.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown encryption \"{0}\"")]
+pub struct UnknownEncryption(pub String);
 
-    fn from_str(s: &str) -> Result<Encryption, String> {
+impl std::str::FromStr for Encryption {
+    type Err = UnknownEncryption;
+
+    fn from_str(s: &str) -> Result<Encryption, UnknownEncryption> {
         [Encryption::None, Encryption::StartTls, Encryption::Ssl]
             .into_iter()
             .find(|e| e.as_str() == s)
-            .ok_or_else(|| format!("unknown encryption \"{s}\""))
+            .ok_or_else(|| UnknownEncryption(s.to_string()))
     }
 }
 
@@ -75,9 +80,11 @@ pub struct Tls<'a> {
 }
 
 /// Which step failed, in words an administrator can act on.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    #[error("{0}")]
     Connect(String),
+    #[error("{0}")]
     Tls(String),
 }
 

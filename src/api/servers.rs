@@ -60,7 +60,7 @@ pub fn test_outgoing_server(name: &str) -> String {
         false,
     );
     let from = crate::mime::build::envelope_address(&choice.smtp_from)
-        .unwrap_or_else(|e| raise(ERRCODE_CONNECTION_FAILURE, e, None));
+        .unwrap_or_else(|e| raise(ERRCODE_CONNECTION_FAILURE, e.to_string(), None));
 
     let mut config = row.config.clone();
     let token = row

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::{Check, Facts, SendingServer, Status};
-use crate::dns::Lookup;
+use crate::dns::{DnsError, Lookup};
 
 /// RFC 7208 §4.6.4: at most 10 mechanisms and modifiers that cause DNS lookups.
 const LOOKUP_LIMIT: usize = 10;
@@ -195,7 +195,7 @@ fn mechanism_for(server: &SendingServer) -> String {
     }
 }
 
-fn spf_records(lookup: &dyn Lookup, domain: &str) -> Result<Vec<String>, String> {
+fn spf_records(lookup: &dyn Lookup, domain: &str) -> Result<Vec<String>, DnsError> {
     Ok(lookup
         .txt(domain)?
         .into_iter()
@@ -339,6 +339,6 @@ fn follow(lookup: &dyn Lookup, target: &str, depth: usize, out: &mut SpfWalk) {
         Ok(_) => out
             .errors
             .push(format!("{target} (included) has several SPF records")),
-        Err(e) => out.errors.push(e),
+        Err(e) => out.errors.push(e.to_string()),
     }
 }

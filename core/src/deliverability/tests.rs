@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use super::dmarc::{self, organizational_domain};
 use super::spf::{self, in_network};
 use super::*;
+use crate::dns::DnsError;
 
 #[derive(Default)]
 struct Zone {
@@ -15,13 +16,13 @@ struct Zone {
 }
 
 impl Lookup for Zone {
-    fn txt(&self, name: &str) -> Result<Vec<String>, String> {
+    fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
         Ok(self.txt.get(name).cloned().unwrap_or_default())
     }
-    fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, String> {
+    fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError> {
         Ok(self.mx.get(name).cloned().unwrap_or_default())
     }
-    fn ips(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+    fn ips(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
         Ok(self.ips.get(name).cloned().unwrap_or_default())
     }
 }

@@ -9,7 +9,7 @@
 mod server;
 mod session;
 
-pub use server::{Delivery, Server, Settings};
+pub use server::{Delivery, ListenError, Server, Settings};
 pub use session::{End, Envelope, Limits, Verdict, serve};
 
 #[cfg(test)]

@@ -78,7 +78,8 @@ pub enum FetchStage {
     Store,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct FetchError {
     pub stage: FetchStage,
     pub message: String,
@@ -123,12 +124,6 @@ impl FetchError {
                 "The messages stay on the server, unflagged; see PostgreSQL's message (disk space, a quota) — the next fetch tries again."
             }
         }
-    }
-}
-
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
     }
 }
 

@@ -51,29 +51,50 @@ const RESERVED_HEADERS: &[&str] = &[
     "dkim-signature",
 ];
 
+/// Why a message cannot be built (or a custom header queued): the offending value, named.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid header name \"{0}\"")]
+    HeaderName(String),
+    #[error("header \"{0}\" is set by mail_gateway itself")]
+    ReservedHeader(String),
+    #[error("header \"{0}\" contains a line break")]
+    LineBreak(String),
+    #[error("malformed address \"{0}\"")]
+    Address(String),
+    #[error("invalid content type \"{content_type}\" of attachment \"{filename}\"")]
+    ContentType {
+        content_type: String,
+        filename: String,
+    },
+    /// lettre's own refusal.
+    #[error("{0}")]
+    Lettre(#[from] lettre::error::Error),
+}
+
 /// Checks a custom header before it is queued: a valid field name (RFC 5322 §3.6.8), not one
 /// the gateway writes itself, and a value without line breaks (no header injection).
-pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+pub fn check_header(name: &str, value: &str) -> Result<(), BuildError> {
     if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-        return Err(format!("invalid header name \"{name}\""));
+        return Err(BuildError::HeaderName(name.to_string()));
     }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(format!("header \"{name}\" is set by mail_gateway itself"));
+        return Err(BuildError::ReservedHeader(name.to_string()));
     }
     if value.contains(['\r', '\n', '\0']) {
-        return Err(format!("header \"{name}\" contains a line break"));
+        return Err(BuildError::LineBreak(name.to_string()));
     }
     Ok(())
 }
 
-fn mailbox(text: &str) -> Result<Mailbox, String> {
+fn mailbox(text: &str) -> Result<Mailbox, BuildError> {
     text.trim()
         .parse::<Mailbox>()
-        .map_err(|_| format!("malformed address \"{text}\""))
+        .map_err(|_| BuildError::Address(text.to_string()))
 }
 
 /// Renders the message. Errors name the offending value.
-pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
+pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, BuildError> {
     let from = mailbox(mail.from)?;
     let mut builder = Message::builder()
         .from(from.clone())
@@ -81,10 +102,10 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
         .message_id(Some(mail.message_id.to_string()))
         .date(mail.date)
         // The real envelope is given to the SMTP client; this one only satisfies the builder.
-        .envelope(
-            Envelope::new(Some(from.email.clone()), vec![from.email.clone()])
-                .map_err(|e| e.to_string())?,
-        );
+        .envelope(Envelope::new(
+            Some(from.email.clone()),
+            vec![from.email.clone()],
+        )?);
     for to in mail.to {
         builder = builder.to(mailbox(to)?);
     }
@@ -97,7 +118,7 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
     for (name, value) in mail.headers {
         check_header(name, value)?;
         let name = HeaderName::new_from_ascii(name.clone())
-            .map_err(|_| format!("invalid header name \"{name}\""))?;
+            .map_err(|_| BuildError::HeaderName(name.clone()))?;
         builder = builder.raw_header(HeaderValue::new(name, value.clone()));
     }
 
@@ -114,7 +135,7 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
             return builder
                 .singlepart(SinglePart::plain(text))
                 .map(|m| m.formatted())
-                .map_err(|e| e.to_string());
+                .map_err(BuildError::from);
         }
         None => MultiPart::mixed().singlepart(SinglePart::plain(text)),
     };
@@ -127,19 +148,17 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
             body
         };
         for a in mail.attachments {
-            let content_type = ContentType::parse(&a.content_type).map_err(|_| {
-                format!(
-                    "invalid content type \"{}\" of attachment \"{}\"",
-                    a.content_type, a.filename
-                )
-            })?;
+            let content_type =
+                ContentType::parse(&a.content_type).map_err(|_| BuildError::ContentType {
+                    content_type: a.content_type.clone(),
+                    filename: a.filename.clone(),
+                })?;
             mixed = mixed.singlepart(
                 AttachmentPart::new(a.filename.clone()).body(a.content.clone(), content_type),
             );
         }
         builder.multipart(mixed)
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     Ok(message.formatted())
 }
 
@@ -195,7 +214,7 @@ pub fn html_to_text(html: &str) -> String {
 }
 
 /// The address of a mailbox text, for the envelope.
-pub fn envelope_address(text: &str) -> Result<Address, String> {
+pub fn envelope_address(text: &str) -> Result<Address, BuildError> {
     mailbox(text).map(|m| m.email)
 }
 

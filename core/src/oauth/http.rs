@@ -32,17 +32,78 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// What is wrong with a token endpoint's URL, in words for `set_oauth`'s caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("\"{0}\" is not an https:// URL")]
+    NotHttp(String),
+    #[error("\"{0}\" holds credentials: give client_id and client_secret instead")]
+    Credentials(String),
+    #[error("\"{0}\" has an unclosed [ in its host")]
+    UnclosedBracket(String),
+    #[error("\"{0}\" has a bad port")]
+    BadPort(String),
+    #[error("\"{0}\" has no valid host")]
+    BadHost(String),
+    #[error("\"{0}\" has spaces or control characters")]
+    BadPath(String),
+    #[error(
+        "\"{0}\" is not encrypted: secrets go to a token endpoint over https:// only (http:// is allowed on the loopback)"
+    )]
+    NotEncrypted(String),
+}
+
+/// A token request that failed on the way: network failures in words, never the form (it
+/// carries the secrets).
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("{0}")]
+    Connect(NetError),
+    #[error("token endpoint {place}: {source}")]
+    Tls { place: String, source: NetError },
+    #[error("sending to the token endpoint {place} failed: {source}")]
+    Send {
+        place: String,
+        source: std::io::Error,
+    },
+    #[error("reading the token endpoint's answer ({place}) failed: {source}")]
+    Read {
+        place: String,
+        source: std::io::Error,
+    },
+    #[error("the token endpoint {place} answered {source}")]
+    Answer {
+        place: String,
+        source: ResponseError,
+    },
+}
+
+/// What is wrong with an HTTP reply ("the token endpoint … answered <this>").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("an incomplete HTTP head")]
+    IncompleteHead,
+    #[error("something that is not HTTP: \"{0}\"")]
+    NotHttp(String),
+    #[error("a body shorter than announced ({got} of {announced} bytes)")]
+    ShortBody { got: usize, announced: usize },
+    #[error("a truncated chunked body")]
+    TruncatedChunk,
+    #[error("a malformed chunked body")]
+    MalformedChunk,
+}
+
 impl Url {
     /// `https://host[:port]/path`, or `http://` on the loopback. The error says what is wrong
     /// in words for `set_oauth`'s caller.
-    pub fn parse(url: &str) -> Result<Url, String> {
+    pub fn parse(url: &str) -> Result<Url, UrlError> {
         let url = url.trim();
         let (tls, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
             (true, rest)
         } else if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
             (false, rest)
         } else {
-            return Err(format!("\"{url}\" is not an https:// URL"));
+            return Err(UrlError::NotHttp(url.to_string()));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
@@ -50,14 +111,12 @@ impl Url {
             None => (rest, "/".to_string()),
         };
         if authority.contains('@') {
-            return Err(format!(
-                "\"{url}\" holds credentials: give client_id and client_secret instead"
-            ));
+            return Err(UrlError::Credentials(url.to_string()));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6
                 .split_once(']')
-                .ok_or_else(|| format!("\"{url}\" has an unclosed [ in its host"))?;
+                .ok_or_else(|| UrlError::UnclosedBracket(url.to_string()))?;
             (host.to_string(), after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -70,20 +129,18 @@ impl Url {
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p > 0)
-                .ok_or_else(|| format!("\"{url}\" has a bad port"))?,
+                .ok_or_else(|| UrlError::BadPort(url.to_string()))?,
             None if tls => 443,
             None => 80,
         };
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(format!("\"{url}\" has no valid host"));
+            return Err(UrlError::BadHost(url.to_string()));
         }
         if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err(format!("\"{url}\" has spaces or control characters"));
+            return Err(UrlError::BadPath(url.to_string()));
         }
         if !tls && !is_loopback(&host) {
-            return Err(format!(
-                "\"{url}\" is not encrypted: secrets go to a token endpoint over https:// only (http:// is allowed on the loopback)"
-            ));
+            return Err(UrlError::NotEncrypted(url.to_string()));
         }
         Ok(Url {
             tls,
@@ -128,11 +185,9 @@ pub fn post_form(
     form: &str,
     limits: Limits,
     ca_cert: Option<&str>,
-) -> Result<Response, String> {
+) -> Result<Response, PostError> {
     let place = format!("{}:{}", url.host, url.port);
-    let (tcp, deadline) = net::connect(&url.host, url.port, limits).map_err(|e| match e {
-        NetError::Connect(m) | NetError::Tls(m) => m,
-    })?;
+    let (tcp, deadline) = net::connect(&url.host, url.port, limits).map_err(PostError::Connect)?;
     deadline.start(limits.timeout);
     let mut stream = if url.tls {
         let tls = Tls {
@@ -140,10 +195,9 @@ pub fn post_form(
             verify: true,
             ca_cert,
         };
-        net::secure(tcp, &tls).map_err(|e| match e {
-            NetError::Connect(m) | NetError::Tls(m) => {
-                format!("token endpoint {place}: {m}")
-            }
+        net::secure(tcp, &tls).map_err(|source| PostError::Tls {
+            place: place.clone(),
+            source,
         })?
     } else {
         Stream::Plain(tcp)
@@ -161,10 +215,15 @@ pub fn post_form(
         .write_all(request.as_bytes())
         .and_then(|_| stream.write_all(form.as_bytes()))
         .and_then(|_| stream.flush())
-        .map_err(|e| format!("sending to the token endpoint {place} failed: {e}"))?;
-    let raw = read_reply(&mut stream)
-        .map_err(|e| format!("reading the token endpoint's answer ({place}) failed: {e}"))?;
-    parse_response(&raw).map_err(|e| format!("the token endpoint {place} answered {e}"))
+        .map_err(|source| PostError::Send {
+            place: place.clone(),
+            source,
+        })?;
+    let raw = read_reply(&mut stream).map_err(|source| PostError::Read {
+        place: place.clone(),
+        source,
+    })?;
+    parse_response(&raw).map_err(|source| PostError::Answer { place, source })
 }
 
 /// Reads until the server closes, or until the body announced by `Content-Length` is in.
@@ -220,9 +279,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Status line, headers, body (de-chunked). Interim `1xx` answers are skipped.
-pub fn parse_response(mut raw: &[u8]) -> Result<Response, String> {
+pub fn parse_response(mut raw: &[u8]) -> Result<Response, ResponseError> {
     loop {
-        let end = find(raw, b"\r\n\r\n").ok_or("an incomplete HTTP head")?;
+        let end = find(raw, b"\r\n\r\n").ok_or(ResponseError::IncompleteHead)?;
         let head = String::from_utf8_lossy(&raw[..end]).into_owned();
         let body = &raw[end + 4..];
         let mut lines = head.split("\r\n");
@@ -234,10 +293,7 @@ pub fn parse_response(mut raw: &[u8]) -> Result<Response, String> {
             .and_then(|s| s.parse::<u16>().ok())
             .filter(|_| version.starts_with("HTTP/1."))
             .ok_or_else(|| {
-                format!(
-                    "something that is not HTTP: \"{}\"",
-                    net::printable(status_line.chars().take(60).collect())
-                )
+                ResponseError::NotHttp(net::printable(status_line.chars().take(60).collect()))
             })?;
         if (100..200).contains(&status) {
             raw = body;
@@ -265,10 +321,10 @@ pub fn parse_response(mut raw: &[u8]) -> Result<Response, String> {
             match length {
                 Some(n) if n <= body.len() => body[..n].to_vec(),
                 Some(n) => {
-                    return Err(format!(
-                        "a body shorter than announced ({} of {n} bytes)",
-                        body.len()
-                    ));
+                    return Err(ResponseError::ShortBody {
+                        got: body.len(),
+                        announced: n,
+                    });
                 }
                 None => body.to_vec(),
             }
@@ -281,20 +337,20 @@ pub fn parse_response(mut raw: &[u8]) -> Result<Response, String> {
     }
 }
 
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, ResponseError> {
     let mut body = Vec::new();
     loop {
-        let end = find(rest, b"\r\n").ok_or("a truncated chunked body")?;
+        let end = find(rest, b"\r\n").ok_or(ResponseError::TruncatedChunk)?;
         let size_text = String::from_utf8_lossy(&rest[..end]);
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| "a malformed chunked body".to_string())?;
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| ResponseError::MalformedChunk)?;
         rest = &rest[end + 2..];
         if size == 0 {
             return Ok(body);
         }
         if rest.len() < size + 2 {
-            return Err("a truncated chunked body".into());
+            return Err(ResponseError::TruncatedChunk);
         }
         body.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];
@@ -396,6 +452,7 @@ mod tests {
         assert!(
             Url::parse("http://10.0.0.1/token")
                 .unwrap_err()
+                .to_string()
                 .contains("not encrypted")
         );
     }
@@ -516,7 +573,8 @@ mod tests {
             Limits::new(Duration::from_millis(600)),
             None,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(started.elapsed() < Duration::from_secs(2), "{err}");
         assert!(err.contains("timed out"), "{err}");
         assert!(!err.contains("SECRET-RT"), "{err}");
@@ -530,7 +588,9 @@ mod tests {
             .unwrap()
             .port();
         let url = Url::parse(&format!("http://127.0.0.1:{port}/token")).unwrap();
-        let err = post_form(&url, "", Limits::new(Duration::from_secs(2)), None).unwrap_err();
+        let err = post_form(&url, "", Limits::new(Duration::from_secs(2)), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot connect"), "{err}");
     }
 }

@@ -162,16 +162,11 @@ impl Failure {
 }
 
 /// A failed token request: what it means, and the words (the provider's, never a secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct TokenError {
     pub failure: Failure,
     pub message: String,
-}
-
-impl std::fmt::Display for TokenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 impl TokenError {
@@ -253,9 +248,21 @@ pub fn authorize_url(
     format!("{endpoint}{separator}{}", http::form(&pairs))
 }
 
+/// Why no authorization code could be taken from what a person pasted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodeError {
+    #[error("no authorization code given")]
+    Missing,
+    /// The provider's `error` and `error_description` (": …"), made printable.
+    #[error("the sign-in was refused: {error}{description}")]
+    Refused { error: String, description: String },
+    #[error("the URL holds no code=…")]
+    NoCodeInUrl,
+}
+
 /// The code out of what a person pastes: the code itself, or the whole URL the browser was
 /// sent back to (`…?code=…&state=…`), whose `error` it reports.
-pub fn code_from(pasted: &str) -> Result<String, String> {
+pub fn code_from(pasted: &str) -> Result<String, CodeError> {
     let pasted = pasted.trim();
     let query = match pasted.split_once('?') {
         Some((_, q)) => Some(q.split('#').next().unwrap_or_default()),
@@ -264,7 +271,7 @@ pub fn code_from(pasted: &str) -> Result<String, String> {
     };
     let Some(query) = query else {
         return if pasted.is_empty() || pasted.contains(char::is_whitespace) {
-            Err("no authorization code given".into())
+            Err(CodeError::Missing)
         } else {
             Ok(pasted.to_string())
         };
@@ -273,14 +280,13 @@ pub fn code_from(pasted: &str) -> Result<String, String> {
         return Ok(code);
     }
     match http::query_value(query, "error") {
-        Some(error) => Err(format!(
-            "the sign-in was refused: {}{}",
-            net::printable(error),
-            http::query_value(query, "error_description")
+        Some(error) => Err(CodeError::Refused {
+            error: net::printable(error),
+            description: http::query_value(query, "error_description")
                 .map(|d| format!(": {}", net::printable(d)))
-                .unwrap_or_default()
-        )),
-        None => Err("the URL holds no code=…".into()),
+                .unwrap_or_default(),
+        }),
+        None => Err(CodeError::NoCodeInUrl),
     }
 }
 
@@ -295,7 +301,7 @@ pub fn request(
     let url = http::Url::parse(&client.token_endpoint)
         .map_err(|e| TokenError::new(Failure::Misconfigured, format!("token endpoint {e}")))?;
     let result = http::post_form(&url, form, limits, client.ca_cert.as_deref())
-        .map_err(|e| TokenError::new(Failure::Transient, e))
+        .map_err(|e| TokenError::new(Failure::Transient, e.to_string()))
         .and_then(|response| read_reply(response.status, &response.body));
     result.map_err(|mut e| {
         e.message = redact(e.message, secrets);

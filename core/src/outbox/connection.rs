@@ -315,7 +315,7 @@ fn render(job: Job) -> Ready {
             }),
             r.warning,
         ),
-        Ok(Err(reason)) => (Err(Attempt::Unbuildable(reason)), None),
+        Ok(Err(reason)) => (Err(Attempt::Unbuildable(reason.to_string())), None),
         Err(p) => (Err(Attempt::Panicked(panic_message(&*p))), None),
     };
     Ready {

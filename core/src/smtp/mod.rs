@@ -51,7 +51,8 @@ pub enum Stage {
     Message,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct SmtpError {
     pub stage: Stage,
     /// 4xx, timeouts and network failures: worth trying again later.
@@ -60,12 +61,6 @@ pub struct SmtpError {
     pub code: Option<u16>,
     /// In words, with the server's reply text.
     pub message: String,
-}
-
-impl std::fmt::Display for SmtpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 impl SmtpError {

@@ -58,14 +58,19 @@ impl State {
     }
 }
 
-impl std::str::FromStr for State {
-    type Err = String;
+/// A text that names no state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown inbound state \"{0}\"")]
+pub struct UnknownState(pub String);
 
-    fn from_str(s: &str) -> Result<State, String> {
+impl std::str::FromStr for State {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<State, UnknownState> {
         State::ALL
             .into_iter()
             .find(|state| state.as_str() == s)
-            .ok_or_else(|| format!("unknown inbound state \"{s}\""))
+            .ok_or_else(|| UnknownState(s.to_string()))
     }
 }
 
