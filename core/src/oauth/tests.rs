@@ -1,4 +1,7 @@
+use std::time::{Duration, SystemTime};
+
 use super::*;
+use crate::net::Limits;
 
 fn client(provider: Provider) -> Client {
     Client {
