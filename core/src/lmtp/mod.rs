@@ -6,6 +6,7 @@
 //! DATA is whatever the callback returns: the worker answers only after its commit. Nothing
 //! here knows PostgreSQL.
 
+mod lines;
 mod server;
 mod session;
 

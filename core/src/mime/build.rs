@@ -5,7 +5,9 @@
 use std::time::SystemTime;
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment as AttachmentPart, Mailbox, MultiPart, SinglePart};
+use lettre::message::{
+    Attachment as AttachmentPart, Mailbox, MessageBuilder, MultiPart, SinglePart,
+};
 use lettre::{Address, Message, address::Envelope};
 
 /// A file attached to a mail.
@@ -95,6 +97,40 @@ fn mailbox(text: &str) -> Result<Mailbox, BuildError> {
 
 /// Renders the message. Errors name the offending value.
 pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, BuildError> {
+    let builder = headers(mail)?;
+    // Line ends are made CRLF here, in one pass: lettre would insert each missing CR one by
+    // one (quadratic in a long body), and a bare CR would push it to quoted-printable.
+    let text = crlf_lines(&match (mail.body_text, mail.body_html) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(html)) => html_to_text(html),
+        (None, None) => String::new(),
+    });
+    let body = match mail.body_html {
+        Some(html) => MultiPart::alternative_plain_html(text, crlf_lines(html)),
+        None if mail.attachments.is_empty() => {
+            return builder
+                .singlepart(SinglePart::plain(text))
+                .map(|m| m.formatted())
+                .map_err(BuildError::from);
+        }
+        None => MultiPart::mixed().singlepart(SinglePart::plain(text)),
+    };
+    let message: Message = if mail.attachments.is_empty() {
+        builder.multipart(body)
+    } else {
+        let mixed = if mail.body_html.is_some() {
+            MultiPart::mixed().multipart(body)
+        } else {
+            body
+        };
+        builder.multipart(with_attachments(mixed, mail.attachments)?)
+    }?;
+    Ok(message.formatted())
+}
+
+/// The builder with every header: From, Subject, Message-ID, Date, the recipients, Reply-To
+/// and the custom headers.
+fn headers(mail: &Outgoing<'_>) -> Result<MessageBuilder, BuildError> {
     let from = mailbox(mail.from)?;
     let mut builder = Message::builder()
         .from(from.clone())
@@ -121,45 +157,25 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, BuildError> {
             .map_err(|_| BuildError::HeaderName(name.clone()))?;
         builder = builder.raw_header(HeaderValue::new(name, value.clone()));
     }
+    Ok(builder)
+}
 
-    // Line ends are made CRLF here, in one pass: lettre would insert each missing CR one by
-    // one (quadratic in a long body), and a bare CR would push it to quoted-printable.
-    let text = crlf_lines(&match (mail.body_text, mail.body_html) {
-        (Some(text), _) => text.to_string(),
-        (None, Some(html)) => html_to_text(html),
-        (None, None) => String::new(),
-    });
-    let body = match mail.body_html {
-        Some(html) => MultiPart::alternative_plain_html(text, crlf_lines(html)),
-        None if mail.attachments.is_empty() => {
-            return builder
-                .singlepart(SinglePart::plain(text))
-                .map(|m| m.formatted())
-                .map_err(BuildError::from);
-        }
-        None => MultiPart::mixed().singlepart(SinglePart::plain(text)),
-    };
-    let message: Message = if mail.attachments.is_empty() {
-        builder.multipart(body)
-    } else {
-        let mut mixed = if mail.body_html.is_some() {
-            MultiPart::mixed().multipart(body)
-        } else {
-            body
-        };
-        for a in mail.attachments {
-            let content_type =
-                ContentType::parse(&a.content_type).map_err(|_| BuildError::ContentType {
-                    content_type: a.content_type.clone(),
-                    filename: a.filename.clone(),
-                })?;
-            mixed = mixed.singlepart(
-                AttachmentPart::new(a.filename.clone()).body(a.content.clone(), content_type),
-            );
-        }
-        builder.multipart(mixed)
-    }?;
-    Ok(message.formatted())
+/// `mixed` with each attachment as a part of its own.
+fn with_attachments(
+    mut mixed: MultiPart,
+    attachments: &[Attachment],
+) -> Result<MultiPart, BuildError> {
+    for a in attachments {
+        let content_type =
+            ContentType::parse(&a.content_type).map_err(|_| BuildError::ContentType {
+                content_type: a.content_type.clone(),
+                filename: a.filename.clone(),
+            })?;
+        mixed = mixed.singlepart(
+            AttachmentPart::new(a.filename.clone()).body(a.content.clone(), content_type),
+        );
+    }
+    Ok(mixed)
 }
 
 /// `text` with every line end written CR LF (`smtp::wire::crlf_lines`).
