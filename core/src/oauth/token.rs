@@ -145,38 +145,7 @@ pub fn read_reply(status: u16, body: &[u8]) -> Result<Granted, TokenError> {
     if status == 200
         && let Some(access_token) = field("access_token")
     {
-        if let Some(kind) = field("token_type")
-            && !kind.eq_ignore_ascii_case("bearer")
-        {
-            return Err(TokenError::new(
-                Failure::Misconfigured,
-                format!(
-                    "the token endpoint gave a \"{}\" token; XOAUTH2 needs a Bearer token",
-                    net::printable(kind)
-                ),
-            ));
-        }
-        // A number, or a number in a string (some endpoints).
-        let lifetime = json
-            .as_ref()
-            .and_then(|j| j.get("expires_in"))
-            .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|s| Duration::from_secs_f64(s.min(366.0 * 86400.0)))
-            .unwrap_or(DEFAULT_LIFETIME);
-        if access_token.contains(|c: char| c.is_control() || c.is_whitespace()) {
-            return Err(TokenError::new(
-                Failure::Transient,
-                "the token endpoint gave an access token with spaces or control characters",
-            ));
-        }
-        return Ok(Granted {
-            access_token,
-            lifetime,
-            refresh_token: field("refresh_token")
-                .filter(|t| !t.contains(|c: char| c.is_control() || c.is_whitespace())),
-            scope: field("scope"),
-        });
+        return granted(access_token, json.as_ref(), &field);
     }
     let code = field("error");
     let description = field("error_description")
@@ -194,6 +163,46 @@ pub fn read_reply(status: u16, body: &[u8]) -> Result<Granted, TokenError> {
         failure,
         format!("the token endpoint refused (HTTP {status}): {words}"),
     ))
+}
+
+/// A successful reply's grant: a Bearer token without spaces, with its lifetime (an hour when
+/// the reply leaves it out).
+fn granted(
+    access_token: String,
+    json: Option<&serde_json::Value>,
+    field: &dyn Fn(&str) -> Option<String>,
+) -> Result<Granted, TokenError> {
+    if let Some(kind) = field("token_type")
+        && !kind.eq_ignore_ascii_case("bearer")
+    {
+        return Err(TokenError::new(
+            Failure::Misconfigured,
+            format!(
+                "the token endpoint gave a \"{}\" token; XOAUTH2 needs a Bearer token",
+                net::printable(kind)
+            ),
+        ));
+    }
+    // A number, or a number in a string (some endpoints).
+    let lifetime = json
+        .and_then(|j| j.get("expires_in"))
+        .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(366.0 * 86400.0)))
+        .unwrap_or(DEFAULT_LIFETIME);
+    if access_token.contains(|c: char| c.is_control() || c.is_whitespace()) {
+        return Err(TokenError::new(
+            Failure::Transient,
+            "the token endpoint gave an access token with spaces or control characters",
+        ));
+    }
+    Ok(Granted {
+        access_token,
+        lifetime,
+        refresh_token: field("refresh_token")
+            .filter(|t| !t.contains(|c: char| c.is_control() || c.is_whitespace())),
+        scope: field("scope"),
+    })
 }
 
 /// What an error reply means (RFC 6749 §5.2, and the providers' habits).

@@ -120,9 +120,15 @@ impl Session {
             session = session.starttls(config, &tls, &place)?;
         }
         session.login(config, &place)?;
-        session.summary = format!(
+        session.summary = session.describe(config, &place);
+        Ok(session)
+    }
+
+    /// "host:port, encrypted, logged in as user", for the administrator.
+    fn describe(&self, config: &ServerConfig, place: &str) -> String {
+        format!(
             "{place}{}{}",
-            if session.stream.is_tls() {
+            if self.stream.is_tls() {
                 ", encrypted"
             } else {
                 ", not encrypted"
@@ -135,8 +141,7 @@ impl Session {
                     config.username.as_deref().unwrap_or_default()
                 ),
             }
-        );
-        Ok(session)
+        )
     }
 
     /// EHLO, or HELO from a server that does not know EHLO (it then offers nothing).
