@@ -152,7 +152,7 @@ impl Parts {
     }
 
     /// The failed mail comes back attached, whole or its header.
-    fn return_original(&self) -> bool {
+    fn returns_original(&self) -> bool {
         self.types
             .iter()
             .any(|k| k == "message/rfc822" || k == "text/rfc822-headers")

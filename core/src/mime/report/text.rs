@@ -93,7 +93,7 @@ pub(super) fn analyse(
     // A pasted original: the notice stops before the end of the text.
     let pasted_original = whole_notice.len() < body.len();
     let notice = prefix(whole_notice, MAX_NOTICE);
-    let returns_original = parts.return_original();
+    let returns_original = parts.returns_original();
     let bounce_like = has_dsn
         || !failed_header.is_empty()
         || looks_like_bounce(message, facts.from_mailer, notice, returns_original);
