@@ -18,8 +18,8 @@ mod worker;
 // The mail logic that needs no PostgreSQL lives in its own crate (core/); `crate::mime` and
 // friends keep their names here.
 pub use mail_gateway_core::{
-    authentication, deliverability, delivery, dkim, dns, imap, lmtp, mailbox, mime, model, net,
-    oauth, outbox, parameters, pop3, provider_hints, routing, smtp,
+    authentication, deliverability, delivery, dkim, dns, lmtp, mailbox, mime, model, net, oauth,
+    outbox, parameters, provider_hints, routing, smtp,
 };
 
 pg_module_magic!();

@@ -13,7 +13,7 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput};
 use mail_parser::{HeaderValue, MessageParser};
 
-use crate::dns::Dns;
+use crate::dns::{Dns, DnsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -149,15 +149,26 @@ pub fn from_trusted_results(
     if trusted.is_empty() {
         return None;
     }
+    let (id, results) = topmost_trusted(raw, trusted)?;
+    Some(verdict_of(&id, &results, from_domain))
+}
+
+/// The authserv-id and results of the topmost `Authentication-Results` a trusted server wrote.
+fn topmost_trusted(raw: &[u8], trusted: &[String]) -> Option<(String, Vec<MethodResult>)> {
     let headers = MessageParser::default().parse_headers(raw)?;
-    let (id, results) = headers
+    headers
         .header_values("Authentication-Results")
         .filter_map(|v| match v {
             HeaderValue::Text(t) => Some(t.to_string()),
             _ => None,
         })
         .filter_map(|v| parse_results(&v))
-        .find(|(id, _)| trusted.iter().any(|t| t.eq_ignore_ascii_case(id)))?;
+        .find(|(id, _)| trusted.iter().any(|t| t.eq_ignore_ascii_case(id)))
+}
+
+/// What the results `id` wrote say of `from_domain`: DMARC's pass or fail, else a DKIM or SPF
+/// pass aligned with it, else a DKIM or SPF failure, else nothing.
+fn verdict_of(id: &str, results: &[MethodResult], from_domain: &str) -> Authentication {
     let by = |r: &MethodResult, what: &str| format!("{}={} {what} (by {id})", r.method, r.result);
     let of = |method: &'static str| results.iter().filter(move |r| r.method == method);
     if let Some(dmarc) = of("dmarc").next()
@@ -169,10 +180,7 @@ pub fn from_trusted_results(
             Verdict::Fail
         };
         let domain = dmarc.property("header.from").unwrap_or(from_domain);
-        return Some(Authentication::new(
-            verdict,
-            by(dmarc, &format!("header.from={domain}")),
-        ));
+        return Authentication::new(verdict, by(dmarc, &format!("header.from={domain}")));
     }
     for dkim in of("dkim").filter(|r| r.result == "pass") {
         let signer = dkim
@@ -180,10 +188,7 @@ pub fn from_trusted_results(
             .or(dkim.property("header.i").map(domain_part))
             .unwrap_or_default();
         if aligned(signer, from_domain) {
-            return Some(Authentication::new(
-                Verdict::Pass,
-                by(dkim, &format!("header.d={signer}")),
-            ));
+            return Authentication::new(Verdict::Pass, by(dkim, &format!("header.d={signer}")));
         }
     }
     for spf in of("spf").filter(|r| r.result == "pass") {
@@ -192,22 +197,19 @@ pub fn from_trusted_results(
             .map(domain_part)
             .unwrap_or_default();
         if aligned(domain, from_domain) {
-            return Some(Authentication::new(
-                Verdict::Pass,
-                by(spf, &format!("smtp.mailfrom={domain}")),
-            ));
+            return Authentication::new(Verdict::Pass, by(spf, &format!("smtp.mailfrom={domain}")));
         }
     }
     let failed = results
         .iter()
         .find(|r| matches!(r.method.as_str(), "dkim" | "spf") && r.result == "fail");
-    Some(match failed {
+    match failed {
         Some(r) => Authentication::new(Verdict::Fail, by(r, "")),
         None => Authentication::new(
             Verdict::None,
             format!("nothing aligned with {from_domain} passed (by {id})"),
         ),
-    })
+    }
 }
 
 /// Our own DKIM (and DMARC-alignment) check, for messages that no trusted server checked.
@@ -223,7 +225,7 @@ pub struct Verifier {
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Verifier {
-    pub fn new(dns_server: Option<&str>) -> Result<Verifier, String> {
+    pub fn new(dns_server: Option<&str>) -> Result<Verifier, DnsError> {
         let dns = Dns::new(dns_server, Duration::from_secs(2))?;
         let authenticator = MessageAuthenticator(dns.resolver().clone());
         Ok(Verifier {

@@ -203,15 +203,11 @@ pub fn summarise(recipients: Recipients, attempts: i32, age: Duration) -> Outcom
             "{failed_} recipient(s) refused: {}",
             reasons(RecipientState::Exception)
         );
-        let state = if sent > 0 {
-            MailState::Sent
+        // Some went out: the mail is sent, partly.
+        let (state, failure_type) = if sent > 0 {
+            (MailState::Sent, "partial")
         } else {
-            MailState::Exception
-        };
-        let failure_type = if sent > 0 {
-            "partial"
-        } else {
-            "recipient_refused"
+            (MailState::Exception, "recipient_refused")
         };
         return Outcome {
             state,

@@ -39,24 +39,48 @@ pub struct KeyPair {
     pub public_base64: String,
 }
 
-pub fn generate(algorithm: Algorithm) -> Result<KeyPair, String> {
+/// OpenSSL could not make a key pair (the message is OpenSSL's).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+    #[error("{0}")]
+    NotUtf8(#[from] std::string::FromUtf8Error),
+}
+
+/// Why a message could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("unknown algorithm \"{0}\"")]
+    UnknownAlgorithm(String),
+    #[error("unreadable DKIM key: {0}")]
+    Pem(rustls_pki_types::pem::Error),
+    #[error("unreadable RSA key: {0}")]
+    Rsa(mail_auth::Error),
+    #[error("an Ed25519 key must be PKCS#8")]
+    NotPkcs8,
+    #[error("unreadable Ed25519 key: {0}")]
+    Ed25519(mail_auth::Error),
+    #[error("DKIM signing failed: {0}")]
+    Signing(mail_auth::Error),
+}
+
+pub fn generate(algorithm: Algorithm) -> Result<KeyPair, KeyError> {
     use openssl::pkey::PKey;
     use openssl::rsa::Rsa;
-    let err = |e: openssl::error::ErrorStack| e.to_string();
     let (key, public) = match algorithm {
         Algorithm::Rsa => {
-            let key = PKey::from_rsa(Rsa::generate(2048).map_err(err)?).map_err(err)?;
-            let public = key.public_key_to_der().map_err(err)?;
+            let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+            let public = key.public_key_to_der()?;
             (key, public)
         }
         Algorithm::Ed25519 => {
-            let key = PKey::generate_ed25519().map_err(err)?;
-            let public = key.raw_public_key().map_err(err)?;
+            let key = PKey::generate_ed25519()?;
+            let public = key.raw_public_key()?;
             (key, public)
         }
     };
-    let private_pem = String::from_utf8(key.private_key_to_pem_pkcs8().map_err(err)?)
-        .map_err(|e| e.to_string())?;
+    let private_pem = String::from_utf8(key.private_key_to_pem_pkcs8()?)?;
     Ok(KeyPair {
         private_pem,
         public_base64: B64.encode(public),
@@ -119,25 +143,23 @@ pub fn sign(
     selector: &str,
     algorithm: Algorithm,
     private_pem: &str,
-) -> Result<Vec<u8>, String> {
-    let der = PrivateKeyDer::from_pem_slice(private_pem.as_bytes())
-        .map_err(|e| format!("unreadable DKIM key: {e}"))?;
+) -> Result<Vec<u8>, SignError> {
+    let der = PrivateKeyDer::from_pem_slice(private_pem.as_bytes()).map_err(SignError::Pem)?;
     let signature = match algorithm {
         Algorithm::Rsa => {
-            let key = RsaKey::<Sha256>::from_key_der(der)
-                .map_err(|e| format!("unreadable RSA key: {e}"))?;
+            let key = RsaKey::<Sha256>::from_key_der(der).map_err(SignError::Rsa)?;
             signer(DkimSigner::from_key(key), domain, selector).sign(message)
         }
         Algorithm::Ed25519 => {
             let PrivateKeyDer::Pkcs8(pkcs8) = der else {
-                return Err("an Ed25519 key must be PKCS#8".into());
+                return Err(SignError::NotPkcs8);
             };
-            let key = Ed25519Key::from_pkcs8_der(pkcs8.secret_pkcs8_der())
-                .map_err(|e| format!("unreadable Ed25519 key: {e}"))?;
+            let key =
+                Ed25519Key::from_pkcs8_der(pkcs8.secret_pkcs8_der()).map_err(SignError::Ed25519)?;
             signer(DkimSigner::from_key(key), domain, selector).sign(message)
         }
     }
-    .map_err(|e| format!("DKIM signing failed: {e}"))?;
+    .map_err(SignError::Signing)?;
     let mut out = signature.to_header().into_bytes();
     out.extend_from_slice(message);
     Ok(out)

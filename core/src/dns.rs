@@ -12,14 +12,28 @@ use mail_auth::hickory_resolver::net::NetError;
 use mail_auth::hickory_resolver::proto::rr::RData;
 use mail_auth::hickory_resolver::{TokioResolver, net::runtime::TokioRuntimeProvider};
 
+/// What went wrong with DNS: the client could not start, or a lookup failed (no such name and
+/// no record are empty answers, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot start the DNS client: {0}")]
+    Start(String),
+    #[error("mail_gateway.dns_server \"{0}\" is not an ip:port address")]
+    BadServer(String),
+    #[error("cannot read the system's DNS configuration: {0}")]
+    SystemConfig(String),
+    #[error("DNS lookup of {name} failed: {source}")]
+    Lookup { name: String, source: NetError },
+}
+
 /// What `check_domain` asks of DNS (a trait, so the checks are tested without a network).
 pub trait Lookup {
     /// TXT records of `name`, each one's strings joined.
-    fn txt(&self, name: &str) -> Result<Vec<String>, String>;
+    fn txt(&self, name: &str) -> Result<Vec<String>, DnsError>;
     /// `(preference, exchange)` of the MX records of `name`.
-    fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, String>;
+    fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError>;
     /// IPv4 and IPv6 addresses of `name`.
-    fn ips(&self, name: &str) -> Result<Vec<IpAddr>, String>;
+    fn ips(&self, name: &str) -> Result<Vec<IpAddr>, DnsError>;
 }
 
 pub struct Dns {
@@ -29,20 +43,20 @@ pub struct Dns {
 
 impl Dns {
     /// The system's resolvers, or `server` (`host:port`, an IP address) when given.
-    pub fn new(server: Option<&str>, timeout: Duration) -> Result<Dns, String> {
+    pub fn new(server: Option<&str>, timeout: Duration) -> Result<Dns, DnsError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the DNS client: {e}"))?;
+            .map_err(|e| DnsError::Start(e.to_string()))?;
         let mut options = ResolverOpts::default();
         options.timeout = timeout;
         options.attempts = 2;
         options.cache_size = 256;
         let config = match server {
             Some(server) => {
-                let address: SocketAddr = server.parse().map_err(|_| {
-                    format!("mail_gateway.dns_server \"{server}\" is not an ip:port address")
-                })?;
+                let address: SocketAddr = server
+                    .parse()
+                    .map_err(|_| DnsError::BadServer(server.to_string()))?;
                 let mut udp = ConnectionConfig::new(ProtocolConfig::Udp);
                 udp.port = address.port();
                 let mut tcp = ConnectionConfig::new(ProtocolConfig::Tcp);
@@ -53,7 +67,7 @@ impl Dns {
             }
             None => {
                 let (config, system) = mail_auth::hickory_resolver::system_conf::read_system_conf()
-                    .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?;
+                    .map_err(|e| DnsError::SystemConfig(e.to_string()))?;
                 options.ndots = system.ndots;
                 config
             }
@@ -63,7 +77,7 @@ impl Dns {
             TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
                 .with_options(options)
                 .build()
-                .map_err(|e| format!("cannot start the DNS client: {e}"))?
+                .map_err(|e| DnsError::Start(e.to_string()))?
         };
         Ok(Dns { runtime, resolver })
     }
@@ -82,11 +96,14 @@ impl Dns {
         &self,
         result: Result<mail_auth::hickory_resolver::lookup::Lookup, NetError>,
         name: &str,
-    ) -> Result<Vec<RData>, String> {
+    ) -> Result<Vec<RData>, DnsError> {
         match result {
             Ok(lookup) => Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()),
             Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(vec![]),
-            Err(e) => Err(format!("DNS lookup of {name} failed: {e}")),
+            Err(source) => Err(DnsError::Lookup {
+                name: name.to_string(),
+                source,
+            }),
         }
     }
 }
@@ -100,7 +117,7 @@ fn fqdn(name: &str) -> String {
 }
 
 impl Lookup for Dns {
-    fn txt(&self, name: &str) -> Result<Vec<String>, String> {
+    fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
         let result = self.runtime.block_on(self.resolver.txt_lookup(fqdn(name)));
         Ok(self
             .records(result, name)?
@@ -117,7 +134,7 @@ impl Lookup for Dns {
             .collect())
     }
 
-    fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, String> {
+    fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError> {
         let result = self.runtime.block_on(self.resolver.mx_lookup(fqdn(name)));
         Ok(self
             .records(result, name)?
@@ -132,7 +149,7 @@ impl Lookup for Dns {
             .collect())
     }
 
-    fn ips(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+    fn ips(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
         if let Ok(ip) = name.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }

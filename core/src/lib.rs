@@ -1,7 +1,7 @@
 //! mail_gateway_core: everything mail_gateway knows about mail that does not need PostgreSQL.
 //!
 //! Pure decisions (`mime`, `routing`, `deliverability`), and the network clients the worker
-//! drives (`smtp` + `delivery`, `imap` and `pop3` behind `mailbox`, `net`, `dns`). The
+//! drives (`smtp` + `delivery`, IMAP and POP3 behind `mailbox`, `net`, `sasl`, `dns`). The
 //! extension crate (`mail_gateway`) re-exports these modules; none of them speaks SQL.
 
 pub mod authentication;
@@ -9,7 +9,6 @@ pub mod deliverability;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;
-pub mod imap;
 pub mod interrupt;
 pub mod lmtp;
 pub mod mailbox;
@@ -19,7 +18,7 @@ pub mod net;
 pub mod oauth;
 pub mod outbox;
 pub mod parameters;
-pub mod pop3;
 pub mod provider_hints;
 pub mod routing;
+pub mod sasl;
 pub mod smtp;

@@ -1,4 +1,4 @@
-//! Sockets for the mailbox clients (IMAP, POP3): connect with a timeout, optional TLS with
+//! Sockets for our clients (SMTP, IMAP, POP3): connect with a timeout, optional TLS with
 //! certificate verification on by default, and reads bounded three ways — an idle timeout per
 //! read, a deadline per command, and a cancel check (the worker shutting down) once a second.
 //! It knows nothing of PostgreSQL.
@@ -34,6 +34,43 @@ impl Limits {
     }
 }
 
+/// How a connection is encrypted, for SMTP and the mailboxes alike (the `encryption` column
+/// of `outgoing_server` and `incoming_server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    None,
+    /// Plain first, then STARTTLS (POP3: STLS) before anything else is said.
+    StartTls,
+    /// TLS from the first byte (implicit TLS).
+    Ssl,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::None => "none",
+            Encryption::StartTls => "starttls",
+            Encryption::Ssl => "ssl",
+        }
+    }
+}
+
+/// A text that names no encryption.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown encryption \"{0}\"")]
+pub struct UnknownEncryption(pub String);
+
+impl std::str::FromStr for Encryption {
+    type Err = UnknownEncryption;
+
+    fn from_str(s: &str) -> Result<Encryption, UnknownEncryption> {
+        [Encryption::None, Encryption::StartTls, Encryption::Ssl]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| UnknownEncryption(s.to_string()))
+    }
+}
+
 /// TLS settings of a server: verification is on unless turned off explicitly.
 pub struct Tls<'a> {
     pub host: &'a str,
@@ -43,9 +80,11 @@ pub struct Tls<'a> {
 }
 
 /// Which step failed, in words an administrator can act on.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    #[error("{0}")]
     Connect(String),
+    #[error("{0}")]
     Tls(String),
 }
 
@@ -292,6 +331,14 @@ pub fn read_line_unbuffered(stream: &mut impl Read, max: usize) -> io::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encryption_reads_its_column() {
+        for e in [Encryption::None, Encryption::StartTls, Encryption::Ssl] {
+            assert_eq!(e.as_str().parse::<Encryption>(), Ok(e));
+        }
+        assert!("tls".parse::<Encryption>().is_err());
+    }
 
     #[test]
     fn server_words_lose_their_control_characters() {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mail_gateway_core::mime::bounce::{self, Kind};
+use mail_gateway_core::mime::report::{self, Kind};
 
 fn well_formed(status: &str) -> bool {
     let parts: Vec<&str> = status.split('.').collect();
@@ -15,7 +15,7 @@ fn well_formed(status: &str) -> bool {
 }
 
 fuzz_target!(|raw: &[u8]| {
-    let report = bounce::analyse(raw);
+    let report = report::analyse(raw);
     if report.kind != Kind::Bounce {
         assert!(
             report.failed.is_empty(),
@@ -27,10 +27,10 @@ fuzz_target!(|raw: &[u8]| {
         assert!(well_formed(&f.status), "status {:?}", f.status);
     }
     let text = String::from_utf8_lossy(raw);
-    for f in bounce::parse_delivery_status(&text) {
+    for f in report::parse_delivery_status(&text) {
         assert!(well_formed(&f.status), "status {:?}", f.status);
     }
-    if let Some(status) = bounce::find_status(&text) {
+    if let Some(status) = report::find_status(&text) {
         assert!(well_formed(&status), "status {status:?}");
     }
 });

@@ -5,7 +5,7 @@
 use std::io::{BufReader, Cursor};
 
 use libfuzzer_sys::fuzz_target;
-use mail_gateway_core::pop3::{Reply, parse_reply, read_multiline};
+use mail_gateway_core::mailbox::pop3::{Reply, parse_reply, read_multiline};
 
 fuzz_target!(|data: &[u8]| {
     let (first, rest) = match data.iter().position(|&b| b == b'\n') {

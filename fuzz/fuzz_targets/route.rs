@@ -1,14 +1,14 @@
 //! The whole route of a received message (routing::route), against an in-memory gateway: a
 //! thread, a mail we sent, aliases, contacts. Whatever a stranger writes: nothing stored holds
 //! a NUL, automatic mail is never relayed or answered, at most one automatic answer and
-//! `bounce::MAX_FAILED` bounce rows per message, a bounce counts only when tied to our mail
+//! `report::MAX_FAILED` bounce rows per message, a bounce counts only when tied to our mail
 //! and one of its recipients, a sender claiming our domain is believed only when
 //! authenticated. scripts/fuzz.sh runs it with a tight -timeout: the work per message is bounded.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mail_gateway_core::authentication::Verdict;
-use mail_gateway_core::mime::bounce::MAX_FAILED;
+use mail_gateway_core::mime::report::MAX_FAILED;
 use mail_gateway_core::routing::RoutingSettings;
 use mail_gateway_core::routing::address::Sender;
 use mail_gateway_core::routing::route::{

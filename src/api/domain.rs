@@ -60,7 +60,7 @@ pub fn check_domain(
     };
     let dns = Dns::new(gucs::dns_server().as_deref(), DNS_TIMEOUT).unwrap_or_else(|e| {
         ApiError::invalid(
-            e,
+            e.to_string(),
             "mail_gateway.dns_server is ip:port, e.g. 127.0.0.1:53, or empty.",
         )
         .raise()

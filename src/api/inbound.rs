@@ -95,7 +95,9 @@ pub fn test_incoming_server(name: &str) -> String {
             hint: Some(
                 match e.stage {
                     _ if let Some(hint) = crate::provider_hints::hint(&e.message) => hint,
-                    mailbox::Stage::Login if token.is_some() => super::servers::OAUTH_LOGIN_HINT,
+                    mailbox::FetchStage::Login if token.is_some() => {
+                        super::servers::OAUTH_LOGIN_HINT
+                    }
                     _ => e.hint(),
                 }
                 .to_string(),

@@ -54,7 +54,7 @@ fn check_headers(headers: &Option<JsonB>) {
         };
         if let Err(e) = check_header(name, value) {
             ApiError::invalid(
-                e,
+                e.to_string(),
                 "Custom headers are X-… and the like; From, To, Subject and the rest have their own arguments.",
             ).raise();
         }

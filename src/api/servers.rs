@@ -49,7 +49,7 @@ pub fn test_outgoing_server(name: &str) -> String {
     );
     let from = crate::mime::build::envelope_address(&choice.smtp_from).unwrap_or_else(|e| {
         ApiError::Connection {
-            message: e,
+            message: e.to_string(),
             hint: None,
         }
         .raise()

@@ -5,8 +5,9 @@ use pgrx::prelude::*;
 use pgrx::spi::{SpiHeapTupleData, SpiResult};
 
 use super::{first, spi, text};
-use crate::mailbox::{Encryption, MailboxConfig, Protocol};
+use crate::mailbox::{MailboxConfig, Protocol};
 use crate::model::IncomingAuth;
+use crate::net::Encryption;
 use crate::net::Limits;
 
 /// The id of an incoming server by name.

@@ -9,9 +9,10 @@ use pgrx::prelude::*;
 use pgrx::spi::{SpiHeapTupleData, SpiResult};
 
 use super::{spi, text};
+use crate::net::Encryption;
 use crate::routing::address::{FilterEntry, parse_from_filter};
 use crate::routing::server::Server;
-use crate::smtp::{Auth, Encryption, ServerConfig};
+use crate::smtp::{Auth, ServerConfig};
 
 /// An outgoing server: what the choice needs, and everything needed to connect, secrets
 /// included.

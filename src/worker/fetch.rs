@@ -13,7 +13,7 @@ use super::{in_transaction, shutting_down, try_transaction};
 use crate::access_token::{self, Ask, Caller};
 use crate::authentication::{self, Authentication, Verifier};
 use crate::error::Caught;
-use crate::mailbox::{self, FetchError, Fetched, Listed, Stage};
+use crate::mailbox::{self, FetchError, FetchStage, Fetched, Listed};
 use crate::net::Limits;
 use crate::store::incoming::IncomingServer;
 use crate::{gucs, router, store};
@@ -75,7 +75,7 @@ pub fn round(between: &mut dyn FnMut()) {
         });
         let result = catch_unwind(AssertUnwindSafe(|| fetch(&server))).unwrap_or_else(|_| {
             Err(FetchError::new(
-                Stage::Fetch,
+                FetchStage::Fetch,
                 "internal error while fetching (see the server log)",
             ))
         });
@@ -147,7 +147,7 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
             store::config::trusted_authserv_ids(),
         )
     })
-    .ok_or_else(|| FetchError::new(Stage::Fetch, "could not read the inbound table"))?;
+    .ok_or_else(|| FetchError::new(FetchStage::Fetch, "could not read the inbound table"))?;
     let mut auth = Authenticating {
         trusted,
         verifier: None,
@@ -182,7 +182,7 @@ fn fetch(server: &IncomingServer) -> Result<(usize, Option<String>), FetchError>
             // here and say so; the rest stays on the server, unflagged.
             let _ = mailbox.close();
             return Err(FetchError::new(
-                Stage::Store,
+                FetchStage::Store,
                 format!("storing fetched mail failed: {e}"),
             ));
         }
@@ -208,12 +208,12 @@ fn open(server: &IncomingServer) -> Result<Box<dyn mailbox::Mailbox>, FetchError
         };
         // No token, no login: the reason and what to do go to last_error; mail waits on the
         // server.
-        let token =
-            access_token::get(&ask).map_err(|p| FetchError::new(Stage::Login, p.with_hint()))?;
+        let token = access_token::get(&ask)
+            .map_err(|p| FetchError::new(FetchStage::Login, p.with_hint()))?;
         let mut config = server.config.clone();
         config.password = token.access_token;
         match mailbox::open(&config) {
-            Err(e) if e.stage == Stage::Login && rejected.is_none() => {
+            Err(e) if e.stage == FetchStage::Login && rejected.is_none() => {
                 rejected = Some(config.password);
             }
             opened => return opened,

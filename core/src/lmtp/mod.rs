@@ -6,10 +6,11 @@
 //! DATA is whatever the callback returns: the worker answers only after its commit. Nothing
 //! here knows PostgreSQL.
 
+mod lines;
 mod server;
 mod session;
 
-pub use server::{Delivery, Server, Settings};
+pub use server::{Delivery, ListenError, Server, Settings};
 pub use session::{End, Envelope, Limits, Verdict, serve};
 
 #[cfg(test)]

@@ -60,6 +60,18 @@ struct Listening {
     local: std::net::SocketAddr,
 }
 
+/// What `configure` could not do: bind the address, or start the thread that accepts.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {listen}: {source}")]
+    Bind {
+        listen: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the LMTP listener: {0}")]
+    Thread(std::io::Error),
+}
+
 impl Server {
     pub fn new() -> io::Result<Server> {
         let (wake_read, wake_write) = UnixStream::pair()?;
@@ -97,7 +109,7 @@ impl Server {
 
     /// Applies `settings`: binds `listen` when it changed (an empty one stops listening;
     /// sessions in progress finish). The error says what could not be bound.
-    pub fn configure(&mut self, settings: Settings) -> Result<(), String> {
+    pub fn configure(&mut self, settings: Settings) -> Result<(), ListenError> {
         let listen = settings.listen.trim().to_string();
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
         if self.listening.as_ref().map(|l| l.listen.as_str()) == Some(listen.as_str()) {
@@ -109,12 +121,15 @@ impl Server {
         if listen.is_empty() {
             return Ok(());
         }
-        let listener =
-            TcpListener::bind(&listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let cannot_listen = |source| ListenError::Bind {
+            listen: listen.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&listen).map_err(cannot_listen)?;
         let local = listener
             .local_addr()
             .and_then(|a| listener.set_nonblocking(true).map(|_| a))
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            .map_err(cannot_listen)?;
         let stop = Arc::new(AtomicBool::new(false));
         let acceptor = Acceptor {
             listener,
@@ -127,7 +142,7 @@ impl Server {
         thread::Builder::new()
             .name("lmtp accept".into())
             .spawn(move || acceptor.run())
-            .map_err(|e| format!("cannot start the LMTP listener: {e}"))?;
+            .map_err(ListenError::Thread)?;
         self.listening = Some(Listening {
             listen,
             stop,

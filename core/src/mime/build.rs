@@ -5,7 +5,9 @@
 use std::time::SystemTime;
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment as AttachmentPart, Mailbox, MultiPart, SinglePart};
+use lettre::message::{
+    Attachment as AttachmentPart, Mailbox, MessageBuilder, MultiPart, SinglePart,
+};
 use lettre::{Address, Message, address::Envelope};
 
 /// A file attached to a mail.
@@ -51,56 +53,51 @@ const RESERVED_HEADERS: &[&str] = &[
     "dkim-signature",
 ];
 
+/// Why a message cannot be built (or a custom header queued): the offending value, named.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid header name \"{0}\"")]
+    HeaderName(String),
+    #[error("header \"{0}\" is set by mail_gateway itself")]
+    ReservedHeader(String),
+    #[error("header \"{0}\" contains a line break")]
+    LineBreak(String),
+    #[error("malformed address \"{0}\"")]
+    Address(String),
+    #[error("invalid content type \"{content_type}\" of attachment \"{filename}\"")]
+    ContentType {
+        content_type: String,
+        filename: String,
+    },
+    /// lettre's own refusal.
+    #[error("{0}")]
+    Lettre(#[from] lettre::error::Error),
+}
+
 /// Checks a custom header before it is queued: a valid field name (RFC 5322 §3.6.8), not one
 /// the gateway writes itself, and a value without line breaks (no header injection).
-pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+pub fn check_header(name: &str, value: &str) -> Result<(), BuildError> {
     if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-        return Err(format!("invalid header name \"{name}\""));
+        return Err(BuildError::HeaderName(name.to_string()));
     }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(format!("header \"{name}\" is set by mail_gateway itself"));
+        return Err(BuildError::ReservedHeader(name.to_string()));
     }
     if value.contains(['\r', '\n', '\0']) {
-        return Err(format!("header \"{name}\" contains a line break"));
+        return Err(BuildError::LineBreak(name.to_string()));
     }
     Ok(())
 }
 
-fn mailbox(text: &str) -> Result<Mailbox, String> {
+fn mailbox(text: &str) -> Result<Mailbox, BuildError> {
     text.trim()
         .parse::<Mailbox>()
-        .map_err(|_| format!("malformed address \"{text}\""))
+        .map_err(|_| BuildError::Address(text.to_string()))
 }
 
 /// Renders the message. Errors name the offending value.
-pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
-    let from = mailbox(mail.from)?;
-    let mut builder = Message::builder()
-        .from(from.clone())
-        .subject(mail.subject)
-        .message_id(Some(mail.message_id.to_string()))
-        .date(mail.date)
-        // The real envelope is given to the SMTP client; this one only satisfies the builder.
-        .envelope(
-            Envelope::new(Some(from.email.clone()), vec![from.email.clone()])
-                .map_err(|e| e.to_string())?,
-        );
-    for to in mail.to {
-        builder = builder.to(mailbox(to)?);
-    }
-    for cc in mail.cc {
-        builder = builder.cc(mailbox(cc)?);
-    }
-    if let Some(reply_to) = mail.reply_to {
-        builder = builder.reply_to(mailbox(reply_to)?);
-    }
-    for (name, value) in mail.headers {
-        check_header(name, value)?;
-        let name = HeaderName::new_from_ascii(name.clone())
-            .map_err(|_| format!("invalid header name \"{name}\""))?;
-        builder = builder.raw_header(HeaderValue::new(name, value.clone()));
-    }
-
+pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, BuildError> {
+    let builder = headers(mail)?;
     // Line ends are made CRLF here, in one pass: lettre would insert each missing CR one by
     // one (quadratic in a long body), and a bare CR would push it to quoted-printable.
     let text = crlf_lines(&match (mail.body_text, mail.body_html) {
@@ -114,33 +111,71 @@ pub fn build(mail: &Outgoing<'_>) -> Result<Vec<u8>, String> {
             return builder
                 .singlepart(SinglePart::plain(text))
                 .map(|m| m.formatted())
-                .map_err(|e| e.to_string());
+                .map_err(BuildError::from);
         }
         None => MultiPart::mixed().singlepart(SinglePart::plain(text)),
     };
     let message: Message = if mail.attachments.is_empty() {
         builder.multipart(body)
     } else {
-        let mut mixed = if mail.body_html.is_some() {
+        let mixed = if mail.body_html.is_some() {
             MultiPart::mixed().multipart(body)
         } else {
             body
         };
-        for a in mail.attachments {
-            let content_type = ContentType::parse(&a.content_type).map_err(|_| {
-                format!(
-                    "invalid content type \"{}\" of attachment \"{}\"",
-                    a.content_type, a.filename
-                )
-            })?;
-            mixed = mixed.singlepart(
-                AttachmentPart::new(a.filename.clone()).body(a.content.clone(), content_type),
-            );
-        }
-        builder.multipart(mixed)
-    }
-    .map_err(|e| e.to_string())?;
+        builder.multipart(with_attachments(mixed, mail.attachments)?)
+    }?;
     Ok(message.formatted())
+}
+
+/// The builder with every header: From, Subject, Message-ID, Date, the recipients, Reply-To
+/// and the custom headers.
+fn headers(mail: &Outgoing<'_>) -> Result<MessageBuilder, BuildError> {
+    let from = mailbox(mail.from)?;
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .subject(mail.subject)
+        .message_id(Some(mail.message_id.to_string()))
+        .date(mail.date)
+        // The real envelope is given to the SMTP client; this one only satisfies the builder.
+        .envelope(Envelope::new(
+            Some(from.email.clone()),
+            vec![from.email.clone()],
+        )?);
+    for to in mail.to {
+        builder = builder.to(mailbox(to)?);
+    }
+    for cc in mail.cc {
+        builder = builder.cc(mailbox(cc)?);
+    }
+    if let Some(reply_to) = mail.reply_to {
+        builder = builder.reply_to(mailbox(reply_to)?);
+    }
+    for (name, value) in mail.headers {
+        check_header(name, value)?;
+        let name = HeaderName::new_from_ascii(name.clone())
+            .map_err(|_| BuildError::HeaderName(name.clone()))?;
+        builder = builder.raw_header(HeaderValue::new(name, value.clone()));
+    }
+    Ok(builder)
+}
+
+/// `mixed` with each attachment as a part of its own.
+fn with_attachments(
+    mut mixed: MultiPart,
+    attachments: &[Attachment],
+) -> Result<MultiPart, BuildError> {
+    for a in attachments {
+        let content_type =
+            ContentType::parse(&a.content_type).map_err(|_| BuildError::ContentType {
+                content_type: a.content_type.clone(),
+                filename: a.filename.clone(),
+            })?;
+        mixed = mixed.singlepart(
+            AttachmentPart::new(a.filename.clone()).body(a.content.clone(), content_type),
+        );
+    }
+    Ok(mixed)
 }
 
 /// `text` with every line end written CR LF (`smtp::wire::crlf_lines`).
@@ -195,7 +230,7 @@ pub fn html_to_text(html: &str) -> String {
 }
 
 /// The address of a mailbox text, for the envelope.
-pub fn envelope_address(text: &str) -> Result<Address, String> {
+pub fn envelope_address(text: &str) -> Result<Address, BuildError> {
     mailbox(text).map(|m| m.email)
 }
 

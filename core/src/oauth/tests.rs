@@ -1,4 +1,7 @@
+use std::time::{Duration, SystemTime};
+
 use super::*;
+use crate::net::Limits;
 
 fn client(provider: Provider) -> Client {
     Client {
@@ -151,7 +154,8 @@ fn a_pasted_code_or_redirected_url_gives_the_code() {
     let refused = code_from(
         "http://localhost/?error=access_denied&error_description=AADSTS65004%3A+User+declined",
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         refused.contains("access_denied: AADSTS65004: User declined"),
         "{refused}"

@@ -206,29 +206,13 @@ impl Connection {
             Ok(outbound) => outbound,
             Err(attempt) => return self.report(ready.job.mail_id, attempt, ready.warning),
         };
-        if !self.session.as_ref().is_some_and(Session::is_usable) {
-            // Broken, or closed by the server while idle: a new connection.
-            self.session = None;
-            let mut config = self.settings.config.clone();
-            if let Some(token) = &self.settings.token {
-                config.password = Some(token.get());
-            }
-            let opened = catch_unwind(AssertUnwindSafe(|| Session::open(&config)))
-                .unwrap_or_else(|p| Err(crate::smtp::SmtpError::internal(panic_message(&*p))));
-            match opened {
-                Ok(session) => {
-                    self.session = Some(session);
-                    self.sent_on_session = 0;
-                }
-                Err(e) => {
-                    self.queue.push_front(Ready {
-                        job: ready.job,
-                        outbound: Ok(outbound),
-                        warning: ready.warning,
-                    });
-                    return self.give_back(Some(e));
-                }
-            }
+        if let Err(e) = self.ensure_session() {
+            self.queue.push_front(Ready {
+                job: ready.job,
+                outbound: Ok(outbound),
+                warning: ready.warning,
+            });
+            return self.give_back(Some(e));
         }
         let last_on_session = self.sent_on_session + 1 >= self.settings.max_mails;
         let next = match self.queue.front() {
@@ -262,6 +246,24 @@ impl Connection {
         } else if last_on_session {
             self.hang_up();
         }
+    }
+
+    /// A usable session: the one open, or a new connection when it broke or the server closed
+    /// it while idle.
+    fn ensure_session(&mut self) -> Result<(), crate::smtp::SmtpError> {
+        if self.session.as_ref().is_some_and(Session::is_usable) {
+            return Ok(());
+        }
+        self.session = None;
+        let mut config = self.settings.config.clone();
+        if let Some(token) = &self.settings.token {
+            config.password = Some(token.get());
+        }
+        let session = catch_unwind(AssertUnwindSafe(|| Session::open(&config)))
+            .unwrap_or_else(|p| Err(crate::smtp::SmtpError::internal(panic_message(&*p))))?;
+        self.session = Some(session);
+        self.sent_on_session = 0;
+        Ok(())
     }
 
     fn report(&mut self, mail_id: i64, attempt: Attempt, warning: Option<String>) {
@@ -315,7 +317,7 @@ fn render(job: Job) -> Ready {
             }),
             r.warning,
         ),
-        Ok(Err(reason)) => (Err(Attempt::Unbuildable(reason)), None),
+        Ok(Err(reason)) => (Err(Attempt::Unbuildable(reason.to_string())), None),
         Err(p) => (Err(Attempt::Panicked(panic_message(&*p))), None),
     };
     Ready {

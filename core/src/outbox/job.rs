@@ -49,6 +49,18 @@ pub struct Job {
     pub content: Content,
 }
 
+/// Why a mail cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("attachment \"{filename}\": {source}")]
+    Attachment {
+        filename: String,
+        source: base64::DecodeError,
+    },
+    #[error("{0}")]
+    Build(#[from] build::BuildError),
+}
+
 /// A message ready for the wire, and what the worker should log about it.
 pub struct Rendered {
     pub message: Vec<u8>,
@@ -59,7 +71,7 @@ impl Content {
     /// The bytes to send: built, CRLF-normalised, then signed (the signature covers exactly
     /// what goes on the wire). A key that cannot sign leaves the mail unsigned, with a warning:
     /// an unsigned mail may still arrive, a failed one would not.
-    pub fn render(&self, date: SystemTime) -> Result<Rendered, String> {
+    pub fn render(&self, date: SystemTime) -> Result<Rendered, RenderError> {
         // The pool's tests need a bug to catch.
         #[cfg(test)]
         if self.subject == "panic while rendering" {
@@ -93,7 +105,7 @@ impl Content {
             });
         };
         let signed = dkim::Algorithm::parse(&key.algorithm)
-            .ok_or_else(|| format!("unknown algorithm \"{}\"", key.algorithm))
+            .ok_or_else(|| dkim::SignError::UnknownAlgorithm(key.algorithm.clone()))
             .and_then(|alg| dkim::sign(&message, &domain, &key.selector, alg, &key.private_pem));
         Ok(match signed {
             Ok(signed) => Rendered {
@@ -110,7 +122,7 @@ impl Content {
     }
 }
 
-fn attachments(value: Option<&serde_json::Value>) -> Result<Vec<Attachment>, String> {
+fn attachments(value: Option<&serde_json::Value>) -> Result<Vec<Attachment>, RenderError> {
     let Some(list) = value.and_then(|v| v.as_array()) else {
         return Ok(vec![]);
     };
@@ -119,7 +131,10 @@ fn attachments(value: Option<&serde_json::Value>) -> Result<Vec<Attachment>, Str
             let field = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or_default();
             let content = B64
                 .decode(field("content_base64").as_bytes())
-                .map_err(|e| format!("attachment \"{}\": {e}", field("filename")))?;
+                .map_err(|source| RenderError::Attachment {
+                    filename: field("filename").to_string(),
+                    source,
+                })?;
             Ok(Attachment {
                 filename: field("filename").to_string(),
                 content_type: field("content_type").to_string(),

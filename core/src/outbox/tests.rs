@@ -2,7 +2,8 @@
 //! be reached.
 
 use super::*;
-use crate::smtp::{Auth, Encryption, ServerConfig};
+use crate::net::Encryption;
+use crate::smtp::{Auth, ServerConfig};
 use std::time::Instant;
 
 fn settings(port: u16) -> Settings {

@@ -2,7 +2,6 @@
 //! server's `from_filter`. Parsing is lettre's RFC 5322 mailbox parser; this module adds the
 //! lower-casing and the quoting rules of the gateway.
 
-use std::fmt;
 use std::str::FromStr;
 
 use lettre::Address;
@@ -16,15 +15,10 @@ pub struct Sender {
     pub address: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed email address \"{input}\"")]
 pub struct AddressError {
     pub input: String,
-}
-
-impl fmt::Display for AddressError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed email address \"{}\"", self.input)
-    }
 }
 
 impl Sender {
@@ -87,15 +81,10 @@ pub enum FilterEntry {
     Domain(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed from_filter entry \"{entry}\"")]
 pub struct FilterError {
     pub entry: String,
-}
-
-impl fmt::Display for FilterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed from_filter entry \"{}\"", self.entry)
-    }
 }
 
 /// A comma-separated list of domains and addresses. Empty entries are ignored; an empty list

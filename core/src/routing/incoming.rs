@@ -8,7 +8,7 @@ use mail_parser::Message;
 use super::RoutingSettings;
 use super::address::Sender;
 use super::thread::{answers_a_loop_notice, parse_tagged_bounce, reply_candidates};
-use crate::mime::bounce::{self, Kind, Report};
+use crate::mime::report::{self, Kind, Report};
 use crate::mime::summary::{Summary, summarise_parsed};
 
 #[derive(Debug)]
@@ -38,8 +38,8 @@ pub fn read(parsed: Option<&Message<'_>>, raw: &[u8], settings: &RoutingSettings
     let summary = parsed.map(summarise_parsed).unwrap_or_default();
     // `parsed` is None only when not even a header could be read: nothing to analyse then.
     let report = match parsed {
-        Some(message) => bounce::analyse_parsed(message),
-        None => bounce::analyse(raw),
+        Some(message) => report::analyse_parsed(message),
+        None => report::analyse(raw),
     };
     let mut recipients: Vec<String> = Vec::new();
     for a in summary

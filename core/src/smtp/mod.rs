@@ -11,15 +11,10 @@ pub mod wire;
 
 use std::time::Duration;
 
+use crate::net::Encryption;
+
 pub use session::{Extensions, Session};
 pub use transaction::Outbound;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encryption {
-    None,
-    StartTls,
-    Ssl,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
@@ -56,7 +51,8 @@ pub enum Stage {
     Message,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct SmtpError {
     pub stage: Stage,
     /// 4xx, timeouts and network failures: worth trying again later.
@@ -65,12 +61,6 @@ pub struct SmtpError {
     pub code: Option<u16>,
     /// In words, with the server's reply text.
     pub message: String,
-}
-
-impl std::fmt::Display for SmtpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 impl SmtpError {

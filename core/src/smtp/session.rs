@@ -9,8 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::reply::{Replies, Reply};
-use super::{Auth, Encryption, ServerConfig, SmtpError, Stage};
-use crate::net::{self, Deadline, Limits, NetError, Stream, Tls};
+use super::{Auth, ServerConfig, SmtpError, Stage};
+use crate::net::{self, Deadline, Encryption, Limits, NetError, Stream, Tls};
+use crate::sasl;
 
 /// What the server offered in its EHLO answer. A server that answers only HELO offers nothing,
 /// and is spoken to one command at a time.
@@ -119,9 +120,15 @@ impl Session {
             session = session.starttls(config, &tls, &place)?;
         }
         session.login(config, &place)?;
-        session.summary = format!(
+        session.summary = session.describe(config, &place);
+        Ok(session)
+    }
+
+    /// "host:port, encrypted, logged in as user", for the administrator.
+    fn describe(&self, config: &ServerConfig, place: &str) -> String {
+        format!(
             "{place}{}{}",
-            if session.stream.is_tls() {
+            if self.stream.is_tls() {
                 ", encrypted"
             } else {
                 ", not encrypted"
@@ -134,8 +141,7 @@ impl Session {
                     config.username.as_deref().unwrap_or_default()
                 ),
             }
-        );
-        Ok(session)
+        )
     }
 
     /// EHLO, or HELO from a server that does not know EHLO (it then offers nothing).
@@ -204,11 +210,11 @@ impl Session {
         let mut reply = match config.auth {
             Auth::None | Auth::Certificate => return Ok(()),
             Auth::Xoauth2 => {
-                let token = B64.encode(format!("user={user}\x01auth=Bearer {secret}\x01\x01"));
+                let token = sasl::xoauth2_base64(user, secret);
                 self.command(Stage::Auth, &format!("AUTH XOAUTH2 {token}"), place)?
             }
             Auth::Login if offers("PLAIN") || !offers("LOGIN") => {
-                let token = B64.encode(format!("\0{user}\0{secret}"));
+                let token = sasl::plain_base64(user, secret);
                 self.command(Stage::Auth, &format!("AUTH PLAIN {token}"), place)?
             }
             Auth::Login => {

@@ -1,9 +1,9 @@
-//! Prints how the bounce analyser (core/src/mime/bounce.rs) does on the
+//! Prints how the bounce analyser (core/src/mime/report/) does on the
 //! corpus of real bounces, complaints and auto-replies. The same figures are asserted by
 //! the unit test `the_shared_bounce_corpus_is_read_by_general_rules`.
 //! Usage: bounce_corpus [CORPORA_DIR]   (default tests/corpora)
 
-use mail_gateway_core::mime::bounce;
+use mail_gateway_core::mime::report;
 use mail_gateway_tests::bench_row;
 
 fn main() {
@@ -12,7 +12,7 @@ fn main() {
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/corpora").into());
     let dir = std::path::Path::new(&dir);
     let s =
-        bounce::score_corpus(&dir.join("bounces"), &dir.join("not-bounces")).expect("the corpus");
+        report::score_corpus(&dir.join("bounces"), &dir.join("not-bounces")).expect("the corpus");
     let pct = |n: usize, of: usize| 100.0 * n as f64 / of.max(1) as f64;
     println!(
         "{:<52} {:>4} of {:<4} {:>6.1} %",

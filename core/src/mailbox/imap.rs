@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use crate::mailbox::{Encryption, FetchError, Fetched, Listed, Mailbox, MailboxConfig, Stage};
-use crate::net::{self, Deadline, Stream};
+use super::{FetchError, FetchStage, Fetched, Listed, Mailbox, MailboxConfig};
+use crate::net::{self, Deadline, Encryption, Stream};
+use crate::sasl;
 
 /// UIDs per command when listing sizes or flagging: keeps command lines short.
 const UIDS_PER_COMMAND: usize = 500;
@@ -33,19 +34,14 @@ impl imap::Authenticator for XOAuth2<'_> {
         // A non-empty challenge is the server's error report (JSON): an empty answer lets
         // it finish with NO.
         if challenge.is_empty() {
-            xoauth2_token(self.user, self.token)
+            sasl::xoauth2(self.user, self.token)
         } else {
             String::new()
         }
     }
 }
 
-/// The SASL XOAUTH2 initial response (before base64).
-pub fn xoauth2_token(user: &str, token: &str) -> String {
-    format!("user={user}\x01auth=Bearer {token}\x01\x01")
-}
-
-fn failed(stage: Stage, what: &str, e: imap::Error) -> FetchError {
+fn failed(stage: FetchStage, what: &str, e: imap::Error) -> FetchError {
     let text = match &e {
         imap::Error::No(no) => format!("the server answered NO: {}", no.information),
         imap::Error::Bad(bad) => format!("the server answered BAD: {}", bad.information),
@@ -89,23 +85,19 @@ fn cursor_uid(cursor: Option<&str>, uid_validity: u32) -> Option<u32> {
         .flatten()
 }
 
-fn greeting_ok(line: &[u8]) -> Result<(), FetchError> {
+/// An IMAP server is ready when it greets with an untagged `* OK`; anything else (`* BYE`,
+/// `* PREAUTH`) is not taken.
+fn imap_greeting_ok(line: &[u8]) -> Result<(), FetchError> {
     if line.starts_with(b"* OK") {
         return Ok(());
     }
-    Err(FetchError::new(
-        Stage::Connect,
-        format!(
-            "unexpected greeting: {}",
-            String::from_utf8_lossy(line).trim_end()
-        ),
-    ))
+    Err(FetchError::unexpected_greeting(line))
 }
 
 /// STARTTLS before the `imap` crate takes the stream: greeting, STARTTLS, handshake.
 fn start_tls(mut tcp: net::TimedStream, config: &MailboxConfig) -> Result<Stream, FetchError> {
-    let io = |e: std::io::Error| FetchError::new(Stage::Connect, format!("STARTTLS: {e}"));
-    greeting_ok(&net::read_line_unbuffered(&mut tcp, 4096).map_err(io)?)?;
+    let io = |e: std::io::Error| FetchError::new(FetchStage::Connect, format!("STARTTLS: {e}"));
+    imap_greeting_ok(&net::read_line_unbuffered(&mut tcp, 4096).map_err(io)?)?;
     tcp.write_all(b"s0 STARTTLS\r\n").map_err(io)?;
     loop {
         let line = net::read_line_unbuffered(&mut tcp, 4096).map_err(io)?;
@@ -114,7 +106,7 @@ fn start_tls(mut tcp: net::TimedStream, config: &MailboxConfig) -> Result<Stream
         }
         if line.starts_with(b"s0 ") {
             return Err(FetchError::new(
-                Stage::Tls,
+                FetchStage::Tls,
                 format!(
                     "the server refused STARTTLS: {}",
                     String::from_utf8_lossy(&line[3..]).trim_end()
@@ -125,10 +117,48 @@ fn start_tls(mut tcp: net::TimedStream, config: &MailboxConfig) -> Result<Stream
     Ok(net::secure(tcp, &config.tls())?)
 }
 
+fn read_greeting(
+    client: &mut imap::Client<Stream>,
+    config: &MailboxConfig,
+) -> Result<(), FetchError> {
+    let greeting = client.read_greeting().map_err(|e| {
+        // A TLS server's port read as plain text gives no line, or binary.
+        let e = failed(FetchStage::Connect, "reading the greeting", e);
+        if config.encryption == Encryption::None {
+            FetchError::new(FetchStage::Tls, format!("{e} (does this port expect TLS?)"))
+        } else {
+            e
+        }
+    })?;
+    imap_greeting_ok(&greeting)
+}
+
+/// LOGIN, or AUTHENTICATE XOAUTH2 with the access token in `password`.
+fn login(
+    client: imap::Client<Stream>,
+    config: &MailboxConfig,
+) -> Result<imap::Session<Stream>, FetchError> {
+    let session = if config.xoauth2 {
+        let auth = XOAuth2 {
+            user: &config.username,
+            token: &config.password,
+        };
+        client.authenticate("XOAUTH2", &auth)
+    } else {
+        client.login(&config.username, &config.password)
+    };
+    session.map_err(|(e, _)| {
+        failed(
+            FetchStage::Login,
+            &format!("login as \"{}\" failed", config.username),
+            e,
+        )
+    })
+}
+
 impl ImapMailbox {
     pub fn open(config: &MailboxConfig) -> Result<ImapMailbox, FetchError> {
         let (tcp, deadline) = net::connect(&config.host, config.port, config.limits)?;
-        let starttls = config.encryption == Encryption::StartTls;
         let stream = match config.encryption {
             Encryption::None => Stream::Plain(tcp),
             Encryption::Ssl => net::secure(tcp, &config.tls())?,
@@ -136,41 +166,18 @@ impl ImapMailbox {
         };
         let tls = stream.is_tls();
         let mut client = imap::Client::new(stream);
-        if starttls {
+        if config.encryption == Encryption::StartTls {
+            // `start_tls` has read it before the handshake.
             client.greeting_read = true;
         } else {
-            let greeting = client.read_greeting().map_err(|e| {
-                // A TLS server's port read as plain text gives no line, or binary.
-                let e = failed(Stage::Connect, "reading the greeting", e);
-                if config.encryption == Encryption::None {
-                    FetchError::new(Stage::Tls, format!("{e} (does this port expect TLS?)"))
-                } else {
-                    e
-                }
-            })?;
-            greeting_ok(&greeting)?;
+            read_greeting(&mut client, config)?;
         }
         deadline.start(config.limits.timeout);
-        let session = if config.xoauth2 {
-            let auth = XOAuth2 {
-                user: &config.username,
-                token: &config.password,
-            };
-            client.authenticate("XOAUTH2", &auth)
-        } else {
-            client.login(&config.username, &config.password)
-        };
-        let mut session = session.map_err(|(e, _)| {
-            failed(
-                Stage::Login,
-                &format!("login as \"{}\" failed", config.username),
-                e,
-            )
-        })?;
+        let mut session = login(client, config)?;
         deadline.start(config.limits.timeout);
         let mailbox = session.select(&config.mailbox).map_err(|e| {
             failed(
-                Stage::Mailbox,
+                FetchStage::Mailbox,
                 &format!("cannot open mailbox \"{}\"", config.mailbox),
                 e,
             )
@@ -206,7 +213,7 @@ impl Mailbox for ImapMailbox {
     }
 
     fn list(&mut self, cursor: Option<&str>) -> Result<Vec<Listed>, FetchError> {
-        let fetch_err = |e| failed(Stage::Fetch, "listing messages", e);
+        let fetch_err = |e| failed(FetchStage::Fetch, "listing messages", e);
         self.deadline.start(self.config.limits.timeout);
         let mut uids: BTreeSet<u32> = self
             .session
@@ -256,7 +263,7 @@ impl Mailbox for ImapMailbox {
         max_size: u64,
         store: &mut dyn FnMut(Vec<Fetched<'_>>),
     ) -> Result<(), FetchError> {
-        let fetch_err = |e| failed(Stage::Fetch, "fetching messages", e);
+        let fetch_err = |e| failed(FetchStage::Fetch, "fetching messages", e);
         let (big, whole): (Vec<&Listed>, Vec<&Listed>) =
             batch.iter().partition(|l| l.size > max_size);
         let uids = |items: &[&Listed]| {
@@ -307,7 +314,7 @@ impl Mailbox for ImapMailbox {
             self.deadline.start(self.config.limits.timeout);
             self.session
                 .uid_store(uid_set(chunk), "+FLAGS.SILENT (\\Seen)")
-                .map_err(|e| failed(Stage::Fetch, "flagging messages \\Seen", e))?;
+                .map_err(|e| failed(FetchStage::Fetch, "flagging messages \\Seen", e))?;
         }
         Ok(())
     }
@@ -316,7 +323,7 @@ impl Mailbox for ImapMailbox {
         self.deadline.start(self.config.limits.timeout);
         self.session
             .logout()
-            .map_err(|e| failed(Stage::Fetch, "logging out", e))
+            .map_err(|e| failed(FetchStage::Fetch, "logging out", e))
     }
 }
 
@@ -337,13 +344,5 @@ mod tests {
         assert_eq!(cursor_uid(Some("17:42"), 18), None);
         assert_eq!(cursor_uid(Some("junk"), 17), None);
         assert_eq!(cursor_uid(None, 17), None);
-    }
-
-    #[test]
-    fn xoauth2_initial_response() {
-        assert_eq!(
-            xoauth2_token("a@b.c", "tok"),
-            "user=a@b.c\u{1}auth=Bearer tok\u{1}\u{1}"
-        );
     }
 }

@@ -1,22 +1,19 @@
 //! What the fetcher needs from a mailbox, whatever its protocol: list what waits, fetch raw
 //! messages in batches, and mark them done (IMAP: \Seen; POP3: DELE) only once they are
-//! committed. The IMAP and POP3 clients implement it; neither knows PostgreSQL.
+//! committed. The IMAP (`imap`, on the `imap` crate) and POP3 (`pop3`, our own) clients
+//! implement it; neither knows PostgreSQL.
+
+mod imap;
+pub mod pop3;
 
 use std::time::Duration;
 
-use crate::net::{self, NetError};
+use crate::net::{self, Encryption, NetError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Imap,
     Pop3,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encryption {
-    None,
-    StartTls,
-    Ssl,
 }
 
 /// How to reach and log in to one mailbox (the columns of `incoming_server`).
@@ -68,9 +65,9 @@ impl MailboxConfig {
     }
 }
 
-/// Which step failed: it tells the administrator what to fix.
+/// Which step of a fetch failed: it tells the administrator what to fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub enum FetchStage {
     Connect,
     Tls,
     Login,
@@ -81,52 +78,60 @@ pub enum Stage {
     Store,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct FetchError {
-    pub stage: Stage,
+    pub stage: FetchStage,
     pub message: String,
 }
 
 impl FetchError {
     /// `message` often carries the server's own words: kept printable (`net::printable`).
-    pub fn new(stage: Stage, message: impl Into<String>) -> FetchError {
+    pub fn new(stage: FetchStage, message: impl Into<String>) -> FetchError {
         FetchError {
             stage,
             message: net::printable(message.into()),
         }
     }
 
+    /// The server's greeting was not the protocol's "ready".
+    fn unexpected_greeting(line: &[u8]) -> FetchError {
+        FetchError::new(
+            FetchStage::Connect,
+            format!(
+                "unexpected greeting: {}",
+                String::from_utf8_lossy(line).trim_end()
+            ),
+        )
+    }
+
     pub fn hint(&self) -> &'static str {
         match self.stage {
-            Stage::Connect => {
+            FetchStage::Connect => {
                 "Check host and port, and that this machine may reach them (firewall)."
             }
-            Stage::Tls => {
+            FetchStage::Tls => {
                 "Check the encryption setting (ssl for 993/995, starttls or none for 143/110) and, for a self-signed server, ca_cert."
             }
-            Stage::Login => "Check username and password (for xoauth2, a fresh access token).",
-            Stage::Mailbox => {
+            FetchStage::Login => "Check username and password (for xoauth2, a fresh access token).",
+            FetchStage::Mailbox => {
                 "Check the mailbox name (IMAP folder names are case-sensitive except INBOX)."
             }
-            Stage::Fetch => "The server failed while sending mail; the next fetch tries again.",
-            Stage::Store => {
+            FetchStage::Fetch => {
+                "The server failed while sending mail; the next fetch tries again."
+            }
+            FetchStage::Store => {
                 "The messages stay on the server, unflagged; see PostgreSQL's message (disk space, a quota) — the next fetch tries again."
             }
         }
     }
 }
 
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
 impl From<NetError> for FetchError {
     fn from(e: NetError) -> FetchError {
         match e {
-            NetError::Connect(m) => FetchError::new(Stage::Connect, m),
-            NetError::Tls(m) => FetchError::new(Stage::Tls, m),
+            NetError::Connect(m) => FetchError::new(FetchStage::Connect, m),
+            NetError::Tls(m) => FetchError::new(FetchStage::Tls, m),
         }
     }
 }
@@ -179,8 +184,8 @@ pub trait Mailbox {
 /// Connects, logs in and opens the mailbox.
 pub fn open(config: &MailboxConfig) -> Result<Box<dyn Mailbox>, FetchError> {
     match config.protocol {
-        Protocol::Imap => Ok(Box::new(crate::imap::ImapMailbox::open(config)?)),
-        Protocol::Pop3 => Ok(Box::new(crate::pop3::Pop3Mailbox::open(config)?)),
+        Protocol::Imap => Ok(Box::new(imap::ImapMailbox::open(config)?)),
+        Protocol::Pop3 => Ok(Box::new(pop3::Pop3Mailbox::open(config)?)),
     }
 }
 
