@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::model::FailureType;
 use crate::smtp::{Delivery, RecipientResult, SmtpError, Stage};
 
 /// First retry after a minute, doubling up to an hour …
@@ -72,18 +73,18 @@ pub enum MailState {
 pub struct Outcome {
     pub state: MailState,
     pub recipients: Recipients,
-    pub failure_type: Option<String>,
+    pub failure_type: Option<FailureType>,
     pub failure_reason: Option<String>,
 }
 
-pub fn failure_type(stage: Stage) -> &'static str {
+pub fn failure_type(stage: Stage) -> FailureType {
     match stage {
-        Stage::Connect => "connection",
-        Stage::Tls => "tls",
-        Stage::Auth => "auth",
-        Stage::Sender => "sender_refused",
-        Stage::Recipient => "recipient_refused",
-        Stage::Message => "message_refused",
+        Stage::Connect => FailureType::Connection,
+        Stage::Tls => FailureType::Tls,
+        Stage::Auth => FailureType::Auth,
+        Stage::Sender => FailureType::SenderRefused,
+        Stage::Recipient => FailureType::RecipientRefused,
+        Stage::Message => FailureType::MessageRefused,
     }
 }
 
@@ -91,7 +92,7 @@ pub fn failure_type(stage: Stage) -> &'static str {
 /// `transient` and young enough, else final.
 pub fn failed(
     recipients: Recipients,
-    failure_type: &str,
+    failure_type: FailureType,
     reason: String,
     transient: bool,
     attempts: i32,
@@ -103,7 +104,7 @@ pub fn failed(
         return Outcome {
             state: MailState::Exception,
             recipients,
-            failure_type: Some("retry_expired".into()),
+            failure_type: Some(FailureType::RetryExpired),
             failure_reason: Some(format!(
                 "gave up after {attempts} attempts over two days; last error: {reason}"
             )),
@@ -114,7 +115,7 @@ pub fn failed(
     Outcome {
         state,
         recipients,
-        failure_type: Some(failure_type.into()),
+        failure_type: Some(failure_type),
         failure_reason: Some(reason),
     }
 }
@@ -191,7 +192,7 @@ pub fn summarise(recipients: Recipients, attempts: i32, age: Duration) -> Outcom
         );
         return failed(
             recipients,
-            "recipient_deferred",
+            FailureType::RecipientDeferred,
             reason,
             true,
             attempts,
@@ -205,14 +206,14 @@ pub fn summarise(recipients: Recipients, attempts: i32, age: Duration) -> Outcom
         );
         // Some went out: the mail is sent, partly.
         let (state, failure_type) = if sent > 0 {
-            (MailState::Sent, "partial")
+            (MailState::Sent, FailureType::Partial)
         } else {
-            (MailState::Exception, "recipient_refused")
+            (MailState::Exception, FailureType::RecipientRefused)
         };
         return Outcome {
             state,
             recipients,
-            failure_type: Some(failure_type.into()),
+            failure_type: Some(failure_type),
             failure_reason: Some(reason),
         };
     }
@@ -220,7 +221,7 @@ pub fn summarise(recipients: Recipients, attempts: i32, age: Duration) -> Outcom
         return Outcome {
             state: MailState::Cancel,
             recipients,
-            failure_type: Some("blacklisted".into()),
+            failure_type: Some(FailureType::Blacklisted),
             failure_reason: Some("every recipient is on the blocklist".into()),
         };
     }
@@ -293,7 +294,7 @@ mod tests {
         let o = after_delivery(Recipients::new(), Ok(d), 1, YOUNG);
         assert_eq!(o.state, MailState::Sent);
         assert_eq!(o.recipients["b@x"].state, RecipientState::Exception);
-        assert_eq!(o.failure_type.as_deref(), Some("partial"));
+        assert_eq!(o.failure_type.map(FailureType::as_str), Some("partial"));
         assert!(o.failure_reason.unwrap().contains("550 no"));
     }
 
@@ -336,7 +337,10 @@ mod tests {
             YOUNG,
         );
         assert_eq!(o.state, MailState::Exception);
-        assert_eq!(o.failure_type.as_deref(), Some("sender_refused"));
+        assert_eq!(
+            o.failure_type.map(FailureType::as_str),
+            Some("sender_refused")
+        );
         let o = after_delivery(
             Recipients::new(),
             Err(err(Stage::Connect, true, 421)),
@@ -351,7 +355,10 @@ mod tests {
             GIVE_UP_AFTER,
         );
         assert_eq!(o.state, MailState::Exception);
-        assert_eq!(o.failure_type.as_deref(), Some("retry_expired"));
+        assert_eq!(
+            o.failure_type.map(FailureType::as_str),
+            Some("retry_expired")
+        );
     }
 
     #[test]
@@ -377,6 +384,6 @@ mod tests {
         );
         let o = summarise(r, 1, YOUNG);
         assert_eq!(o.state, MailState::Cancel);
-        assert_eq!(o.failure_type.as_deref(), Some("blacklisted"));
+        assert_eq!(o.failure_type.map(FailureType::as_str), Some("blacklisted"));
     }
 }

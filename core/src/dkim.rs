@@ -16,19 +16,9 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub fn parse(name: &str) -> Option<Algorithm> {
-        match name {
-            "rsa" => Some(Algorithm::Rsa),
-            "ed25519" => Some(Algorithm::Ed25519),
-            _ => None,
-        }
-    }
-
+    /// The `k=` of the DNS record, also the `dkim_key.algorithm` text (mapping in `model`).
     pub fn dns_name(self) -> &'static str {
-        match self {
-            Algorithm::Rsa => "rsa",
-            Algorithm::Ed25519 => "ed25519",
-        }
+        crate::model::Column::as_str(self)
     }
 }
 

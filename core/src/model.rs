@@ -182,12 +182,51 @@ column_enum! {
         Auth = "auth",
         SenderRefused = "sender_refused",
         RecipientRefused = "recipient_refused",
+        /// Some recipients were deferred until they expired.
+        RecipientDeferred = "recipient_deferred",
         MessageRefused = "message_refused",
         /// Retried for two days without success.
         RetryExpired = "retry_expired",
         /// Some recipients got it, others refused.
         Partial = "partial",
         Blacklisted = "blacklisted",
+    }
+}
+
+// `outgoing_server.encryption` and `incoming_server.encryption`.
+column_impls!(crate::net::Encryption, "encryption" {
+    None = "none",
+    StartTls = "starttls",
+    Ssl = "ssl",
+});
+
+// `inbound.state`: where routing left a received message.
+column_impls!(crate::routing::route::State, "inbound state" {
+    New = "new",
+    Routed = "routed",
+    Duplicate = "duplicate",
+    Bounce = "bounce",
+    Complaint = "complaint",
+    Loop = "loop",
+    Rejected = "rejected",
+    Unroutable = "unroutable",
+    Error = "error",
+});
+
+// `dkim_key.algorithm`, also the `k=` of the DNS record.
+column_impls!(crate::dkim::Algorithm, "DKIM algorithm" {
+    Rsa = "rsa",
+    Ed25519 = "ed25519",
+});
+
+column_enum! {
+    /// `alias.contact_policy`: who may write to an alias.
+    ContactPolicy, "contact policy" {
+        Everyone = "everyone",
+        /// Known contacts only.
+        Partners = "partners",
+        /// Followers of the alias's forced thread only.
+        Followers = "followers",
     }
 }
 
@@ -240,17 +279,10 @@ mod tests {
         same::<IncomingState>("incoming_server_state_check");
         same::<crate::smtp::Auth>("outgoing_server_auth_check");
         same::<crate::authentication::Verdict>("inbound_auth_verdict_check");
-        // TODO(merge): also cover, once they implement `Column`:
-        // - routing::State (inbound.state) against "inbound_state_check";
-        // - smtp::Encryption (outgoing_server.encryption) against
-        //   "outgoing_server_encryption_check", and mailbox::Encryption against
-        //   "incoming_server_encryption_check";
-        // - dkim::Algorithm against "dkim_key_algorithm_check";
-        // - alias.contact_policy against "alias_contact_policy_check" (no enum yet);
-        // - delivery::failure_type / delivery::failed should return and take FailureType
-        //   instead of &str (FailureType has no CHECK constraint to test against).
-        // - oauth::Failure::state should return Option<OAuthState> instead of text, and
-        //   delivery::RecipientState (recipients' "state" in mail.recipients) could become a
-        //   Column too (no CHECK constraint: it is inside jsonb).
+        same::<crate::net::Encryption>("outgoing_server_encryption_check");
+        same::<crate::net::Encryption>("incoming_server_encryption_check");
+        same::<crate::routing::route::State>("inbound_state_check");
+        same::<crate::dkim::Algorithm>("dkim_key_algorithm_check");
+        same::<ContactPolicy>("alias_contact_policy_check");
     }
 }

@@ -46,28 +46,9 @@ pub enum Encryption {
 }
 
 impl Encryption {
+    /// The `encryption` column's text (the mapping is in `model`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Encryption::None => "none",
-            Encryption::StartTls => "starttls",
-            Encryption::Ssl => "ssl",
-        }
-    }
-}
-
-/// A text that names no encryption.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown encryption \"{0}\"")]
-pub struct UnknownEncryption(pub String);
-
-impl std::str::FromStr for Encryption {
-    type Err = UnknownEncryption;
-
-    fn from_str(s: &str) -> Result<Encryption, UnknownEncryption> {
-        [Encryption::None, Encryption::StartTls, Encryption::Ssl]
-            .into_iter()
-            .find(|e| e.as_str() == s)
-            .ok_or_else(|| UnknownEncryption(s.to_string()))
+        crate::model::Column::as_str(self)
     }
 }
 

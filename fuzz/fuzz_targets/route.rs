@@ -60,7 +60,7 @@ impl Gateway for Memory {
             name: "sales".into(),
             model: "crm_lead".into(),
             defaults: Value::Null,
-            contact_policy: "everyone".into(),
+            contact_policy: mail_gateway_core::model::ContactPolicy::Everyone,
             bounced_content: None,
             force_thread_id: recipients.iter().any(|r| r.contains("shared")).then_some(7),
             address: "sales@example.com".into(),

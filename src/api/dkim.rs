@@ -14,7 +14,7 @@ pub fn create_dkim_key(
     selector: default!(&str, "'mail'"),
     algorithm: default!(&str, "'rsa'"),
 ) -> String {
-    let Some(alg) = Algorithm::parse(algorithm) else {
+    let Ok(alg) = algorithm.parse::<Algorithm>() else {
         ApiError::invalid(
             format!("unknown DKIM algorithm \"{algorithm}\""),
             "Use 'rsa' (2048 bits, understood everywhere) or 'ed25519' (RFC 8463; publish an RSA key too).",

@@ -43,7 +43,7 @@ pub fn check_domain(
     let dkim = store::dkim::active_keys(&domain)
         .into_iter()
         .map(|key| {
-            let algorithm = Algorithm::parse(&key.algorithm).unwrap_or(Algorithm::Rsa);
+            let algorithm = key.algorithm.parse().unwrap_or(Algorithm::Rsa);
             DkimKey {
                 record: format!("v=DKIM1; k={}; p={}", algorithm.dns_name(), key.public_key),
                 selector: key.selector,

@@ -12,7 +12,7 @@ use pgrx::spi::{SpiHeapTupleData, SpiResult};
 
 use super::{spi, text};
 use crate::delivery::{MailState, Outcome, RecipientState, RecipientStatus, Recipients};
-use crate::model::{self, MailKind};
+use crate::model::{self, FailureType, MailKind};
 
 /// A claimed mail, as the worker needs it.
 pub struct QueuedMail {
@@ -307,7 +307,7 @@ pub fn record(worker: i32, results: &[Recorded]) {
         states.push(state.as_str());
         delays.push(delay);
         recipients.push(JsonB(recipients_to_json(&r.outcome.recipients)));
-        types.push(r.outcome.failure_type.clone());
+        types.push(r.outcome.failure_type.map(FailureType::as_str));
         reasons.push(r.outcome.failure_reason.clone());
         servers.push(r.server_id);
         smtp_froms.push(r.smtp_from.clone());

@@ -57,11 +57,7 @@ fn incoming_server_row(row: &SpiHeapTupleData<'_>, limits: Limits) -> SpiResult<
             host: text(row, "host")?,
             port: row.get_by_name::<i32, _>("port")?.unwrap_or_default() as u16,
             // incoming_server_encryption_check allows no other values.
-            encryption: match text(row, "encryption")?.as_str() {
-                "none" => Encryption::None,
-                "starttls" => Encryption::StartTls,
-                _ => Encryption::Ssl,
-            },
+            encryption: text(row, "encryption")?.parse().unwrap_or(Encryption::Ssl),
             xoauth2: text(row, "auth")?.parse() == Ok(IncomingAuth::Xoauth2),
             username: text(row, "username")?,
             password: text(row, "password")?,

@@ -173,12 +173,17 @@ pub fn store_granted(
 /// Records a failed refresh made with refresh token `used`: the error, and for a failure that
 /// no retry can fix, the state that stops the workers from trying (`needs_consent`,
 /// `misconfigured`).
-pub fn store_failure(id: i64, used: Option<&str>, state: Option<&str>, error: &str) {
+pub fn store_failure(id: i64, used: Option<&str>, state: Option<OAuthState>, error: &str) {
     super::execute(
         "UPDATE mail_gateway.oauth_account
          SET state = coalesce($3, state), last_error = $4, last_error_at = clock_timestamp()
          WHERE id = $1 AND refresh_token IS NOT DISTINCT FROM $2",
-        &[id.into(), used.into(), state.into(), error.into()],
+        &[
+            id.into(),
+            used.into(),
+            state.map(OAuthState::as_str).into(),
+            error.into(),
+        ],
     );
 }
 

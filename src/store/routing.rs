@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 
 use super::{spi, text};
 use crate::authentication::Verdict;
+use crate::model::ContactPolicy;
 use crate::routing::RoutingSettings;
 use crate::routing::address::Sender;
 use crate::routing::route::{Alias, BounceRow, Routed, SentMail, State, Thread};
@@ -118,7 +119,10 @@ pub fn find_alias(addresses: &[String], by_name: Option<&str>) -> Option<Alias> 
                         .get_by_name::<JsonB, _>("defaults")?
                         .map(|j| j.0)
                         .unwrap_or(serde_json::Value::Null),
-                    contact_policy: text(&row, "contact_policy")?,
+                    // alias_contact_policy_check allows no other values.
+                    contact_policy: text(&row, "contact_policy")?
+                        .parse()
+                        .unwrap_or(ContactPolicy::Everyone),
                     bounced_content: row.get_by_name::<String, _>("bounced_content")?,
                     force_thread_id: row.get_by_name::<i64, _>("force_thread_id")?,
                     address: text(&row, "address")?,

@@ -92,11 +92,9 @@ fn load_servers(name: Option<&str>, timeout: Duration) -> HashMap<i64, ServerRow
 fn server_row(row: &SpiHeapTupleData<'_>, timeout: Duration) -> SpiResult<ServerRow> {
     let optional = |column: &str| row.get_by_name::<String, _>(column);
     // The table's CHECK constraints allow no other values (outgoing_server_encryption_check).
-    let encryption = match optional("encryption")?.as_deref() {
-        Some("ssl") => Encryption::Ssl,
-        Some("starttls") => Encryption::StartTls,
-        _ => Encryption::None,
-    };
+    let encryption = optional("encryption")?
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(Encryption::None);
     let auth = optional("auth")?
         .and_then(|a| a.parse().ok())
         .unwrap_or(Auth::None);

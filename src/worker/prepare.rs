@@ -108,7 +108,7 @@ pub(super) fn prepare(
     let Ok(sender) = Mailbox::parse(&mail.email_from) else {
         let outcome = delivery::failed(
             mail.recipients.clone(),
-            FailureType::Build.as_str(),
+            FailureType::Build,
             format!("malformed From \"{}\"", mail.email_from),
             false,
             mail.attempts,
@@ -214,7 +214,7 @@ pub(super) fn fail(
 ) -> Recorded {
     let outcome = delivery::failed(
         ready.mail.recipients.clone(),
-        failure_type.as_str(),
+        failure_type,
         reason,
         transient,
         ready.mail.attempts,

@@ -274,7 +274,10 @@ fn failures_are_classified_the_way_the_providers_mean_them() {
         assert_eq!(e.failure, *failure, "{body}");
         assert!(e.message.contains(words), "{} lacks {words}", e.message);
     }
-    assert_eq!(Failure::NeedsConsent.state(), Some("needs_consent"));
+    assert_eq!(
+        Failure::NeedsConsent.state().map(|s| s.as_str()),
+        Some("needs_consent")
+    );
     assert_eq!(Failure::Transient.state(), None);
 }
 

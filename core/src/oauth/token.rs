@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::{Provider, http};
+use crate::model::OAuthState;
 use crate::net::{self, Limits};
 
 /// `expires_in` when a reply leaves it out (RFC 6749 only recommends it): an hour, what the
@@ -59,10 +60,10 @@ pub enum Failure {
 
 impl Failure {
     /// The `oauth_account.state` it leads to (`None`: the account stays usable).
-    pub fn state(self) -> Option<&'static str> {
+    pub fn state(self) -> Option<OAuthState> {
         match self {
-            Failure::NeedsConsent => Some("needs_consent"),
-            Failure::Misconfigured => Some("misconfigured"),
+            Failure::NeedsConsent => Some(OAuthState::NeedsConsent),
+            Failure::Misconfigured => Some(OAuthState::Misconfigured),
             Failure::Transient => None,
         }
     }

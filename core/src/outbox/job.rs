@@ -104,8 +104,10 @@ impl Content {
                 warning: None,
             });
         };
-        let signed = dkim::Algorithm::parse(&key.algorithm)
-            .ok_or_else(|| dkim::SignError::UnknownAlgorithm(key.algorithm.clone()))
+        let signed = key
+            .algorithm
+            .parse::<dkim::Algorithm>()
+            .map_err(|_| dkim::SignError::UnknownAlgorithm(key.algorithm.clone()))
             .and_then(|alg| dkim::sign(&message, &domain, &key.selector, alg, &key.private_pem));
         Ok(match signed {
             Ok(signed) => Rendered {

@@ -64,7 +64,7 @@ impl Sending {
         let failed = |failure: FailureType, reason: String| {
             delivery::failed(
                 mail.recipients.clone(),
-                failure.as_str(),
+                failure,
                 reason,
                 false,
                 mail.attempts,

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::{Alias, Gateway, Routed, Router, State, Thread};
 use crate::authentication::Verdict;
+use crate::model::ContactPolicy;
 use crate::routing::address::Sender;
 
 impl<G: Gateway> Router<'_, G> {
@@ -51,16 +52,16 @@ impl<G: Gateway> Router<'_, G> {
 
     /// The alias's contact policy refusing `from`, answered with the alias's text.
     fn contact_refusal(&mut self, alias: &Alias, from: &str, route: &str) -> Option<Routed> {
-        let allowed = match alias.contact_policy.as_str() {
-            "partners" => self.gw.is_contact(from),
-            "followers" => alias.force_thread_id.is_some_and(|id| {
+        let allowed = match alias.contact_policy {
+            ContactPolicy::Everyone => true,
+            ContactPolicy::Partners => self.gw.is_contact(from),
+            ContactPolicy::Followers => alias.force_thread_id.is_some_and(|id| {
                 let thread = Thread {
                     model: alias.model.clone(),
                     res_id: id,
                 };
                 self.gw.is_follower(&thread, from)
             }),
-            _ => true,
         };
         if allowed {
             return None;

@@ -31,8 +31,7 @@ pub struct Alias {
     pub name: String,
     pub model: String,
     pub defaults: Value,
-    /// `everyone` | `partners` | `followers`.
-    pub contact_policy: String,
+    pub contact_policy: crate::model::ContactPolicy,
     pub bounced_content: Option<String>,
     pub force_thread_id: Option<i64>,
     /// `name@domain`.

@@ -18,7 +18,7 @@ mod post;
 mod state;
 
 pub use gateway::{Alias, AutoAnswer, BounceRow, Gateway, Post, Posted, SentMail, Thread};
-pub use state::{Routed, State, UnknownState};
+pub use state::{Routed, State};
 
 use super::RoutingSettings;
 use super::address::Sender;

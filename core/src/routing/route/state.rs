@@ -17,30 +17,9 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 9] = [
-        State::New,
-        State::Routed,
-        State::Duplicate,
-        State::Bounce,
-        State::Complaint,
-        State::Loop,
-        State::Rejected,
-        State::Unroutable,
-        State::Error,
-    ];
-
+    /// The `inbound.state` text (the mapping is in `model`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::New => "new",
-            State::Routed => "routed",
-            State::Duplicate => "duplicate",
-            State::Bounce => "bounce",
-            State::Complaint => "complaint",
-            State::Loop => "loop",
-            State::Rejected => "rejected",
-            State::Unroutable => "unroutable",
-            State::Error => "error",
-        }
+        crate::model::Column::as_str(self)
     }
 
     /// States a message may be routed again from (`reprocess`): the others created something
@@ -55,22 +34,6 @@ impl State {
                 | State::Loop
                 | State::Duplicate
         )
-    }
-}
-
-/// A text that names no state.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown inbound state \"{0}\"")]
-pub struct UnknownState(pub String);
-
-impl std::str::FromStr for State {
-    type Err = UnknownState;
-
-    fn from_str(s: &str) -> Result<State, UnknownState> {
-        State::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_string()))
     }
 }
 
