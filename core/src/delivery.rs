@@ -60,9 +60,9 @@ pub struct RecipientStatus {
 
 pub type Recipients = BTreeMap<String, RecipientStatus>;
 
-/// The mail's next state.
+/// What an attempt leaves the mail in (stored as `model::MailState`, a retry as `outgoing`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MailState {
+pub enum NextState {
     Sent,
     Retry(Duration),
     Exception,
@@ -71,7 +71,7 @@ pub enum MailState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    pub state: MailState,
+    pub state: NextState,
     pub recipients: Recipients,
     pub failure_type: Option<FailureType>,
     pub failure_reason: Option<String>,
@@ -99,10 +99,10 @@ pub fn failed(
     age: Duration,
 ) -> Outcome {
     let state = if !transient {
-        MailState::Exception
+        NextState::Exception
     } else if age >= GIVE_UP_AFTER {
         return Outcome {
-            state: MailState::Exception,
+            state: NextState::Exception,
             recipients,
             failure_type: Some(FailureType::RetryExpired),
             failure_reason: Some(format!(
@@ -110,7 +110,7 @@ pub fn failed(
             )),
         };
     } else {
-        MailState::Retry(retry_delay(attempts))
+        NextState::Retry(retry_delay(attempts))
     };
     Outcome {
         state,
@@ -206,9 +206,9 @@ pub fn summarise(recipients: Recipients, attempts: i32, age: Duration) -> Outcom
         );
         // Some went out: the mail is sent, partly.
         let (state, failure_type) = if sent > 0 {
-            (MailState::Sent, FailureType::Partial)
+            (NextState::Sent, FailureType::Partial)
         } else {
-            (MailState::Exception, FailureType::RecipientRefused)
+            (NextState::Exception, FailureType::RecipientRefused)
         };
         return Outcome {
             state,
@@ -219,14 +219,14 @@ pub fn summarise(recipients: Recipients, attempts: i32, age: Duration) -> Outcom
     }
     if sent == 0 && blocked > 0 {
         return Outcome {
-            state: MailState::Cancel,
+            state: NextState::Cancel,
             recipients,
             failure_type: Some(FailureType::Blacklisted),
             failure_reason: Some("every recipient is on the blocklist".into()),
         };
     }
     Outcome {
-        state: MailState::Sent,
+        state: NextState::Sent,
         recipients,
         failure_type: None,
         failure_reason: (blocked > 0)
@@ -275,7 +275,7 @@ mod tests {
             Some(Ok("250 ok".into())),
         );
         let o = after_delivery(Recipients::new(), Ok(d), 1, YOUNG);
-        assert_eq!(o.state, MailState::Sent);
+        assert_eq!(o.state, NextState::Sent);
         assert_eq!(o.recipients["a@x"].state, RecipientState::Sent);
     }
 
@@ -292,7 +292,7 @@ mod tests {
             Some(Ok("250".into())),
         );
         let o = after_delivery(Recipients::new(), Ok(d), 1, YOUNG);
-        assert_eq!(o.state, MailState::Sent);
+        assert_eq!(o.state, NextState::Sent);
         assert_eq!(o.recipients["b@x"].state, RecipientState::Exception);
         assert_eq!(o.failure_type.map(FailureType::as_str), Some("partial"));
         assert!(o.failure_reason.unwrap().contains("550 no"));
@@ -311,7 +311,7 @@ mod tests {
             Some(Ok("250".into())),
         );
         let o = after_delivery(Recipients::new(), Ok(d), 2, YOUNG);
-        assert_eq!(o.state, MailState::Retry(Duration::from_secs(120)));
+        assert_eq!(o.state, NextState::Retry(Duration::from_secs(120)));
         assert_eq!(o.recipients["a@x"].state, RecipientState::Sent);
         assert_eq!(o.recipients["b@x"].state, RecipientState::Deferred);
         // The retry succeeds: the mail is sent, the first recipient untouched.
@@ -320,7 +320,7 @@ mod tests {
             Some(Ok("250".into())),
         );
         let o = after_delivery(o.recipients, Ok(d), 3, YOUNG);
-        assert_eq!(o.state, MailState::Sent);
+        assert_eq!(o.state, NextState::Sent);
         assert!(
             o.recipients
                 .values()
@@ -336,7 +336,7 @@ mod tests {
             1,
             YOUNG,
         );
-        assert_eq!(o.state, MailState::Exception);
+        assert_eq!(o.state, NextState::Exception);
         assert_eq!(
             o.failure_type.map(FailureType::as_str),
             Some("sender_refused")
@@ -347,14 +347,14 @@ mod tests {
             1,
             YOUNG,
         );
-        assert_eq!(o.state, MailState::Retry(Duration::from_secs(60)));
+        assert_eq!(o.state, NextState::Retry(Duration::from_secs(60)));
         let o = after_delivery(
             Recipients::new(),
             Err(err(Stage::Connect, true, 421)),
             40,
             GIVE_UP_AFTER,
         );
-        assert_eq!(o.state, MailState::Exception);
+        assert_eq!(o.state, NextState::Exception);
         assert_eq!(
             o.failure_type.map(FailureType::as_str),
             Some("retry_expired")
@@ -368,7 +368,7 @@ mod tests {
             Some(Err(err(Stage::Message, false, 554))),
         );
         let o = after_delivery(Recipients::new(), Ok(d), 1, YOUNG);
-        assert_eq!(o.state, MailState::Exception);
+        assert_eq!(o.state, NextState::Exception);
         assert_eq!(o.recipients["a@x"].state, RecipientState::Exception);
     }
 
@@ -383,7 +383,7 @@ mod tests {
             },
         );
         let o = summarise(r, 1, YOUNG);
-        assert_eq!(o.state, MailState::Cancel);
+        assert_eq!(o.state, NextState::Cancel);
         assert_eq!(o.failure_type.map(FailureType::as_str), Some("blacklisted"));
     }
 }

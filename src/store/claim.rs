@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{SpiHeapTupleData, SpiResult};
 
 use super::{spi, text};
-use crate::delivery::{MailState, Outcome, RecipientState, RecipientStatus, Recipients};
+use crate::delivery::{NextState, Outcome, RecipientState, RecipientStatus, Recipients};
 use crate::model::{self, FailureType, MailKind};
 
 /// A claimed mail, as the worker needs it.
@@ -298,10 +298,10 @@ pub fn record(worker: i32, results: &[Recorded]) {
     let mut header_froms = Vec::with_capacity(results.len());
     for r in results {
         let (state, delay) = match r.outcome.state {
-            MailState::Sent => (model::MailState::Sent, 0.0),
-            MailState::Retry(d) => (model::MailState::Outgoing, d.as_secs_f64()),
-            MailState::Exception => (model::MailState::Exception, 0.0),
-            MailState::Cancel => (model::MailState::Cancel, 0.0),
+            NextState::Sent => (model::MailState::Sent, 0.0),
+            NextState::Retry(d) => (model::MailState::Outgoing, d.as_secs_f64()),
+            NextState::Exception => (model::MailState::Exception, 0.0),
+            NextState::Cancel => (model::MailState::Cancel, 0.0),
         };
         ids.push(r.id);
         states.push(state.as_str());

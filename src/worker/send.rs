@@ -14,7 +14,7 @@ use pgrx::prelude::*;
 
 use super::prepare::{self, InFlight, blocked_port, fail, prepare};
 use super::{in_transaction, shutting_down, try_transaction};
-use crate::delivery::MailState;
+use crate::delivery::NextState;
 use crate::model::FailureType;
 use crate::oauth::Failure;
 use crate::outbox::{DkimKey, Pool, Settings};
@@ -264,9 +264,9 @@ impl Sending {
     /// A result to record, its retry delay on the schedule of `mail_gateway.retry_delay`
     /// (1 min doubling to 1 h by default).
     fn result(&mut self, mut r: Recorded) {
-        if let MailState::Retry(delay) = r.outcome.state {
+        if let NextState::Retry(delay) = r.outcome.state {
             let scale = gucs::retry_delay().as_secs_f64() / 60.0;
-            r.outcome.state = MailState::Retry(delay.mul_f64(scale));
+            r.outcome.state = NextState::Retry(delay.mul_f64(scale));
         }
         // A provider's answer we know says what to change (docs/OPERATIONS.md, "Provider hints").
         r.outcome.failure_reason = r
