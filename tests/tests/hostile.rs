@@ -561,7 +561,7 @@ fn forged_reports_blocklist_nobody_and_a_reset_counts() {
         0,
         "the four bounces before the reset no longer count"
     );
-    // Without the reset, five trusted bounces over eight days blocklist (SPEC's rule).
+    // Without the reset, five trusted bounces over eight days blocklist (the rule of mail.bounce.limit).
     exec(
         &mut db,
         "UPDATE mail_gateway.contact SET bounces_reset_at = NULL",
