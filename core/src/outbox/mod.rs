@@ -204,11 +204,9 @@ impl Pool {
     /// themselves with the cost of a commit (waiting for them made every group slower).
     pub fn collect(&mut self) -> Vec<Finished> {
         let mut finished = Vec::new();
-        while let Ok(report) = self.reports.try_recv() {
+        for report in take_reported(&self.reports, &self.wake_read) {
             self.handle(report, &mut finished);
         }
-        let mut drained = [0u8; 256];
-        while matches!(self.wake_read.read(&mut drained), Ok(n) if n > 0) {}
         finished
     }
 
@@ -338,6 +336,17 @@ impl Pool {
             }
         }
     }
+}
+
+/// Everything in `reports`, leaving `wake` readable if and only if a report may have come
+/// since. The wake-up bytes are drained *before* the channel: a connection sends its report,
+/// then writes its byte, so a report that arrives after the drain leaves its byte behind and
+/// the worker wakes for it. Draining after the channel lost such a report's wake-up, and the
+/// worker slept a whole `poll_interval` with the mail's result waiting (a 10 s stall).
+fn take_reported<T>(reports: &Receiver<T>, mut wake: &UnixStream) -> Vec<T> {
+    let mut drained = [0u8; 256];
+    while matches!(wake.read(&mut drained), Ok(n) if n > 0) {}
+    reports.try_iter().collect()
 }
 
 #[cfg(test)]

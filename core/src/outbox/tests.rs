@@ -123,3 +123,53 @@ fn an_unreachable_server_fails_every_mail_waiting_for_it_at_once() {
     }
     assert_eq!(pool.unfinished(), 0);
 }
+
+/// A connection reports, then writes its wake-up byte; the worker collects, then sleeps until
+/// the socket is readable. A report that lands while the worker collects must leave the socket
+/// readable, or its mail waits a whole poll interval (`take_reported`). Pairs of reports a few
+/// microseconds apart hit that moment many times over.
+#[test]
+fn a_report_that_arrives_while_reports_are_collected_still_wakes_the_worker() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const PAIRS: usize = 20_000;
+    let (tx, rx) = mpsc::channel::<usize>();
+    let (wake_read, wake_write) = UnixStream::pair().unwrap();
+    wake_read.set_nonblocking(true).unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let seen = received.clone();
+    let producer = std::thread::spawn(move || {
+        let mut wake = &wake_write;
+        for pair in 0..PAIRS {
+            for item in [2 * pair, 2 * pair + 1] {
+                tx.send(item).unwrap();
+                let _ = io::Write::write(&mut wake, &[1]);
+                for _ in 0..pair % 128 {
+                    std::hint::spin_loop();
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while seen.load(Ordering::Acquire) < 2 * pair + 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "report {} never woke the worker",
+                    2 * pair + 1
+                );
+                std::hint::spin_loop();
+            }
+        }
+    });
+    let mut byte = [0u8; 1];
+    let mut total = 0;
+    while total < 2 * PAIRS && !producer.is_finished() {
+        // The worker's sleep: until a wake-up byte can be read.
+        if !matches!((&wake_read).read(&mut byte), Ok(1)) {
+            std::thread::yield_now();
+            continue;
+        }
+        total += take_reported(&rx, &wake_read).len();
+        received.store(total, Ordering::Release);
+    }
+    producer.join().expect("every report woke the worker");
+    assert_eq!(total, 2 * PAIRS);
+}
