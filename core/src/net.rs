@@ -309,6 +309,20 @@ pub fn read_line_unbuffered(stream: &mut impl Read, max: usize) -> io::Result<Ve
     ))
 }
 
+/// Everything in `items`, for a thread that sleeps until `wake` is readable and is sent to by
+/// threads that send an item, then write a byte to `wake`. The bytes are drained *before* the
+/// channel: an item that arrives after the drain leaves its byte behind, so the sleeper wakes
+/// for it. Draining after the channel could swallow the byte of an item sent in between, and
+/// the sender's results then waited a whole `poll_interval` (a 10 s stall).
+pub fn take_woken<T>(
+    items: &std::sync::mpsc::Receiver<T>,
+    mut wake: &std::os::unix::net::UnixStream,
+) -> Vec<T> {
+    let mut drained = [0u8; 256];
+    while matches!(std::io::Read::read(&mut wake, &mut drained), Ok(n) if n > 0) {}
+    items.try_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

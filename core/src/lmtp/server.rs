@@ -5,7 +5,7 @@
 //! replies to DATA. No answer in time is a 451: the MTA retries, and the gateway's dedupe
 //! (Message-ID) stores a message that did get committed meanwhile only once.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -153,9 +153,7 @@ impl Server {
 
     /// Every delivery that arrived since the last call; does not wait.
     pub fn take(&mut self) -> Vec<Delivery> {
-        let mut drained = [0u8; 256];
-        while matches!((&self.wake_read).read(&mut drained), Ok(n) if n > 0) {}
-        self.deliveries.try_iter().collect()
+        crate::net::take_woken(&self.deliveries, &self.wake_read)
     }
 }
 

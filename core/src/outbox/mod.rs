@@ -10,7 +10,7 @@ mod job;
 mod lane;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -204,7 +204,7 @@ impl Pool {
     /// themselves with the cost of a commit (waiting for them made every group slower).
     pub fn collect(&mut self) -> Vec<Finished> {
         let mut finished = Vec::new();
-        for report in take_reported(&self.reports, &self.wake_read) {
+        for report in crate::net::take_woken(&self.reports, &self.wake_read) {
             self.handle(report, &mut finished);
         }
         finished
@@ -336,17 +336,6 @@ impl Pool {
             }
         }
     }
-}
-
-/// Everything in `reports`, leaving `wake` readable if and only if a report may have come
-/// since. The wake-up bytes are drained *before* the channel: a connection sends its report,
-/// then writes its byte, so a report that arrives after the drain leaves its byte behind and
-/// the worker wakes for it. Draining after the channel lost such a report's wake-up, and the
-/// worker slept a whole `poll_interval` with the mail's result waiting (a 10 s stall).
-fn take_reported<T>(reports: &Receiver<T>, mut wake: &UnixStream) -> Vec<T> {
-    let mut drained = [0u8; 256];
-    while matches!(wake.read(&mut drained), Ok(n) if n > 0) {}
-    reports.try_iter().collect()
 }
 
 #[cfg(test)]

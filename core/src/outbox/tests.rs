@@ -126,7 +126,7 @@ fn an_unreachable_server_fails_every_mail_waiting_for_it_at_once() {
 
 /// A connection reports, then writes its wake-up byte; the worker collects, then sleeps until
 /// the socket is readable. A report that lands while the worker collects must leave the socket
-/// readable, or its mail waits a whole poll interval (`take_reported`). Pairs of reports a few
+/// readable, or its mail waits a whole poll interval (`net::take_woken`). Pairs of reports a few
 /// microseconds apart hit that moment many times over.
 #[test]
 fn a_report_that_arrives_while_reports_are_collected_still_wakes_the_worker() {
@@ -163,11 +163,11 @@ fn a_report_that_arrives_while_reports_are_collected_still_wakes_the_worker() {
     let mut total = 0;
     while total < 2 * PAIRS && !producer.is_finished() {
         // The worker's sleep: until a wake-up byte can be read.
-        if !matches!((&wake_read).read(&mut byte), Ok(1)) {
+        if !matches!(io::Read::read(&mut &wake_read, &mut byte), Ok(1)) {
             std::thread::yield_now();
             continue;
         }
-        total += take_reported(&rx, &wake_read).len();
+        total += crate::net::take_woken(&rx, &wake_read).len();
         received.store(total, Ordering::Release);
     }
     producer.join().expect("every report woke the worker");
