@@ -116,9 +116,7 @@ pub fn enqueue_notifications(n: Notification<'_>, recipients: Vec<String>) -> us
 /// `retry_mail`: an exception or cancelled mail goes back to the queue, due now. Returns the
 /// state it was in, or `None` when there is no such mail.
 pub fn retry(id: i64) -> Option<MailState> {
-    // Administrators change the queue only through these functions: written as the gateway.
-    super::as_gateway(|| {
-        first::<String>(
+    change_state(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('exception', 'cancel', 'outgoing') THEN 'outgoing' ELSE m.state END,
@@ -131,25 +129,25 @@ pub fn retry(id: i64) -> Option<MailState> {
                                ELSE m.recipients END
          FROM old WHERE m.id = old.id
          RETURNING old.state",
-        &[id.into()],
+        id,
     )
-    })
-    .and_then(|state| state.parse().ok())
 }
 
 /// `cancel_mail`: a mail not sent yet is cancelled. Returns the state it was in.
 pub fn cancel(id: i64) -> Option<MailState> {
-    // Administrators change the queue only through these functions: written as the gateway.
-    super::as_gateway(|| {
-        first::<String>(
+    change_state(
         "WITH old AS (SELECT id, state FROM mail_gateway.mail WHERE id = $1 FOR UPDATE)
          UPDATE mail_gateway.mail m SET
              state = CASE WHEN old.state IN ('outgoing', 'sending', 'exception') THEN 'cancel' ELSE m.state END,
              lease_until = NULL, claimed_by = NULL
          FROM old WHERE m.id = old.id
          RETURNING old.state",
-        &[id.into()],
+        id,
     )
-    })
-    .and_then(|state| state.parse().ok())
+}
+
+/// Runs an administrator's change of mail `id` (`sql` returns the state it was in).
+fn change_state(sql: &str, id: i64) -> Option<MailState> {
+    // Administrators change the queue only through these functions: written as the gateway.
+    super::as_gateway(|| first::<String>(sql, &[id.into()])).and_then(|state| state.parse().ok())
 }
